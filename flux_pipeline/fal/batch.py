@@ -1,0 +1,230 @@
+"""Many requests through one FalClient: up to `max_concurrency` in flight, each pipelined
+submit → wait → result → download, outcomes yielded as they finish (no batch barriers).
+
+A failed request becomes a GenerationFailure and never affects the others. Closing the stream
+early (a budget stop, a terminated run) cancels every in-flight request that fal has not yet
+finished, so queued work is not billed. A RequestTracker, when given, records each submit
+before it is sent and after fal accepts it, so a crash or re-run resumes instead of paying again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httpx
+
+from .client import FalClient, LogSink
+from .errors import FalApiError, FalError, FalSubmitUncertain, FalTimeoutError
+from .models import FluxInput, FluxOutput
+from .verify import InvalidImageError, verify_image
+
+DOWNLOAD_ATTEMPTS = 4
+SUBMIT_ATTEMPTS = 3
+CANCELLED_STATUS = 400
+"""What fal's result answers for a cancelled request (protocol.md 3.5; real fal's exact body is unknown)."""
+DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    """One request to make. `key` is the caller's id for it (e.g. a prompt row)."""
+
+    key: str
+    endpoint: str
+    input: FluxInput
+    request_id: str | None = None
+    """Set to resume a request already submitted to fal instead of submitting it again."""
+    lost_token: str | None = None
+    """A previous submit attempt whose response was lost: look for it before submitting again."""
+    upload_path: str | None = None
+    """A local file to put in fal storage and send as the input's image_url (Redux)."""
+
+
+@dataclass(frozen=True)
+class GeneratedFile:
+    data: bytes
+    content_type: str
+    url: str
+
+
+@dataclass
+class Generation:
+    job: GenerationJob
+    request_id: str
+    output: FluxOutput
+    files: list[GeneratedFile]
+    latency_s: float
+
+
+@dataclass
+class GenerationFailure:
+    job: GenerationJob
+    request_id: str | None
+    error: str
+    status_code: int | None = None
+    field_errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+Outcome = Generation | GenerationFailure
+
+
+class RequestTracker(Protocol):
+    def submitting(self, job: GenerationJob) -> str:
+        """Record the intent to submit (durably) and return the attempt's token."""
+
+    def submitted(self, job: GenerationJob, request_id: str) -> None:
+        """Record the request id fal gave the submit."""
+
+    async def find_lost(self, job: GenerationJob, token: str) -> str | None:
+        """The request id of a submit attempt whose response was lost, once known (else None)."""
+
+    def webhook_received(self, token: str, body: dict) -> None:
+        """fal's webhook for the submit attempt `token` (may repeat)."""
+
+
+@dataclass
+class BatchOptions:
+    max_concurrency: int = 8
+    deadline_s: float = 900.0
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    webhook_base: str | None = None
+    """fal POSTs each outcome to `{webhook_base}/{token}`; None sends no webhook."""
+
+
+class Uploads:
+    """Local files put in fal storage once per batch, however many jobs use them."""
+
+    def __init__(self, fal: FalClient):
+        self._fal = fal
+        self._urls: dict[str, asyncio.Task[str]] = {}
+
+    def url(self, path: str) -> "asyncio.Task[str]":
+        if path not in self._urls:
+            self._urls[path] = asyncio.ensure_future(self._fal.upload_file(path))
+        return self._urls[path]
+
+
+async def _submit(fal: FalClient, job: GenerationJob, tracker: RequestTracker | None,
+                  options: BatchOptions, uploads: Uploads) -> str:
+    """Submit once, never twice: a submit whose response was lost is looked for through its
+    webhook, and only sent again once the webhook's silence shows it never reached fal."""
+    webhooks = tracker is not None and options.webhook_base is not None
+    if job.lost_token and webhooks:
+        if found := await tracker.find_lost(job, job.lost_token):
+            return found
+    data = job.input
+    if job.upload_path:
+        data = data.model_copy(update={"image_url": await uploads.url(job.upload_path)})
+    if tracker is None:
+        return await fal.submit(job.endpoint, data)
+    for _ in range(SUBMIT_ATTEMPTS):
+        token = tracker.submitting(job)
+        webhook = f"{options.webhook_base}/{token}" if webhooks else None
+        try:
+            request_id = await fal.submit(job.endpoint, data, webhook_url=webhook)
+        except FalSubmitUncertain:
+            if not webhooks:
+                raise  # left as `submitting` in the ledger: a re-run decides
+            request_id = await tracker.find_lost(job, token)
+            if request_id is None:
+                continue  # no webhook in time: it was not queued
+        tracker.submitted(job, request_id)
+        return request_id
+    raise FalError(f"submit to {job.endpoint} failed {SUBMIT_ATTEMPTS} times without a response")
+
+
+async def _download_verified(fal: FalClient, job: GenerationJob, url: str, max_bytes: int) -> GeneratedFile:
+    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        data, content_type = await fal.download(url)
+        try:
+            verify_image(data, content_type, output_format=job.input.output_format, size=job.input.size(),
+                         max_bytes=max_bytes)
+            return GeneratedFile(data, content_type, url)
+        except InvalidImageError:
+            if attempt == DOWNLOAD_ATTEMPTS:
+                raise
+
+
+async def _complete(fal: FalClient, job: GenerationJob, tracker: RequestTracker | None,
+                    options: BatchOptions, uploads: Uploads, on_log: LogSink | None) -> Outcome:
+    started = time.monotonic()
+    request_id = job.request_id
+    finished = False
+    try:
+        if request_id is None:
+            request_id = await _submit(fal, job, tracker, options, uploads)
+        try:
+            output = await _wait_and_fetch(fal, job, request_id, options, on_log)
+        except FalApiError as exc:
+            if not (job.request_id and exc.status_code == CANCELLED_STATUS):
+                raise
+            # A resumed request that ended cancelled (its earlier run was stopped) was never
+            # billed: send it again rather than lose the row.
+            request_id = await _submit(fal, dataclasses.replace(job, request_id=None, lost_token=None), tracker,
+                                       options, uploads)
+            output = await _wait_and_fetch(fal, job, request_id, options, on_log)
+        finished = True
+        files = [await _download_verified(fal, job, image.url, options.max_file_bytes) for image in output.images]
+        return Generation(job, request_id, output, files, time.monotonic() - started)
+    except FalApiError as exc:
+        finished = True
+        return GenerationFailure(job, request_id, str(exc), exc.status_code, exc.field_errors)
+    except (FalError, InvalidImageError, httpx.HTTPError, KeyError, ValueError) as exc:
+        # ValueError also covers malformed JSON and responses that do not match the output schema.
+        return GenerationFailure(job, request_id, f"{type(exc).__name__}: {exc}")
+    finally:
+        if request_id is not None and not finished:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(fal.cancel(job.endpoint, request_id))
+
+
+async def _wait_and_fetch(fal: FalClient, job: GenerationJob, request_id: str, options: BatchOptions,
+                          on_log: LogSink | None) -> FluxOutput:
+    try:
+        async with asyncio.timeout(options.deadline_s):
+            await fal.wait(job.endpoint, request_id, on_log)
+    except TimeoutError:
+        raise FalTimeoutError(f"request {request_id} did not complete within {options.deadline_s:g} s") from None
+    return await fal.result(job.endpoint, request_id)
+
+
+async def run_batch(fal: FalClient, jobs: Iterable[GenerationJob], options: BatchOptions, *,
+                    tracker: RequestTracker | None = None, on_log: LogSink | None = None) -> AsyncIterator[Outcome]:
+    """Yield one Outcome per job, in completion order. Jobs are drawn lazily, one per free slot."""
+    slots = asyncio.Semaphore(options.max_concurrency)
+    finished: asyncio.Queue[Outcome | None] = asyncio.Queue()
+    running: set[asyncio.Task] = set()
+    uploads = Uploads(fal)
+
+    async def one(job: GenerationJob) -> None:
+        await finished.put(await _complete(fal, job, tracker, options, uploads, on_log))
+
+    async def feed() -> None:
+        try:
+            for job in jobs:
+                await slots.acquire()
+                task = asyncio.create_task(one(job))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            while running:
+                await asyncio.gather(*running)
+        finally:
+            await finished.put(None)
+
+    feeder = asyncio.create_task(feed())
+    try:
+        while (outcome := await finished.get()) is not None:
+            slots.release()  # the slot frees once the caller takes the outcome: bounded memory
+            yield outcome
+        await feeder  # surfaces an error raised by the jobs iterable
+    finally:
+        feeder.cancel()
+        for task in list(running):
+            task.cancel()
+        await asyncio.gather(feeder, *running, return_exceptions=True)

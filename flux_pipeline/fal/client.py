@@ -1,0 +1,312 @@
+"""Async client for fal's queue protocol: submit, status (stream or poll), result, cancel, the
+sync endpoint, storage upload and file download.
+
+Only calls to fal's own API carry the `Authorization: Key …` header; media downloads and the
+storage PUT go through a second client without it, so the key never reaches another host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import mimetypes
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+from httpx_sse import SSEError, aconnect_sse
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .endpoints import FalUrls
+from .errors import FalApiError, FalError, FalInputError, FalSubmitUncertain
+from .models import FluxInput, FluxOutput, input_model
+
+LogSink = Callable[[str, dict], None]
+"""Called with (request_id, log entry) for every new queue log line."""
+
+
+class QueueStatus(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    status: Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+    request_id: str | None = None
+    queue_position: int | None = None
+    logs: list[dict] | None = None
+    error: str | None = None
+    error_type: str | None = None
+    metrics: dict[str, Any] | None = None
+
+
+def validate_input(endpoint: str, data: FluxInput | dict) -> FluxInput:
+    """The typed input for `endpoint`, or FalInputError naming every bad field."""
+    model = input_model(endpoint)
+    if isinstance(data, model):
+        return data
+    if isinstance(data, BaseModel):
+        data = data.model_dump(exclude_unset=True)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise FalInputError.from_pydantic(endpoint, exc) from None
+
+
+def decode_data_uri(uri: str) -> tuple[bytes, str]:
+    """Bytes and media type of a `data:` URI (sync_mode results)."""
+    header, sep, payload = uri.partition(",")
+    if not uri.startswith("data:") or not sep:
+        raise FalError("not a data URI")
+    media_type = header[5:].split(";")[0] or "text/plain"
+    try:
+        data = base64.b64decode(payload, validate=True) if header.endswith(";base64") else payload.encode()
+    except binascii.Error as exc:
+        raise FalError(f"malformed base64 in data URI: {exc}") from None
+    return data, media_type
+
+
+RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+UNSENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+"""Transport errors raised before a request left this machine: safe to retry even a submit."""
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with full jitter; `budget` caps retries across one client session."""
+
+    max_attempts: int = 8
+    base_delay: float = 0.2
+    max_delay: float = 20.0
+    budget: int = 10_000
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_delay)
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def is_retryable(response: httpx.Response) -> bool:
+    # fal marks a caller's own start deadline with this header: retrying cannot help (protocol.md 7).
+    return response.status_code in RETRYABLE_STATUS and not response.headers.get("x-fal-request-timeout-type")
+
+
+class FalClient:
+    """One connection pool to fal. Use as `async with FalClient(...) as fal:`."""
+
+    def __init__(
+        self,
+        key: str,
+        urls: FalUrls = FalUrls(),
+        *,
+        poll_interval: float = 0.25,
+        max_poll_interval: float = 2.0,
+        status_updates: Literal["stream", "poll"] = "stream",
+        http_timeout: float = 60.0,
+        max_connections: int = 64,
+        retry: RetryPolicy | None = None,
+    ):
+        self._key = key
+        self.urls = urls
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.status_updates = status_updates
+        self._http_timeout = http_timeout
+        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._api: httpx.AsyncClient | None = None
+        self._public: httpx.AsyncClient | None = None
+        self.retry = retry or RetryPolicy()
+        self.calls: dict[str, int] = {}
+        self.retries: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"FalClient(urls={self.urls!r})"
+
+    async def __aenter__(self) -> "FalClient":
+        timeout = httpx.Timeout(self._http_timeout)
+        self._api = httpx.AsyncClient(
+            headers={"Authorization": f"Key {self._key}", "User-Agent": "flux-pipeline"},
+            timeout=timeout,
+            limits=self._limits,
+        )
+        self._public = httpx.AsyncClient(timeout=timeout, limits=self._limits, follow_redirects=True)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._api.aclose()
+        await self._public.aclose()
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _may_retry(self, kind: str, attempt: int) -> bool:
+        if attempt >= self.retry.max_attempts or self.retry.budget <= 0:
+            return False
+        self.retry.budget -= 1
+        self.retries[kind] = self.retries.get(kind, 0) + 1
+        return True
+
+    async def _send(self, kind: str, method: str, url: str, *, api: bool = True, idempotent: bool = True,
+                    endpoint: str | None = None, request_id: str | None = None,
+                    **kwargs: Any) -> httpx.Response:
+        """One logical call with retries. A non-idempotent call (submit, sync run) is retried
+        only when it certainly did not reach fal; otherwise FalSubmitUncertain is raised."""
+        client = self._api if api else self._public
+        attempt = 0
+        while True:
+            attempt += 1
+            self.calls[kind] = self.calls.get(kind, 0) + 1
+            try:
+                response = await client.request(method, url, **kwargs)
+            except httpx.TransportError as exc:
+                if not idempotent and not isinstance(exc, UNSENT_ERRORS):
+                    raise FalSubmitUncertain(endpoint or url, exc) from None
+                if not self._may_retry(kind, attempt):
+                    raise
+                await asyncio.sleep(self.retry.delay(attempt))
+                continue
+            if response.is_error and is_retryable(response) and self._may_retry(kind, attempt):
+                await asyncio.sleep(self.retry.delay(attempt, retry_after_seconds(response)))
+                continue
+            if response.is_error:
+                raise FalApiError.from_response(response, endpoint=endpoint, request_id=request_id)
+            return response
+
+    # -- queue protocol ------------------------------------------------------------------------
+
+    async def submit(self, endpoint: str, data: FluxInput | dict, *, webhook_url: str | None = None) -> str:
+        """Queue one request; returns fal's request id. Validates before sending. With
+        `webhook_url`, fal also POSTs the outcome there, which finds a request whose submit
+        response was lost (FalSubmitUncertain)."""
+        payload = validate_input(endpoint, data).wire()
+        params = {"fal_webhook": webhook_url} if webhook_url else None
+        response = await self._send("submit", "POST", self.urls.submit(endpoint), json=payload, params=params,
+                                    endpoint=endpoint, idempotent=False)
+        return response.json()["request_id"]
+
+    async def status(self, endpoint: str, request_id: str, *, logs: bool = False) -> QueueStatus:
+        response = await self._send(
+            "status", "GET", self.urls.request(endpoint, request_id, "/status"),
+            params={"logs": int(logs)}, endpoint=endpoint, request_id=request_id,
+        )
+        return QueueStatus.model_validate(response.json())
+
+    async def wait(self, endpoint: str, request_id: str, on_log: LogSink | None = None) -> QueueStatus:
+        """Block until the request is COMPLETED, forwarding new log lines to `on_log`."""
+        attempt = 0
+        while self.status_updates == "stream":
+            attempt += 1
+            try:
+                return await self._wait_stream(endpoint, request_id, on_log)
+            except SSEError:
+                break  # the server does not stream status: poll instead
+            except (httpx.TransportError, FalApiError) as exc:
+                retryable = isinstance(exc, httpx.TransportError) or exc.status_code in RETRYABLE_STATUS
+                if not (retryable and self._may_retry("status", attempt)):
+                    raise
+                await asyncio.sleep(self.retry.delay(attempt))
+        return await self._wait_poll(endpoint, request_id, on_log)
+
+    async def _wait_stream(self, endpoint: str, request_id: str, on_log: LogSink | None) -> QueueStatus:
+        # Stream events carry only new log lines (protocol.md 3.4).
+        self.calls["status"] = self.calls.get("status", 0) + 1
+        url = self.urls.request(endpoint, request_id, "/status/stream")
+        last: QueueStatus | None = None
+        async with aconnect_sse(self._api, "GET", url, params={"logs": int(on_log is not None)}) as events:
+            if events.response.is_error:
+                await events.response.aread()
+                raise FalApiError.from_response(events.response, endpoint=endpoint, request_id=request_id)
+            async for event in events.aiter_sse():
+                last = QueueStatus.model_validate(event.json())
+                for line in (last.logs or []) if on_log else []:
+                    on_log(request_id, line)
+                if last.status == "COMPLETED":
+                    return last
+        raise FalError(f"status stream of request {request_id} ended before COMPLETED")
+
+    async def _wait_poll(self, endpoint: str, request_id: str, on_log: LogSink | None) -> QueueStatus:
+        # Polled logs are cumulative: forward only the lines past those already seen.
+        seen = 0
+        delay = self.poll_interval
+        while True:
+            state = await self.status(endpoint, request_id, logs=on_log is not None)
+            if on_log and state.logs:
+                for line in state.logs[seen:]:
+                    on_log(request_id, line)
+                seen = max(seen, len(state.logs))
+            if state.status == "COMPLETED":
+                return state
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, self.max_poll_interval)
+
+    async def result(self, endpoint: str, request_id: str) -> FluxOutput:
+        response = await self._send(
+            "result", "GET", self.urls.request(endpoint, request_id), endpoint=endpoint, request_id=request_id
+        )
+        return FluxOutput.model_validate(response.json())
+
+    async def cancel(self, endpoint: str, request_id: str) -> bool:
+        """Ask fal to cancel; False when the request had already completed."""
+        try:
+            await self._send("cancel", "PUT", self.urls.request(endpoint, request_id, "/cancel"),
+                             endpoint=endpoint, request_id=request_id)
+        except FalApiError as exc:
+            if exc.status_code == 400:
+                return False
+            raise
+        return True
+
+    async def subscribe(self, endpoint: str, data: FluxInput | dict,
+                        on_log: LogSink | None = None) -> tuple[str, FluxOutput]:
+        """Submit, wait and fetch the result: (request id, output)."""
+        request_id = await self.submit(endpoint, data)
+        await self.wait(endpoint, request_id, on_log)
+        return request_id, await self.result(endpoint, request_id)
+
+    async def run(self, endpoint: str, data: FluxInput | dict) -> FluxOutput:
+        """The sync endpoint: one blocking call, no queue."""
+        payload = validate_input(endpoint, data).wire()
+        response = await self._send("run", "POST", self.urls.run_sync(endpoint), json=payload,
+                                    endpoint=endpoint, timeout=None, idempotent=False)
+        return FluxOutput.model_validate(response.json())
+
+    # -- files ---------------------------------------------------------------------------------
+
+    async def upload(self, data: bytes, content_type: str, file_name: str) -> str:
+        """Put bytes in fal storage; returns the public URL a request can reference."""
+        response = await self._send(
+            "upload", "POST", self.urls.upload_initiate(),
+            json={"content_type": content_type, "file_name": file_name},
+        )
+        target = response.json()
+        await self._send("upload", "PUT", target["upload_url"], api=False, content=data,
+                         headers={"Content-Type": content_type})
+        return target["file_url"]
+
+    async def upload_file(self, path: str | Path) -> str:
+        """Upload a local file, its content type guessed from its name."""
+        path = Path(path)
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return await self.upload(path.read_bytes(), content_type, path.name)
+
+    async def download(self, url: str) -> tuple[bytes, str]:
+        """Bytes and content type of a result file (https URL or sync_mode data URI)."""
+        if url.startswith("data:"):
+            return decode_data_uri(url)
+        response = await self._send("download", "GET", url, api=False)
+        return response.content, response.headers.get("content-type", "application/octet-stream").split(";")[0]

@@ -1,0 +1,110 @@
+"""Errors raised by the fal client. None of them ever carries request headers (the key)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FalError(Exception):
+    """Base of every error the fal client raises."""
+
+
+class FalInputError(FalError, ValueError):
+    """Input rejected before sending: names each offending field."""
+
+    def __init__(self, endpoint: str, errors: list[tuple[str, str]]):
+        self.endpoint = endpoint
+        self.errors = errors
+        fields = "; ".join(f"{field}: {msg}" for field, msg in errors)
+        super().__init__(f"invalid input for {endpoint}: {fields}")
+
+    @classmethod
+    def from_pydantic(cls, endpoint: str, exc: Any) -> "FalInputError":
+        return cls(
+            endpoint,
+            [(".".join(str(p) for p in e["loc"]) or "input", e["msg"]) for e in exc.errors()],
+        )
+
+
+class FalApiError(FalError):
+    """fal answered with an error status (after any retries)."""
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        request_id: str | None = None,
+        error_type: str | None = None,
+        detail: Any = None,
+    ):
+        self.status_code = status_code
+        self.message = message
+        self.endpoint = endpoint
+        self.request_id = request_id
+        self.error_type = error_type
+        self.detail = detail
+        where = f" for {endpoint}" if endpoint else ""
+        rid = f" (request {request_id})" if request_id else ""
+        super().__init__(f"fal answered {status_code}{where}{rid}: {message}")
+
+    @property
+    def field_errors(self) -> list[tuple[str, str]]:
+        """(field, message) pairs of a 422 validation body; the `body` prefix is dropped."""
+        if not isinstance(self.detail, list):
+            return []
+        pairs = []
+        for item in self.detail:
+            loc = [str(p) for p in item.get("loc", []) if p != "body"]
+            pairs.append((".".join(loc) or "input", str(item.get("msg", ""))))
+        return pairs
+
+    @classmethod
+    def from_response(cls, response: Any, *, endpoint: str | None = None,
+                      request_id: str | None = None) -> "FalApiError":
+        detail: Any = None
+        error_type = response.headers.get("x-fal-error-type")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            detail = body.get("detail", body)
+            error_type = body.get("error_type") or error_type
+        message = _describe(detail) if detail is not None else (response.text[:500] or response.reason_phrase)
+        return cls(
+            response.status_code,
+            message,
+            endpoint=endpoint,
+            request_id=request_id or response.headers.get("x-fal-request-id"),
+            error_type=error_type,
+            detail=detail,
+        )
+
+
+class FalSubmitUncertain(FalError):
+    """A submit may have reached fal (and be billed) but its response was lost, so its request
+    id is unknown. Submitting again could pay twice; the request must be found another way."""
+
+    def __init__(self, endpoint: str, cause: Exception):
+        self.endpoint = endpoint
+        super().__init__(f"submit to {endpoint} may have been queued but its response was lost "
+                         f"({type(cause).__name__})")
+
+
+class FalTimeoutError(FalError):
+    """A request did not complete within the configured deadline (it was cancelled)."""
+
+
+def _describe(detail: Any) -> str:
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                parts.append(f"{loc or 'input'}: {item.get('msg', '')}")
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(detail)

@@ -1,0 +1,130 @@
+"""Typed inputs and outputs of fal's FLUX1.1 [pro] endpoints (see shared/fal-api/endpoints.md).
+
+The same models validate on both sides: the client rejects bad input before sending it, and the
+emulator answers the 422 fal would for input that reaches it anyway.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+TEXT_TO_IMAGE = "fal-ai/flux-pro/v1.1"
+REDUX = "fal-ai/flux-pro/v1.1/redux"
+ENDPOINTS = (TEXT_TO_IMAGE, REDUX)
+
+ImageSizePreset = Literal[
+    "square_hd", "square", "portrait_4_3", "portrait_16_9", "landscape_4_3", "landscape_16_9"
+]
+PRESET_SIZES: dict[str, tuple[int, int]] = {
+    "square_hd": (1024, 1024),
+    "square": (512, 512),
+    "portrait_4_3": (768, 1024),
+    "portrait_16_9": (576, 1024),
+    "landscape_4_3": (1024, 768),
+    "landscape_16_9": (1024, 576),
+}
+OutputFormat = Literal["jpeg", "png"]
+CONTENT_TYPES: dict[str, str] = {"jpeg": "image/jpeg", "png": "image/png"}
+
+
+class ImageSize(BaseModel):
+    """A custom size. The spec sets no bounds beyond being a size, so only positivity is checked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+
+
+def _tolerance_as_text(value: object) -> object:
+    # fal takes safety_tolerance as the string "1".."6"; users naturally write integers.
+    if isinstance(value, bool):
+        return value  # rejected below: True is not a tolerance level
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
+SafetyTolerance = Annotated[
+    Literal["1", "2", "3", "4", "5", "6"], BeforeValidator(_tolerance_as_text)
+]
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty or blank")
+    return text
+
+
+NonBlankText = Annotated[str, AfterValidator(_not_blank)]
+
+
+class TextToImageInput(BaseModel):
+    """Input of `fal-ai/flux-pro/v1.1`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: NonBlankText
+    image_size: ImageSizePreset | ImageSize = "landscape_4_3"
+    seed: int | None = None
+    sync_mode: bool = False
+    num_images: int = Field(default=1, ge=1, le=4)
+    output_format: OutputFormat = "jpeg"
+    safety_tolerance: SafetyTolerance = "2"
+    enhance_prompt: bool = False
+
+    def size(self) -> tuple[int, int]:
+        """Width and height in pixels of every image this input asks for."""
+        if isinstance(self.image_size, ImageSize):
+            return self.image_size.width, self.image_size.height
+        return PRESET_SIZES[self.image_size]
+
+    def wire(self) -> dict:
+        """The JSON body fal expects (unset seed left out so the server picks one)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class ReduxInput(TextToImageInput):
+    """Input of `fal-ai/flux-pro/v1.1/redux`: every text-to-image field plus the image to vary."""
+
+    prompt: str = ""
+    image_url: str = Field(min_length=1)
+    num_inference_steps: int = Field(default=28, ge=1, le=50)
+    guidance_scale: float = Field(default=3.5, ge=1, le=20)
+
+
+FluxInput = TextToImageInput | ReduxInput
+
+
+def input_model(endpoint: str) -> type[TextToImageInput]:
+    if endpoint == TEXT_TO_IMAGE:
+        return TextToImageInput
+    if endpoint == REDUX:
+        return ReduxInput
+    raise ValueError(f"unknown FLUX endpoint {endpoint!r}; expected one of {ENDPOINTS}")
+
+
+class FalImage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    url: str
+    content_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+class FluxOutput(BaseModel):
+    """Output of both endpoints."""
+
+    model_config = ConfigDict(extra="allow")
+    images: list[FalImage]
+    timings: dict[str, float] = Field(default_factory=dict)
+    seed: int
+    has_nsfw_concepts: list[bool] = Field(default_factory=list)
+    prompt: str = ""
+
+
+def billed_megapixels(width: int, height: int, megapixel_size: int = 1024 * 1024) -> int:
+    """fal bills each image by its size rounded up to whole megapixels."""
+    return math.ceil(width * height / megapixel_size)
