@@ -1,0 +1,286 @@
+"""The emulated model service behind the HTTP routes: queueing, runners, generation, billing.
+
+Timing model: a request waits `queue_delay` seconds, then for a free runner (`runners`, None
+meaning unlimited), then runs for `latency` seconds. NSFW rule: every image of a request whose
+prompt contains the word "nsfw" (any case) is flagged. Failed and cancelled requests are not
+billed; a request cancelled while in progress still runs to the end and is billed (the model
+ignores the cancel signal, the conservative reading of protocol.md 3.6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import heapq
+import io
+import random
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import httpx
+from PIL import Image
+from pydantic import ValidationError
+
+from ..fal.client import decode_data_uri
+from ..fal.models import CONTENT_TYPES, REDUX, billed_megapixels, input_model
+from .faults import FaultConfig
+from .images import image_digest, render_image
+
+NSFW_PATTERN = re.compile(r"\bnsfw\b", re.IGNORECASE)
+ENHANCED_SUFFIX = ", highly detailed, dramatic lighting"
+TEXT_TO_IMAGE_STEPS = 28
+
+
+@dataclass
+class EmulatorConfig:
+    latency: float = 0.5
+    queue_delay: float = 0.0
+    runners: int | None = None
+    random_seed: int = 0
+    price_per_megapixel: float = 0.04
+    megapixel_size: int = 1024 * 1024
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    webhook_retry_seconds: float = 0.5
+    webhook_attempts: int = 240
+
+
+@dataclass
+class StoredFile:
+    data: bytes
+    content_type: str
+
+
+@dataclass
+class QueuedRequest:
+    id: str
+    endpoint: str
+    payload: dict
+    base_url: str
+    submitted_at: float
+    start_at: float
+    finish_at: float
+    steps: int
+    webhook_url: str | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    cancelled: bool = False
+    status_code: int | None = None
+    body: dict | None = None
+
+    def state(self, now: float) -> str:
+        if self.done.is_set():
+            return "COMPLETED"
+        return "IN_QUEUE" if now < self.start_at else "IN_PROGRESS"
+
+    def logs(self, now: float) -> list[dict]:
+        """Cumulative progress lines up to `now`."""
+        if self.cancelled or now < self.start_at:
+            return []
+        run_time = max(self.finish_at - self.start_at, 1e-9)
+        done_steps = self.steps if self.done.is_set() else min(self.steps, int((now - self.start_at) / run_time * self.steps))
+        return [
+            {
+                "message": f"step {k}/{self.steps}",
+                "level": "INFO",
+                "source": "USER",
+                "timestamp": datetime.fromtimestamp(
+                    self.start_at_wall + k * run_time / self.steps, timezone.utc
+                ).isoformat(),
+            }
+            for k in range(1, done_steps + 1)
+        ]
+
+    @property
+    def start_at_wall(self) -> float:
+        return time.time() - (time.monotonic() - self.start_at)
+
+
+@dataclass
+class Billing:
+    request_id: str
+    endpoint: str
+    images: int
+    megapixels: int
+    cost_usd: float
+
+
+class Emulator:
+    """State of one emulated fal account. Lives on the server's event loop."""
+
+    def __init__(self, config: EmulatorConfig | None = None):
+        self.config = config or EmulatorConfig()
+        self.requests: dict[str, QueuedRequest] = {}
+        self.files: dict[str, StoredFile] = {}
+        self.billing: list[Billing] = []
+        self.submitted = 0
+        self.in_flight = 0
+        self.webhooks_delivered = 0
+        self.faults_injected: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
+        self.peak_in_flight = 0
+        self._runner_free_at: list[float] = []
+        self._rng = random.Random(self.config.random_seed)
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- queue ---------------------------------------------------------------------------------
+
+    def submit(self, endpoint: str, payload: dict, base_url: str, webhook_url: str | None = None) -> QueuedRequest:
+        now = time.monotonic()
+        start = now + self.config.queue_delay
+        if self.config.runners:
+            if len(self._runner_free_at) >= self.config.runners:
+                start = max(start, heapq.heappop(self._runner_free_at))
+        finish = start + self.config.latency
+        if self.config.runners:
+            heapq.heappush(self._runner_free_at, finish)
+        steps = payload.get("num_inference_steps", TEXT_TO_IMAGE_STEPS) if endpoint == REDUX else TEXT_TO_IMAGE_STEPS
+        request = QueuedRequest(
+            id=str(uuid.uuid4()), endpoint=endpoint, payload=payload, base_url=base_url.rstrip("/"),
+            submitted_at=now, start_at=start, finish_at=finish, webhook_url=webhook_url,
+            steps=steps if isinstance(steps, int) and 0 < steps <= 50 else TEXT_TO_IMAGE_STEPS,
+        )
+        self.requests[request.id] = request
+        self.submitted += 1
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        self._spawn(self._execute(request))
+        return request
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def queue_position(self, request: QueuedRequest, now: float) -> int:
+        return sum(
+            1 for other in self.requests.values()
+            if other.start_at < request.start_at and other.state(now) == "IN_QUEUE" and not other.cancelled
+        )
+
+    def cancel(self, request: QueuedRequest) -> int:
+        """HTTP status of a cancel: 202 requested, 400 already completed."""
+        if request.done.is_set():
+            return 400
+        if request.state(time.monotonic()) == "IN_QUEUE":
+            request.cancelled = True
+            self._finish(request, 400, {"detail": "Request was cancelled"})
+        return 202
+
+    async def _execute(self, request: QueuedRequest) -> None:
+        await asyncio.sleep(max(0.0, request.finish_at - time.monotonic()))
+        if request.done.is_set():
+            return  # cancelled while queued
+        status_code, body = await self.generate(request.endpoint, request.payload, request.base_url, store=True, request_id=request.id)
+        self._finish(request, status_code, body)
+
+    def _finish(self, request: QueuedRequest, status_code: int, body: dict) -> None:
+        request.status_code, request.body = status_code, body
+        request.done.set()
+        self.in_flight -= 1
+        if request.webhook_url:
+            self._spawn(self._deliver_webhook(request))
+
+    async def _deliver_webhook(self, request: QueuedRequest) -> None:
+        """POST the outcome to the submit's `fal_webhook` URL, retrying until it is taken
+        (protocol.md 3.7: receivers must be idempotent)."""
+        ok = request.status_code == 200
+        body = {"request_id": request.id, "gateway_request_id": request.id, "status": "OK" if ok else "ERROR",
+                "payload": request.body, "error": None if ok else f"Invalid status code: {request.status_code}"}
+        async with httpx.AsyncClient(timeout=15) as client:
+            for _ in range(self.config.webhook_attempts):
+                try:
+                    if (await client.post(request.webhook_url, json=body)).is_success:
+                        self.webhooks_delivered += 1
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(self.config.webhook_retry_seconds)
+
+    # -- the model -----------------------------------------------------------------------------
+
+    async def generate(self, endpoint: str, payload: dict, base_url: str, *, store: bool,
+                       request_id: str) -> tuple[int, dict]:
+        """Run the model on one input: (HTTP status, body) as fal's result endpoint answers."""
+        try:
+            data = input_model(endpoint).model_validate(payload)
+        except ValidationError as exc:
+            return 422, {"detail": [
+                {"loc": ["body", *err["loc"]], "msg": err["msg"], "type": err["type"]} for err in exc.errors()
+            ]}
+        source_sha = None
+        if endpoint == REDUX:
+            try:
+                source = await self._load_source(data.image_url)
+            except Exception as exc:  # any unreadable source is the caller's input error
+                return 422, {"detail": [{"loc": ["body", "image_url"], "msg": f"Could not load image: {exc}",
+                                         "type": "image_load_error"}]}
+            source_sha = hashlib.sha256(source).hexdigest()
+        seed = data.seed if data.seed is not None else self._rng.randrange(2**32)
+        params = data.model_copy(update={"seed": seed, "sync_mode": False}).wire()
+        width, height = data.size()
+        sync = data.sync_mode or not store
+        images = await asyncio.to_thread(
+            lambda: [render_image(image_digest(params, i, source_sha), width, height, data.output_format)
+                     for i in range(data.num_images)]
+        )
+        content_type = CONTENT_TYPES[data.output_format]
+        outputs = []
+        for index, blob in enumerate(images):
+            if sync:
+                url = f"data:{content_type};base64,{base64.b64encode(blob).decode()}"
+            else:
+                file_id = f"{request_id}-{index}"
+                self.files[file_id] = StoredFile(blob, content_type)
+                url = f"{base_url}/files/{file_id}/image.{data.output_format}"
+            outputs.append({"url": url, "content_type": content_type, "width": width, "height": height})
+        flagged = bool(NSFW_PATTERN.search(data.prompt))
+        megapixels = billed_megapixels(width, height, self.config.megapixel_size) * data.num_images
+        self.billing.append(Billing(request_id, endpoint, data.num_images, megapixels,
+                                    round(megapixels * self.config.price_per_megapixel, 6)))
+        return 200, {
+            "images": outputs,
+            "timings": {"inference": self.config.latency},
+            "seed": seed,
+            "has_nsfw_concepts": [flagged] * data.num_images,
+            "prompt": data.prompt + ENHANCED_SUFFIX if data.enhance_prompt else data.prompt,
+        }
+
+    async def _load_source(self, image_url: str) -> bytes:
+        if image_url.startswith("data:"):
+            blob, _ = decode_data_uri(image_url)
+        elif (own := self.own_file(image_url)) is not None:
+            blob = own.data
+        else:
+            async with httpx.AsyncClient(timeout=30, follow_redirects=True) as client:
+                response = await client.get(image_url)
+                response.raise_for_status()
+                blob = response.content
+        with Image.open(io.BytesIO(blob)) as image:
+            image.verify()
+        return blob
+
+    # -- storage -------------------------------------------------------------------------------
+
+    def own_file(self, url: str) -> StoredFile | None:
+        match = re.search(r"/files/([^/]+)/[^/]*$", url)
+        return self.files.get(match.group(1)) if match else None
+
+    def store_file(self, file_id: str, data: bytes, content_type: str) -> None:
+        self.files[file_id] = StoredFile(data, content_type)
+
+    # -- accounting ----------------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        return {
+            "requests_submitted": self.submitted,
+            "peak_in_flight": self.peak_in_flight,
+            "requests_billed": len(self.billing),
+            "images_billed": sum(b.images for b in self.billing),
+            "megapixels_billed": sum(b.megapixels for b in self.billing),
+            "cost_usd": round(sum(b.cost_usd for b in self.billing), 6),
+            "faults_injected": dict(self.faults_injected),
+            "http_calls": dict(self.calls),
+        }
