@@ -1,0 +1,87 @@
+"""The lineage catalog: one row per output image, Parquet, one folder per partition
+(`partition=KEY/data.parquet`), readable as one dataset with pandas or pyarrow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from .files import atomic_destination
+
+SCHEMA = pa.schema([
+    ("image_id", pa.string()),
+    ("partition", pa.string()),
+    ("prompt_id", pa.string()),
+    ("prompt", pa.string()),
+    ("returned_prompt", pa.string()),
+    ("endpoint", pa.string()),
+    ("request_id", pa.string()),
+    ("image_index", pa.int32()),
+    ("seed", pa.int64()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("output_format", pa.string()),
+    ("content_hash", pa.string()),
+    ("file_path", pa.string()),
+    ("file_bytes", pa.int64()),
+    ("nsfw", pa.bool_()),
+    ("billed_megapixels", pa.int32()),
+    ("price_per_megapixel", pa.float64()),
+    ("megapixel_size", pa.int64()),
+    ("cost_usd", pa.float64()),
+    ("parent_image_id", pa.string()),
+    ("parent_source", pa.string()),
+    ("latency_s", pa.float64()),
+    ("run_id", pa.string()),
+    ("code_version", pa.string()),
+    ("created_at", pa.timestamp("us", tz="UTC")),
+])
+"""`file_path` is relative to the output root; `content_hash` is the SHA-256 of the file;
+`parent_source` is the path or URL a Redux image varied when its parent is not in the catalog."""
+
+
+def write_parquet_atomically(table: pa.Table, path: Path) -> None:
+    """Write to a temporary name in the same folder, then rename: readers never see half a file."""
+    with atomic_destination(path) as temporary:
+        pq.write_table(table, temporary)
+
+
+def partition_file(catalog_root: Path, partition: str) -> Path:
+    return catalog_root / f"partition={partition}" / "data.parquet"
+
+
+def replace_partition(catalog_root: Path, partition: str, table: pa.Table) -> Path:
+    """The partition's rows become exactly `table` (re-materializing never duplicates rows)."""
+    path = partition_file(catalog_root, partition)
+    write_parquet_atomically(table.cast(SCHEMA), path)
+    return path
+
+
+def read_catalog(catalog_root: Path, partitions: list[str] | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """The whole catalog (or some partitions) as one DataFrame."""
+    if not catalog_root.is_dir():
+        return SCHEMA.empty_table().to_pandas()
+    dataset = ds.dataset(catalog_root, format="parquet", schema=SCHEMA, partitioning=None,
+                         exclude_invalid_files=True)
+    filter_ = ds.field("partition").isin(partitions) if partitions is not None else None
+    return dataset.to_table(columns=columns, filter=filter_).to_pandas()
+
+
+def cost_report(catalog_root: Path) -> pd.DataFrame:
+    """Cost, billed megapixels, image and NSFW counts per partition, with a TOTAL row."""
+    catalog = read_catalog(catalog_root, columns=["partition", "cost_usd", "billed_megapixels", "nsfw", "endpoint"])
+    counts = catalog.assign(
+        images=1, nsfw_images=catalog["nsfw"].astype("int64"),
+        redux_images=catalog["endpoint"].str.endswith("/redux").astype("int64"),
+        billed_megapixels=catalog["billed_megapixels"].astype("int64"),
+    )
+    measures = ["images", "cost_usd", "billed_megapixels", "nsfw_images", "redux_images"]
+    grouped = counts.groupby("partition", sort=True)[measures].sum().reset_index()
+    total = pd.DataFrame([{"partition": "TOTAL", **grouped[measures].sum().to_dict()}])
+    report = pd.concat([grouped, total], ignore_index=True)
+    report["cost_usd"] = report["cost_usd"].astype(float).round(6)
+    return report.astype({m: "int64" for m in measures if m != "cost_usd"})

@@ -1,0 +1,143 @@
+"""The request ledger: what was asked of fal for each (partition, prompt_id, endpoint), durably,
+so that nothing is paid for twice across retries, crashes and re-runs.
+
+It is a SQLite file beside the catalog (WAL mode; each write commits before the call returns).
+A row moves submitting (intent recorded, token for the webhook) → submitted (fal's request id)
+→ stored (the catalog rows of its files), or → failed. Its fingerprint is a hash of the endpoint
+and the full input, so an edited row is a new request. Webhooks are kept by token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import time
+import uuid
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    partition TEXT NOT NULL, job_key TEXT NOT NULL, endpoint TEXT NOT NULL,
+    fingerprint TEXT NOT NULL, state TEXT NOT NULL, token TEXT, request_id TEXT,
+    rows_json TEXT, error TEXT, updated_at REAL NOT NULL,
+    PRIMARY KEY (partition, job_key, endpoint));
+CREATE TABLE IF NOT EXISTS webhooks (
+    token TEXT PRIMARY KEY, request_id TEXT NOT NULL, status TEXT, received_at REAL NOT NULL);
+"""
+
+
+def fingerprint(endpoint: str, identity: dict) -> str:
+    """Identity of a request: the endpoint and its full input (with any uploaded file's URL
+    replaced by the file's content hash, so a re-upload is still the same request)."""
+    return hashlib.sha256(json.dumps([endpoint, identity], sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    fingerprint: str
+    state: str
+    token: str | None
+    request_id: str | None
+    rows: list[dict] | None
+    updated_at: float
+
+
+class RequestLedger:
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db:
+            _use_wal(db)
+            for statement in filter(str.strip, SCHEMA.split(";")):
+                db.execute(statement)
+
+    def _connect(self) -> sqlite3.Connection:
+        # A connection per call: safe from any thread (the webhook receiver) and process.
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.execute("PRAGMA synchronous=FULL")
+        return db
+
+    def _write(self, sql: str, params: tuple) -> None:
+        with closing(self._connect()) as db:
+            db.execute(sql, params)
+
+    def entry(self, partition: str, job_key: str, endpoint: str) -> LedgerEntry | None:
+        with closing(self._connect()) as db:
+            row = db.execute(
+                "SELECT fingerprint, state, token, request_id, rows_json, updated_at FROM requests "
+                "WHERE partition=? AND job_key=? AND endpoint=?", (partition, job_key, endpoint)).fetchone()
+        if row is None:
+            return None
+        rows = json.loads(row[4]) if row[4] else None
+        for record in rows or []:
+            record["created_at"] = datetime.fromisoformat(record["created_at"])
+        return LedgerEntry(row[0], row[1], row[2], row[3], rows, row[5])
+
+    def submitting(self, partition: str, job_key: str, endpoint: str, fingerprint_: str) -> str:
+        token = uuid.uuid4().hex
+        self._write(
+            "INSERT INTO requests (partition, job_key, endpoint, fingerprint, state, token, updated_at) "
+            "VALUES (?, ?, ?, ?, 'submitting', ?, ?) ON CONFLICT (partition, job_key, endpoint) DO UPDATE SET "
+            "fingerprint=excluded.fingerprint, state='submitting', token=excluded.token, request_id=NULL, "
+            "rows_json=NULL, error=NULL, updated_at=excluded.updated_at",
+            (partition, job_key, endpoint, fingerprint_, token, time.time()))
+        return token
+
+    def submitted(self, partition: str, job_key: str, endpoint: str, request_id: str) -> None:
+        self._write("UPDATE requests SET state='submitted', request_id=?, updated_at=? "
+                    "WHERE partition=? AND job_key=? AND endpoint=?",
+                    (request_id, time.time(), partition, job_key, endpoint))
+
+    def stored(self, partition: str, job_key: str, endpoint: str, request_id: str, rows: list[dict]) -> None:
+        self._write("UPDATE requests SET state='stored', request_id=?, rows_json=?, error=NULL, updated_at=? "
+                    "WHERE partition=? AND job_key=? AND endpoint=?",
+                    (request_id, json.dumps(rows, default=_isoformat), time.time(), partition, job_key, endpoint))
+
+    def failed(self, partition: str, job_key: str, endpoint: str, error: str) -> None:
+        """A request that ended without files; it is not billed, so a re-run may send it again."""
+        self._write("UPDATE requests SET state='failed', error=?, updated_at=? "
+                    "WHERE partition=? AND job_key=? AND endpoint=?",
+                    (error, time.time(), partition, job_key, endpoint))
+
+    def record_webhook(self, token: str, request_id: str, status: str | None) -> None:
+        self._write("INSERT OR IGNORE INTO webhooks (token, request_id, status, received_at) VALUES (?, ?, ?, ?)",
+                    (token, request_id, status, time.time()))
+
+    def webhook_request_id(self, token: str) -> str | None:
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT request_id FROM webhooks WHERE token=?", (token,)).fetchone()
+        return row[0] if row else None
+
+    async def wait_for_webhook(self, token: str, timeout: float, interval: float = 0.2) -> str | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if found := self.webhook_request_id(token):
+                return found
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(interval)
+
+
+def _use_wal(db: sqlite3.Connection, attempts: int = 50) -> None:
+    """Switch the file to WAL (it stays so). The switch ignores the busy timeout, so processes
+    opening the ledger at the same moment retry it."""
+    for attempt in range(attempts):
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+
+
+def _isoformat(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot store {type(value).__name__} in the ledger")

@@ -1,0 +1,62 @@
+"""Rows streamed to Parquet as they are produced, a batch at a time, so a step's memory does not
+grow with its partition. The file appears, whole, when the writer closes."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .catalog import SCHEMA
+from .files import atomic_destination
+
+
+class ParquetRowWriter:
+    """`with ParquetRowWriter(path, schema) as out: out.write(rows)`."""
+
+    def __init__(self, path: Path, schema: pa.Schema, batch_rows: int = 1024):
+        self.path, self.schema, self.batch_rows = path, schema, batch_rows
+        self._pending: list[dict] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._destination = ExitStack()
+
+    def __enter__(self):
+        temporary = self._destination.enter_context(atomic_destination(self.path))
+        self._writer = pq.ParquetWriter(temporary, self.schema)
+        return self
+
+    def write(self, rows: list[dict]) -> None:
+        self._pending.extend(rows)
+        if len(self._pending) >= self.batch_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(pa.Table.from_pylist(self._pending, schema=self.schema))
+            self._pending = []
+
+    def __exit__(self, *exc: object) -> None:
+        # Written even when the step fails: what was paid for is kept.
+        self._flush()
+        self._writer.close()
+        self._destination.close()
+
+
+class CatalogRowWriter(ParquetRowWriter):
+    """Catalog rows, one request's images per `write`, with running totals for metadata."""
+
+    def __init__(self, path: Path, batch_rows: int = 1024):
+        super().__init__(path, SCHEMA, batch_rows)
+        self.images = self.requests = self.billed_megapixels = self.nsfw_images = 0
+        self.cost_usd = 0.0
+
+    def write(self, rows: list[dict]) -> None:
+        self.requests += 1
+        for row in rows:
+            self.images += 1
+            self.cost_usd += row["cost_usd"]
+            self.billed_megapixels += row["billed_megapixels"]
+            self.nsfw_images += bool(row["nsfw"])
+        super().write(rows)

@@ -1,0 +1,68 @@
+"""Where the dataset lives and how it is made: the resource every dataset asset reads."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from ..fal.batch import DEFAULT_MAX_FILE_BYTES
+
+PARTITION_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+"""A prompt table's file stem becomes its partition key and a folder name, so it must be safe."""
+
+
+class DatasetSettings(dg.ConfigurableResource):
+    """Folders, table-level request defaults, pricing and guards of the dataset."""
+
+    prompts_dir: str = Field(default="data/prompts", description="Folder of prompt tables (*.parquet).")
+    output_root: str = Field(default="data/outputs", description="Root of generated files, one folder per partition.")
+    catalog_root: str = Field(default="data/catalog", description="Root of the Parquet catalog (partition=KEY/).")
+    ledger_path: str = Field(default="data/ledger/requests.sqlite", description="The request ledger (SQLite).")
+    lost_request_wait: float = Field(
+        default=120.0, ge=0, description="Seconds to wait for the webhook of a submit whose response was lost "
+                                         "before giving up on it for this run.")
+    reports_dir: str = Field(default="data/reports", description="Folder of dataset-wide reports (cost).")
+    image_size: str = Field(default="landscape_4_3", description="Default preset size for rows without one.")
+    num_images: int = Field(default=1, description="Default images per row.")
+    output_format: str = Field(default="jpeg")
+    safety_tolerance: str = Field(default="2")
+    enhance_prompt: bool = Field(default=False)
+    price_per_megapixel: float = Field(default=0.04, ge=0, description="USD per billed megapixel.")
+    megapixel_size: int = Field(default=1024 * 1024, gt=0, description="Pixels in one billed megapixel.")
+    budget_usd: float | None = Field(default=None, ge=0, description="Most a partition may spend; None: no limit.")
+    nsfw_warn_rate: float = Field(default=0.2, ge=0, le=1, description="NSFW share above which a check warns.")
+    max_download_bytes: int = Field(default=DEFAULT_MAX_FILE_BYTES, gt=0, description="Largest result file accepted.")
+
+    def request_defaults(self) -> dict:
+        return {"image_size": self.image_size, "num_images": self.num_images, "output_format": self.output_format,
+                "safety_tolerance": self.safety_tolerance, "enhance_prompt": self.enhance_prompt}
+
+    @property
+    def prompts_path(self) -> Path:
+        return Path(self.prompts_dir).resolve()
+
+    def table_path(self, partition: str) -> Path:
+        return self.prompts_path / f"{partition}.parquet"
+
+    def partition_dir(self, partition: str) -> Path:
+        if not PARTITION_KEY.match(partition):
+            raise ValueError(f"unsafe partition key {partition!r}")
+        return Path(self.output_root).resolve() / partition
+
+    @property
+    def ledger_file(self) -> Path:
+        return Path(self.ledger_path).resolve()
+
+    @property
+    def reports_path(self) -> Path:
+        return Path(self.reports_dir).resolve()
+
+    @property
+    def catalog_path(self) -> Path:
+        return Path(self.catalog_root).resolve()
+
+    def cost_of(self, megapixels: int) -> float:
+        return round(megapixels * self.price_per_megapixel, 6)
