@@ -1,0 +1,67 @@
+"""A throwaway project: the sample prompt tables copied to a temporary folder, an emulator,
+a test Dagster instance and the real Definitions wired to them."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flux_pipeline.assets import prompt_tables
+from flux_pipeline.dataset.catalog import read_catalog
+from flux_pipeline.dataset.settings import DatasetSettings
+from flux_pipeline.definitions import make_definitions
+from flux_pipeline.emulator.server import EmulatorServer
+
+from .conftest import resource_for
+
+SAMPLE_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "prompts"
+
+
+@dataclass
+class Project:
+    root: Path
+    emulator: EmulatorServer
+    instance: dg.DagsterInstance
+    dataset: DatasetSettings
+    defs: dg.Definitions
+
+    def run(self, partition: str, job_name: str = "build_dataset") -> dg.ExecuteInProcessResult:
+        self.instance.add_dynamic_partitions(prompt_tables.name, [partition])
+        job = self.defs.resolve_job_def(job_name)
+        return job.execute_in_process(partition_key=partition, instance=self.instance, raise_on_error=False)
+
+    def catalog(self, partitions: list[str] | None = None):
+        return read_catalog(self.dataset.catalog_path, partitions)
+
+    def with_settings(self, **changes) -> "Project":
+        dataset = DatasetSettings(**{**self.dataset.model_dump(), **changes})
+        return Project(self.root, self.emulator, self.instance, dataset,
+                       make_definitions(self.defs.resources["fal"], dataset))
+
+
+def settings_for(root: Path) -> DatasetSettings:
+    return DatasetSettings(prompts_dir=str(root / "prompts"), output_root=str(root / "outputs"),
+                           catalog_root=str(root / "catalog"), reports_dir=str(root / "reports"),
+                           ledger_path=str(root / "ledger" / "requests.sqlite"), lost_request_wait=3)
+
+
+def make_project(root: Path, emulator: EmulatorServer, instance: dg.DagsterInstance, *, samples: bool = True,
+                 **fal_overrides) -> Project:
+    if samples:
+        shutil.copytree(SAMPLE_PROMPTS, root / "prompts")
+    dataset = settings_for(root)
+    return Project(root, emulator, instance, dataset,
+                   make_definitions(resource_for(emulator, **fal_overrides), dataset))
+
+
+def write_table(path: Path, rows: int, prefix: str = "p") -> None:
+    """A prompt table of `rows` small square prompts with seeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist([
+        {"prompt_id": f"{prefix}{i:04d}", "prompt": f"synthetic scene number {i}", "image_size": "square", "seed": i}
+        for i in range(rows)]), path)

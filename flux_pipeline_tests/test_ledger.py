@@ -1,0 +1,45 @@
+"""The request ledger on a real SQLite file, shared by concurrent processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+from datetime import datetime, timezone
+from pathlib import Path
+
+from flux_pipeline.dataset.ledger import RequestLedger, fingerprint
+
+
+def _record(args: tuple[str, int]) -> int:
+    path, worker = args
+    ledger = RequestLedger(Path(path))
+    for n in range(40):
+        ledger.submitting("p", f"{worker}-{n}", "e", "fp")
+        ledger.submitted("p", f"{worker}-{n}", "e", f"rid-{worker}-{n}")
+    return worker
+
+
+def test_processes_opening_and_writing_the_ledger_at_once(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    with multiprocessing.get_context("spawn").Pool(6) as pool:
+        assert sorted(pool.map(_record, [(str(path), w) for w in range(6)])) == list(range(6))
+    ledger = RequestLedger(path)
+    entries = [ledger.entry("p", f"{w}-{n}", "e") for w in range(6) for n in range(40)]
+    assert all(e.state == "submitted" and e.request_id for e in entries)
+    assert len({e.request_id for e in entries}) == 240
+
+
+def test_lifecycle_and_webhooks(tmp_path):
+    ledger = RequestLedger(tmp_path / "ledger.sqlite")
+    fp = fingerprint("e", {"prompt": "x", "seed": 1})
+    assert fp == fingerprint("e", {"seed": 1, "prompt": "x"}) != fingerprint("e", {"prompt": "x", "seed": 2})
+    token = ledger.submitting("p", "k", "e", fp)
+    assert ledger.entry("p", "k", "e").state == "submitting" and ledger.webhook_request_id(token) is None
+    ledger.record_webhook(token, "rid-1", "OK")
+    ledger.record_webhook(token, "rid-1", "OK")  # fal may deliver twice
+    assert ledger.webhook_request_id(token) == "rid-1"
+    created = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    ledger.stored("p", "k", "e", "rid-1", [{"image_id": "a", "created_at": created}])
+    entry = ledger.entry("p", "k", "e")
+    assert (entry.state, entry.request_id, entry.rows) == ("stored", "rid-1", [{"image_id": "a", "created_at": created}])
+    again = ledger.submitting("p", "k", "e", fingerprint("e", {"prompt": "changed"}))
+    assert again != token and ledger.entry("p", "k", "e").rows is None

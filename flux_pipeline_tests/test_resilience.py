@@ -1,0 +1,195 @@
+"""Never lose an image, never pay twice: faults, lost responses, crashes and re-runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pytest
+
+from flux_pipeline.emulator.engine import EmulatorConfig
+from flux_pipeline.emulator.faults import FaultConfig
+from flux_pipeline.emulator.server import EmulatorServer
+from flux_pipeline.fal.client import RetryPolicy, retry_after_seconds
+
+from .conftest import free_port
+from .dataset_fixtures import make_project, write_table
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def assert_each_request_billed_once(project, expected_images: int) -> None:
+    emulator = project.emulator.emulator
+    billed = emulator.billing
+    prompts = [emulator.requests[b.request_id].payload["prompt"] for b in billed]
+    assert len(prompts) == len(set(prompts)), "a prompt was billed twice"
+    catalog = project.catalog()
+    assert len(catalog) == sum(b.images for b in billed) == expected_images
+    assert set(catalog["request_id"]) == {b.request_id for b in billed}
+
+
+def test_200_rows_under_20_percent_faults_of_every_kind(tmp_path):
+    faults = FaultConfig.spread(0.2, seed=11, slow_status_seconds=1.5, retry_after_seconds=0.1)
+    with EmulatorServer(EmulatorConfig(latency=0.05, faults=faults)) as server, dg.instance_for_test() as instance:
+        project = make_project(tmp_path, server, instance, samples=False, http_timeout=1.0,
+                               webhook_port=free_port(), max_concurrency=8)
+        write_table(project.dataset.prompts_path / "faulty.parquet", 200)
+        result = project.run("faulty")
+        assert result.success
+        assert all(e.passed for e in result.get_asset_check_evaluations())
+        injected = server.emulator.stats()["faults_injected"]
+        assert set(injected) == set(faults.injected_kinds()), injected
+        assert_each_request_billed_once(project, 200)
+        lost = injected["lost_submit"]
+        assert lost > 0 and server.emulator.webhooks_delivered >= lost
+
+
+def test_lost_submit_responses_are_found_through_the_webhook(tmp_path):
+    faults = FaultConfig(lost_submit=1.0)  # every submit is queued and billed, every response lost
+    with EmulatorServer(EmulatorConfig(latency=0.05, faults=faults)) as server, dg.instance_for_test() as instance:
+        project = make_project(tmp_path, server, instance, samples=False, webhook_port=free_port())
+        write_table(project.dataset.prompts_path / "lost.parquet", 12)
+        assert project.run("lost").success
+        assert server.emulator.submitted == 12, "no submit was sent twice"
+        assert_each_request_billed_once(project, 12)
+
+
+def test_without_webhooks_a_lost_submit_is_not_resent(tmp_path):
+    faults = FaultConfig(lost_submit=1.0)
+    with EmulatorServer(EmulatorConfig(latency=0.05, faults=faults)) as server, dg.instance_for_test() as instance:
+        project = make_project(tmp_path, server, instance, samples=False)
+        write_table(project.dataset.prompts_path / "lost.parquet", 3)
+        assert project.run("lost").success
+        assert server.emulator.submitted == 3
+        failures = (project.dataset.partition_dir("lost") / "generated_failures.parquet")
+        import pyarrow.parquet as pq
+        errors = pq.read_table(failures).column("error").to_pylist()
+        assert len(errors) == 3 and all("response was lost" in e for e in errors)
+
+
+KILLED_RUN = """
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job inherits SIGINT ignored
+from pathlib import Path
+import dagster as dg
+from flux_pipeline.definitions import make_definitions
+from flux_pipeline_tests.conftest import resource_for_url
+from flux_pipeline_tests.dataset_fixtures import settings_for
+url, root, port = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+defs = make_definitions(resource_for_url(url, webhook_port=port, max_concurrency=4), settings_for(root))
+with dg.DagsterInstance.ephemeral() as instance:
+    instance.add_dynamic_partitions("prompt_tables", ["crash"])
+    defs.resolve_job_def("build_dataset").execute_in_process(partition_key="crash", instance=instance)
+"""
+
+
+def test_sigkill_halfway_then_rerun_pays_once_and_loses_nothing(tmp_path):
+    rows, port = 40, free_port()
+    with EmulatorServer(EmulatorConfig(latency=0.4)) as server, dg.instance_for_test() as instance:
+        project = make_project(tmp_path, server, instance, samples=False, webhook_port=port, max_concurrency=4)
+        write_table(project.dataset.prompts_path / "crash.parquet", rows)
+        worker = subprocess.Popen([sys.executable, "-c", KILLED_RUN, server.url, str(tmp_path), str(port)], cwd=REPO,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while server.emulator.submitted < rows // 2:
+            assert worker.poll() is None and time.monotonic() < deadline, "the run ended before it was killed"
+            time.sleep(0.01)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        submitted_before = server.emulator.submitted
+        assert rows // 2 <= submitted_before < rows
+
+        result = project.run("crash")
+        assert result.success
+        assert server.emulator.submitted == rows, "only never-submitted rows were submitted"
+        assert_each_request_billed_once(project, rows)
+        images = project.instance.get_latest_materialization_event(dg.AssetKey("images"))
+        resumed = images.asset_materialization.metadata["requests_resumed"].value
+        reused = images.asset_materialization.metadata["requests_reused"].value
+        assert resumed + reused > 0
+
+
+def test_second_materialization_of_a_finished_partition_bills_nothing(tmp_path):
+    with EmulatorServer(EmulatorConfig(latency=0.02)) as server, dg.instance_for_test() as instance:
+        project = make_project(tmp_path, server, instance)
+        assert project.run("landscapes").success
+        before = server.emulator.stats()
+        assert project.run("landscapes").success
+        assert server.emulator.stats() == before
+        metadata = project.instance.get_latest_materialization_event(dg.AssetKey("images")).asset_materialization.metadata
+        assert metadata["requests_reused"].value == 3
+
+
+def test_a_deleted_image_is_fetched_again_for_free(tmp_path):
+    with EmulatorServer(EmulatorConfig(latency=0.02)) as server, dg.instance_for_test() as instance:
+        project = make_project(tmp_path, server, instance)
+        assert project.run("landscapes").success
+        row = project.catalog().iloc[0]
+        (project.dataset.partition_dir("landscapes").parent / row.file_path).unlink()
+        billed = server.emulator.stats()["requests_billed"]
+        assert project.run("landscapes").success
+        assert server.emulator.stats()["requests_billed"] == billed, "resumed by request id: result, no new request"
+        assert (project.dataset.partition_dir("landscapes").parent / row.file_path).is_file()
+
+
+def test_retry_after_is_honoured_and_capped():
+    response = httpx.Response(429, headers={"retry-after": "2.5"})
+    assert retry_after_seconds(response) == 2.5
+    assert RetryPolicy(max_delay=1.0).delay(1, retry_after_seconds(response)) == 1.0
+    assert retry_after_seconds(httpx.Response(429, headers={"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0
+    assert all(0 <= RetryPolicy(base_delay=0.1, max_delay=5).delay(n) <= min(5, 0.1 * 2 ** (n - 1)) for n in range(1, 12))
+
+
+def test_client_errors_are_not_retried(emulator):
+    import asyncio
+
+    from flux_pipeline.fal.client import FalClient
+    from flux_pipeline.fal.errors import FalApiError
+    from flux_pipeline.fal.models import TEXT_TO_IMAGE
+
+    from .conftest import SECRET_KEY, urls_for
+
+    with httpx.Client(base_url=emulator.url, headers={"Authorization": f"Key {SECRET_KEY}"}) as http:
+        bad = http.post(f"/{TEXT_TO_IMAGE}", json={"prompt": "x", "num_images": 9}).json()["request_id"]
+
+    async def calls():
+        async with FalClient(SECRET_KEY, urls_for(emulator)) as fal:
+            with pytest.raises(FalApiError) as unknown:
+                await fal.status(TEXT_TO_IMAGE, "no-such-request")
+            await fal.wait(TEXT_TO_IMAGE, bad)
+            with pytest.raises(FalApiError) as invalid:
+                await fal.result(TEXT_TO_IMAGE, bad)
+            return unknown.value.status_code, invalid.value.status_code, fal.calls, fal.retries
+
+    unknown, invalid, made, retried = asyncio.run(calls())
+    assert (unknown, invalid) == (404, 422)
+    assert made["result"] == 1 and retried == {}
+
+
+def test_an_interrupted_run_cancels_queued_requests_and_a_rerun_completes_them(tmp_path):
+    rows, port = 12, free_port()
+    with EmulatorServer(EmulatorConfig(latency=1.0, runners=1)) as server, dg.instance_for_test() as instance:
+        project = make_project(tmp_path, server, instance, samples=False, webhook_port=port, max_concurrency=4)
+        write_table(project.dataset.prompts_path / "crash.parquet", rows)
+        worker = subprocess.Popen([sys.executable, "-c", KILLED_RUN, server.url, str(tmp_path), str(port)], cwd=REPO,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while server.emulator.submitted < 4:
+            assert worker.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.5)  # into the wait for results, with requests queued behind the single runner
+        worker.send_signal(signal.SIGINT)  # what Dagster's run termination delivers to a run worker
+        worker.wait(timeout=60)
+        cancelled = {r.id for r in server.emulator.requests.values() if r.cancelled}
+        assert len(cancelled) >= 2, "the queued requests were cancelled at fal"
+
+        assert project.run("crash").success
+        billed = {b.request_id for b in server.emulator.billing}
+        assert not billed & cancelled, "cancelled requests were never billed"
+        assert_each_request_billed_once(project, rows)
