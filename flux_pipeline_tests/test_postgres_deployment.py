@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +17,7 @@ import pytest
 
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
+from flux_pipeline.postgres_storage import PoolSafePostgresEventLogStorage
 
 from .conftest import SECRET_KEY
 from .dataset_fixtures import write_table
@@ -37,14 +40,14 @@ def database():
     name = f"flux_test_{uuid.uuid4().hex[:12]}"
     admin.cursor().execute(f"CREATE DATABASE {name}")
     try:
-        yield f"{SERVER}/{name}"
+        # dagster-postgres ships psycopg2; SQLAlchemy's default PostgreSQL driver is now psycopg 3
+        yield f"{SERVER.replace('postgresql://', 'postgresql+psycopg2://')}/{name}"
     finally:
         admin.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
         admin.close()
 
 
 def test_two_runs_share_the_fal_pool_on_postgres(tmp_path, database, monkeypatch):
-    database = database.replace("postgresql://", "postgresql+psycopg2://")  # the driver dagster-postgres ships
     monkeypatch.setenv("DAGSTER_PG_URL", database)
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -82,3 +85,27 @@ def test_two_runs_share_the_fal_pool_on_postgres(tmp_path, database, monkeypatch
         first, second = sorted(records, key=lambda r: r.start_time)
         assert second.start_time < first.end_time, "the two runs executed concurrently"
         assert instance.get_materialized_partitions(dg.AssetKey("catalog")) == {"alpha", "beta"}
+
+
+def test_one_pool_slot_goes_to_one_of_many_simultaneous_claims(database):
+    """The stock dagster-postgres storage lets simultaneous claims share a slot (more than one
+    of 8 claimers won in 28 of 50 trials); this one must give a 1-slot pool to exactly one."""
+    storage = PoolSafePostgresEventLogStorage(database)
+    storage.set_concurrency_slots("fal", 1)
+    claimers = 8
+    try:
+        for trial in range(30):
+            barrier = threading.Barrier(claimers)
+            run_ids = [f"run-{trial}-{i}" for i in range(claimers)]
+
+            def claim(run_id: str) -> bool:
+                barrier.wait()
+                return storage.claim_concurrency_slot("fal", run_id, "images").is_claimed
+
+            with ThreadPoolExecutor(claimers) as pool:
+                winners = [run_id for run_id, won in zip(run_ids, pool.map(claim, run_ids)) if won]
+            assert len(winners) == 1, f"trial {trial}: {winners} all claimed the single slot"
+            for run_id in run_ids:
+                storage.free_concurrency_slots_for_run(run_id)
+    finally:
+        storage.dispose()
