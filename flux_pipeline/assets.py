@@ -2,13 +2,12 @@
 prompt_table_files → prompts → images → redux_variations → catalog → cost_report."""
 
 import statistics
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from upath import UPath
 
 from .dataset.catalog import SCHEMA, cost_report as compute_cost_report, replace_partition, write_parquet_atomically
 from .dataset.files import sha256_of
@@ -20,6 +19,7 @@ from .dataset.prompt_table import (
     planned_row_record,
 )
 from .dataset.settings import DatasetSettings
+from .dataset.storage import parquet_file, write_bytes_atomically
 from .fal.batch import GenerationJob
 from .fal.models import REDUX, TEXT_TO_IMAGE
 from .resources import FalResource
@@ -97,7 +97,7 @@ def redux_variations(context: dg.AssetExecutionContext, fal: FalResource,
                                                                  "content_hash", "cost_usd"])
     first = generated.filter(pc.equal(generated["image_index"], 0))
     first_image = dict(zip(first["prompt_id"].to_pylist(), first.select(["image_id", "file_path", "content_hash"]).to_pylist()))
-    root = dataset.partition_dir(key).parent
+    root = dataset.output_path
     early_failures = []
 
     def plans():
@@ -113,12 +113,12 @@ def redux_variations(context: dg.AssetExecutionContext, fal: FalResource,
                 early_failures.append(failure_row(row.prompt_id, REDUX, None, "redux_image",
                                                   "the row's generated image is missing"))
                 return None
-            parent_id, local, source_id = parent["image_id"], str(root / parent["file_path"]), parent["content_hash"]
+            parent_id, local, source_id = parent["image_id"], root / parent["file_path"], parent["content_hash"]
         elif row.redux_source.startswith(("http://", "https://")):
             parent_source = source_id = row.redux_source
         else:
-            parent_source = local = row.redux_source
-            source_id = sha256_of(Path(local))
+            parent_source, local = row.redux_source, dataset.location(row.redux_source)
+            source_id = sha256_of(local)
         redux = row.redux if local else row.redux.model_copy(update={"image_url": row.redux_source})
         return PlannedRequest(GenerationJob(row.prompt_id, REDUX, redux, upload_path=local), row.redux.prompt,
                               identity={**row.redux.wire(), "image_url": source_id},
@@ -138,7 +138,7 @@ def catalog(context: dg.AssetExecutionContext, dataset: DatasetSettings) -> dg.M
     key = context.partition_key
     table = pa.concat_tables([_read_step(dataset, key, "generated"), _read_step(dataset, key, "variations")])
     path = replace_partition(dataset.catalog_path, key, table)
-    root = dataset.partition_dir(key).parent
+    root = dataset.output_path
     sheet = contact_sheet([root / p for p in table["file_path"].slice(0, 24).to_pylist()])
     preview = table.select(["image_id", "prompt_id", "endpoint", "seed", "width", "height", "nsfw", "cost_usd",
                             "parent_image_id"]).slice(0, 20).to_pandas()
@@ -150,7 +150,7 @@ def catalog(context: dg.AssetExecutionContext, dataset: DatasetSettings) -> dg.M
         "catalog_preview": _table_preview(preview),
     }
     if sheet:
-        (dataset.partition_dir(key) / "contact_sheet.png").write_bytes(sheet)
+        write_bytes_atomically(dataset.partition_dir(key) / "contact_sheet.png", sheet)
         metadata["preview"] = dg.MetadataValue.md(markdown_image(sheet, f"{key} contact sheet"))
     return dg.MaterializeResult(metadata=metadata)
 
@@ -172,18 +172,18 @@ def cost_report(context: dg.AssetExecutionContext, dataset: DatasetSettings) -> 
 
 def _planned_rows(dataset: DatasetSettings, key: str):
     """The validated rows, read a batch at a time."""
-    for batch in pq.ParquetFile(dataset.partition_dir(key) / "prompts.parquet").iter_batches(batch_size=1024):
+    for batch in parquet_file(dataset.partition_dir(key) / "prompts.parquet").iter_batches(batch_size=1024):
         yield from map(planned_row_from_record, batch.to_pylist())
 
 
-def _step_file(dataset: DatasetSettings, key: str, step: str) -> Path:
+def _step_file(dataset: DatasetSettings, key: str, step: str) -> UPath:
     return dataset.partition_dir(key) / f"{step}.parquet"
 
 
 def _read_step(dataset: DatasetSettings, key: str, step: str, columns: list[str] | None = None) -> pa.Table:
     path = _step_file(dataset, key, step)
     schema = SCHEMA if columns is None else pa.schema([SCHEMA.field(c) for c in columns])
-    return pq.read_table(path, columns=columns).cast(schema) if path.is_file() else schema.empty_table()
+    return parquet_file(path).read(columns=columns).cast(schema) if path.is_file() else schema.empty_table()
 
 
 def _finish_step(context: dg.AssetExecutionContext, dataset: DatasetSettings, step: str,

@@ -18,7 +18,7 @@ def _partition_rows(context: dg.AssetCheckExecutionContext, dataset: DatasetSett
                 description="Every catalog row's file exists and has the recorded SHA-256.")
 def files_match_hashes(context: dg.AssetCheckExecutionContext, dataset: DatasetSettings) -> dg.AssetCheckResult:
     frame = _partition_rows(context, dataset)
-    root = dataset.partition_dir(context.partition_key).parent
+    root = dataset.output_path
     missing, mismatched = [], []
     for row in frame.itertuples():
         problem = file_problem(root / row.file_path, row.content_hash)

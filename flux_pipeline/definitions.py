@@ -1,7 +1,9 @@
 """The project's single Definitions. Paths default to the repository's data/ folder.
 
 Environment: FAL_KEY (absent: the embedded fal emulator is used), FAL_QUEUE_URL, FAL_RUN_URL,
-FAL_STORAGE_URL (default the real fal hosts), FLUX_MAX_CONCURRENCY, FLUX_DATA_DIR, FLUX_BUDGET_USD."""
+FAL_STORAGE_URL (default the real fal hosts), FLUX_MAX_CONCURRENCY, FLUX_DATA_DIR (a folder or
+an fsspec URL such as s3://bucket/prefix), FLUX_LEDGER (the request ledger: a SQLite file or a
+postgresql:// URL; required when FLUX_DATA_DIR is a URL), FLUX_BUDGET_USD."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from .dataset.settings import DatasetSettings
 from .fal.endpoints import FalUrls
 from .resources import FalResource
 
-DATA_DIR = Path(os.getenv("FLUX_DATA_DIR", Path(__file__).resolve().parent.parent / "data"))
+DATA_DIR = os.getenv("FLUX_DATA_DIR", str(Path(__file__).resolve().parent.parent / "data")).rstrip("/")
 
 
 def fal_resource_from_env() -> FalResource:
@@ -32,10 +34,15 @@ def fal_resource_from_env() -> FalResource:
 
 def dataset_settings_from_env() -> DatasetSettings:
     budget = os.getenv("FLUX_BUDGET_USD")
+    ledger = os.getenv("FLUX_LEDGER")
+    if ledger is None:
+        if "://" in DATA_DIR:
+            raise ValueError(f"FLUX_DATA_DIR is {DATA_DIR}: set FLUX_LEDGER to a postgresql:// URL that every "
+                             "machine reaches (or to a local SQLite file when all runs execute on this host)")
+        ledger = f"{DATA_DIR}/ledger/requests.sqlite"
     return DatasetSettings(
-        prompts_dir=str(DATA_DIR / "prompts"), output_root=str(DATA_DIR / "outputs"),
-        catalog_root=str(DATA_DIR / "catalog"), reports_dir=str(DATA_DIR / "reports"),
-        ledger_path=str(DATA_DIR / "ledger" / "requests.sqlite"),
+        prompts_dir=f"{DATA_DIR}/prompts", output_root=f"{DATA_DIR}/outputs",
+        catalog_root=f"{DATA_DIR}/catalog", reports_dir=f"{DATA_DIR}/reports", ledger_path=ledger,
         budget_usd=float(budget) if budget else None,
     )
 

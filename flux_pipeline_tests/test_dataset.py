@@ -47,6 +47,9 @@ def test_whole_graph_catalog_matches_what_the_emulator_returned(project):
     emulator = project.emulator.emulator
     assert len(catalog) == emulator.stats()["images_billed"] == 11
     assert catalog["image_id"].is_unique
+    by_pandas = pd.read_parquet(project.dataset.catalog_path)  # the README's way to read it
+    assert sorted(by_pandas["image_id"]) == sorted(catalog["image_id"])
+    assert by_pandas.groupby("partition", observed=True).size().to_dict() == {"animals": 7, "landscapes": 4}
     assert round(catalog["cost_usd"].sum(), 2) == emulator.stats()["cost_usd"] == 0.44
 
     for row in catalog.itertuples():
@@ -125,6 +128,24 @@ def test_invalid_row_is_rejected_with_its_reason_and_neighbours_succeed(project)
     assert rejects == [{"row": 4, "prompt_id": "lynx-01", "field": "num_images",
                         "reason": "Input should be less than or equal to 4"}]
     assert set(project.catalog()["prompt_id"]) == {"fox-01", "owl-01", "otter-01", "heron-01", "seal-01"}
+
+
+def test_redux_images_must_be_files_inside_the_prompts_folder(project, tmp_path):
+    outside = tmp_path / "private.png"
+    outside.write_bytes((project.dataset.prompts_path / "source_images" / "lighthouse.png").read_bytes())
+    (project.dataset.prompts_path / "source_images" / "link.png").symlink_to(outside)
+    sources = ["../private.png", str(outside), "s3://someone-else/image.png", "source_images/link.png",
+               "source_images/missing.png", "source_images/lighthouse.png"]
+    pq.write_table(pa.table({"prompt_id": [f"r{i}" for i in range(len(sources))], "prompt": ["a lighthouse"] * len(sources),
+                             "image_size": ["square"] * len(sources), "redux_image": sources}),
+                   project.dataset.prompts_path / "sources.parquet")
+    assert project.run("sources").success
+    rejects = pq.read_table(project.dataset.partition_dir("sources") / "rejects.parquet").to_pylist()
+    assert [(r["prompt_id"], r["field"]) for r in rejects] == [(f"r{i}", "redux_image") for i in range(5)]
+    assert all("not a path inside the prompts folder" in r["reason"] for r in rejects[:4])
+    assert "not found" in rejects[4]["reason"]
+    catalog = project.catalog(["sources"])
+    assert sorted(zip(catalog["prompt_id"], catalog["endpoint"])) == [("r5", TEXT_TO_IMAGE), ("r5", REDUX)]
 
 
 def test_budget_runs_out_mid_partition(project):

@@ -1,16 +1,16 @@
-"""The lineage catalog: one row per output image, Parquet, one folder per partition
-(`partition=KEY/data.parquet`), readable as one dataset with pandas or pyarrow."""
+"""The lineage catalog: one row per output image, Parquet, one Hive-style folder per partition
+(`partition=KEY/data.parquet`; the `partition` column lives in the folder name, as Hive readers
+expect), readable as one dataset with pandas, pyarrow, DuckDB or Spark."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+from upath import UPath
 
-from .files import atomic_destination
+from .storage import arrow_location, atomic_writer
 
 SCHEMA = pa.schema([
     ("image_id", pa.string()),
@@ -44,34 +44,38 @@ SCHEMA = pa.schema([
 `parent_source` is the path or URL a Redux image varied when its parent is not in the catalog."""
 
 
-def write_parquet_atomically(table: pa.Table, path: Path) -> None:
-    """Write to a temporary name in the same folder, then rename: readers never see half a file."""
-    with atomic_destination(path) as temporary:
-        pq.write_table(table, temporary)
+PARTITION_COLUMN = "partition"
 
 
-def partition_file(catalog_root: Path, partition: str) -> Path:
+def write_parquet_atomically(table: pa.Table, path: UPath) -> None:
+    """Readers never see half a file (storage.atomic_writer)."""
+    with atomic_writer(path) as stream:
+        pq.write_table(table, stream)
+
+
+def partition_file(catalog_root: UPath, partition: str) -> UPath:
     return catalog_root / f"partition={partition}" / "data.parquet"
 
 
-def replace_partition(catalog_root: Path, partition: str, table: pa.Table) -> Path:
+def replace_partition(catalog_root: UPath, partition: str, table: pa.Table) -> UPath:
     """The partition's rows become exactly `table` (re-materializing never duplicates rows)."""
     path = partition_file(catalog_root, partition)
-    write_parquet_atomically(table.cast(SCHEMA), path)
+    write_parquet_atomically(table.cast(SCHEMA).drop_columns([PARTITION_COLUMN]), path)
     return path
 
 
-def read_catalog(catalog_root: Path, partitions: list[str] | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+def read_catalog(catalog_root: UPath, partitions: list[str] | None = None, columns: list[str] | None = None) -> pd.DataFrame:
     """The whole catalog (or some partitions) as one DataFrame."""
     if not catalog_root.is_dir():
         return SCHEMA.empty_table().to_pandas()
-    dataset = ds.dataset(catalog_root, format="parquet", schema=SCHEMA, partitioning=None,
-                         exclude_invalid_files=True)
-    filter_ = ds.field("partition").isin(partitions) if partitions is not None else None
+    where, filesystem = arrow_location(catalog_root)
+    partitioning = ds.partitioning(pa.schema([SCHEMA.field(PARTITION_COLUMN)]), flavor="hive")
+    dataset = ds.dataset(where, filesystem=filesystem, format="parquet", schema=SCHEMA, partitioning=partitioning)
+    filter_ = ds.field(PARTITION_COLUMN).isin(partitions) if partitions is not None else None
     return dataset.to_table(columns=columns, filter=filter_).to_pandas()
 
 
-def cost_report(catalog_root: Path) -> pd.DataFrame:
+def cost_report(catalog_root: UPath) -> pd.DataFrame:
     """Cost, billed megapixels, image and NSFW counts per partition, with a TOTAL row."""
     catalog = read_catalog(catalog_root, columns=["partition", "cost_usd", "billed_megapixels", "nsfw", "endpoint"])
     counts = catalog.assign(

@@ -1,21 +1,20 @@
-"""Generated files on disk: stable safe names, written whole or not at all."""
+"""Generated files: stable safe names, written whole or not at all, checked against their hash."""
 
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+
+from upath import UPath
+
+from .storage import write_bytes_atomically
 
 EXTENSIONS = {"jpeg": "jpg", "png": "png"}
 
 
 @dataclass(frozen=True)
 class StoredImage:
-    path: Path
+    path: UPath
     sha256: str
     size_bytes: int
 
@@ -25,25 +24,14 @@ def image_id(partition: str, prompt_id: str, endpoint: str, index: int) -> str:
     return hashlib.sha256(f"{partition}\0{prompt_id}\0{endpoint}\0{index}".encode()).hexdigest()[:24]
 
 
-@contextmanager
-def atomic_destination(path: Path) -> Iterator[Path]:
-    """A temporary name beside `path` to write to; renamed to `path` on leaving the block, so a
-    file under its final name is always whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    yield temporary
-    os.replace(temporary, path)
-
-
-def store_image(folder: Path, image_id: str, data: bytes, output_format: str) -> StoredImage:
+def store_image(folder: UPath, image_id: str, data: bytes, output_format: str) -> StoredImage:
     """The bytes were verified on download (fal.verify)."""
     path = folder / f"{image_id}.{EXTENSIONS[output_format]}"
-    with atomic_destination(path) as temporary:
-        temporary.write_bytes(data)
+    write_bytes_atomically(path, data)
     return StoredImage(path, hashlib.sha256(data).hexdigest(), len(data))
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path: UPath) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as stream:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
@@ -51,13 +39,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def file_problem(path: Path, content_hash: str) -> str | None:
+def file_problem(path: UPath, content_hash: str) -> str | None:
     """"missing", "hash mismatch", or None when the file is there with the recorded hash."""
     if not path.is_file():
         return "missing"
     return None if sha256_of(path) == content_hash else "hash mismatch"
 
 
-def files_intact(root: Path, rows: list[dict]) -> bool:
+def files_intact(root: UPath, rows: list[dict]) -> bool:
     """Every row's file exists under `root` with its recorded hash."""
     return all(file_problem(root / r["file_path"], r["content_hash"]) is None for r in rows)

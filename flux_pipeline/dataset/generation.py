@@ -13,8 +13,6 @@ import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
-
 import dagster as dg
 
 from .. import __version__
@@ -88,7 +86,7 @@ def run_step(context: dg.AssetExecutionContext, fal: FalResource, settings: Data
     """Plans are drawn lazily and only requests in flight are held, so memory stays flat as the
     partition grows; every output image's row goes to `rows` as soon as its file is stored."""
     partition = context.partition_key
-    root = settings.partition_dir(partition).parent
+    root = settings.output_path
     ledger = RequestLedger(settings.ledger_file)
     tracker = LedgerTracker(ledger, partition, settings.lost_request_wait)
     result = StepResult()
@@ -149,7 +147,7 @@ def run_step(context: dg.AssetExecutionContext, fal: FalResource, settings: Data
         if isinstance(outcome, GenerationFailure):
             _record_failure(context, ledger, result, outcome)
             continue
-        new_rows = _catalog_rows(context, settings, root, plan, outcome)
+        new_rows = _catalog_rows(context, settings, plan, outcome)
         ledger.stored(partition, plan.job.key, plan.job.endpoint, outcome.request_id, new_rows)
         rows.write(new_rows)
         result.latencies.append(outcome.latency_s)
@@ -168,7 +166,7 @@ def _record_failure(context, ledger: RequestLedger, result: StepResult, outcome:
     context.log.warning(f"request for prompt_id {job.key!r} ({job.endpoint}) failed: {outcome.error}")
 
 
-def _catalog_rows(context: dg.AssetExecutionContext, settings: DatasetSettings, root: Path, plan: PlannedRequest,
+def _catalog_rows(context: dg.AssetExecutionContext, settings: DatasetSettings, plan: PlannedRequest,
                   outcome: Generation) -> list[dict]:
     partition, data = context.partition_key, plan.job.input
     width, height = data.size()
@@ -185,11 +183,11 @@ def _catalog_rows(context: dg.AssetExecutionContext, settings: DatasetSettings, 
             "prompt": plan.prompt, "returned_prompt": outcome.output.prompt, "endpoint": plan.job.endpoint,
             "request_id": outcome.request_id, "image_index": index, "seed": outcome.output.seed,
             "width": width, "height": height, "output_format": data.output_format,
-            "content_hash": image.sha256, "file_path": image.path.relative_to(root).as_posix(),
+            "content_hash": image.sha256, "file_path": f"{partition}/images/{image.path.name}",
             "file_bytes": image.size_bytes, "nsfw": bool(nsfw), "billed_megapixels": megapixels,
             "price_per_megapixel": settings.price_per_megapixel, "megapixel_size": settings.megapixel_size,
             "cost_usd": settings.cost_of(megapixels), "parent_image_id": plan.parent_image_id,
             "parent_source": plan.parent_source, "latency_s": round(outcome.latency_s, 4),
-            "run_id": context.run_id, "code_version": __version__, "created_at": created,
+            "run_id": context.run.run_id, "code_version": __version__, "created_at": created,
         })
     return rows

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
-from pathlib import Path
-
 from PIL import Image
+from upath import UPath
 
 
-def contact_sheet(paths: list[Path], *, thumb: int = 96, columns: int = 6, limit: int = 24) -> bytes | None:
+def contact_sheet(paths: list[UPath], *, thumb: int = 96, columns: int = 6, limit: int = 24) -> bytes | None:
     """PNG bytes of up to `limit` thumbnails in a grid, or None when there are no images."""
     paths = paths[:limit]
     if not paths:
@@ -17,7 +16,7 @@ def contact_sheet(paths: list[Path], *, thumb: int = 96, columns: int = 6, limit
     rows = (len(paths) + columns - 1) // columns
     sheet = Image.new("RGB", (columns * thumb, rows * thumb), "white")
     for position, path in enumerate(paths):
-        with Image.open(path) as image:
+        with path.open("rb") as stream, Image.open(stream) as image:
             image.thumbnail((thumb, thumb))
             x, y = (position % columns) * thumb, (position // columns) * thumb
             sheet.paste(image.convert("RGB"), (x + (thumb - image.width) // 2, y + (thumb - image.height) // 2))

@@ -6,15 +6,17 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from upath import UPath
 
 from ..fal.client import validate_input
 from ..fal.errors import FalInputError
 from ..fal.models import REDUX, TEXT_TO_IMAGE, ReduxInput, TextToImageInput
+from .storage import is_local, parquet_file
 
 GENERATED = "generated"
 """`redux_image` value asking to vary the row's own first generated image."""
@@ -40,7 +42,7 @@ REQUEST_FIELDS = ("seed", "num_images", "output_format", "safety_tolerance", "en
 class PromptTableError(ValueError):
     """The table as a whole cannot be read; the message names the file and the problem."""
 
-    def __init__(self, path: Path, problem: str):
+    def __init__(self, path: UPath, problem: str):
         self.path, self.problem = path, problem
         super().__init__(f"prompt table {path}: {problem}")
 
@@ -51,7 +53,7 @@ class PlannedRow:
     text_to_image: TextToImageInput
     redux: ReduxInput | None = None
     redux_source: str | None = None
-    """`generated`, an http(s) URL, or an absolute local path inside the prompts folder."""
+    """`generated`, an http(s) URL, or the location of a file inside the prompts folder."""
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,13 @@ class Reject:
     reason: str
 
 
-def open_prompt_table(path: Path) -> pq.ParquetFile:
+def open_prompt_table(path: UPath) -> pq.ParquetFile:
     """The table, after checking from its metadata alone that it is Parquet with rows and the
     known columns of the right types (rows are read later, a batch at a time)."""
     if not path.is_file():
         raise PromptTableError(path, "file not found")
     try:
-        table = pq.ParquetFile(path)
+        table = parquet_file(path)
     except (pa.ArrowException, OSError) as exc:
         raise PromptTableError(path, f"not a readable Parquet file ({exc})") from None
     schema = table.schema_arrow
@@ -95,7 +97,7 @@ def _value(row: pd.Series, name: str):
     return value.item() if hasattr(value, "item") else value
 
 
-def plan_rows(table: pq.ParquetFile, defaults: dict, prompts_dir: Path,
+def plan_rows(table: pq.ParquetFile, defaults: dict, prompts_dir: UPath,
               batch_rows: int = 1024) -> Iterator[PlannedRow | Reject]:
     """Validate every row on its own: good rows become requests, bad rows become rejects."""
     seen: set[str] = set()
@@ -121,7 +123,7 @@ class _RowError(Exception):
         self.field, self.reason = field, reason
 
 
-def _plan_row(row: pd.Series, prompt_id: str, defaults: dict, prompts_dir: Path) -> PlannedRow:
+def _plan_row(row: pd.Series, prompt_id: str, defaults: dict, prompts_dir: UPath) -> PlannedRow:
     request = dict(defaults)
     request["prompt"] = _value(row, "prompt") or ""
     width, height, preset = _value(row, "width"), _value(row, "height"), _value(row, "image_size")
@@ -162,14 +164,17 @@ def _validated(endpoint: str, request: dict):
         raise _RowError(column, reason) from None
 
 
-def _resolve_source(source: str, prompts_dir: Path) -> str:
+def _resolve_source(source: str, prompts_dir: UPath) -> str:
     """Redux sources: the row's generated image, an http(s) URL, or a file inside the prompts
-    folder (a table must not make the pipeline read and upload arbitrary files)."""
+    folder, named relative to it (a table must not make the pipeline read and upload arbitrary
+    files)."""
     if source == GENERATED or source.startswith(("http://", "https://")):
         return source
-    path = (prompts_dir / source).resolve()
-    if not path.is_relative_to(prompts_dir):
-        raise _RowError("redux_image", f"local image {source!r} is outside the prompts folder")
+    relative = PurePosixPath(source)
+    escapes = "://" in source or relative.is_absolute() or ".." in relative.parts
+    path = prompts_dir if escapes else prompts_dir / relative.as_posix()
+    if escapes or (is_local(path) and not path.resolve().is_relative_to(prompts_dir.resolve())):  # a symlink out
+        raise _RowError("redux_image", f"local image {source!r} is not a path inside the prompts folder")
     if not path.is_file():
         raise _RowError("redux_image", f"local image {source!r} not found in {prompts_dir}")
     return str(path)

@@ -4,27 +4,27 @@ grow with its partition. The file appears, whole, when the writer closes."""
 from __future__ import annotations
 
 from contextlib import ExitStack
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from upath import UPath
 
 from .catalog import SCHEMA
-from .files import atomic_destination
+from .storage import atomic_writer
 
 
 class ParquetRowWriter:
     """`with ParquetRowWriter(path, schema) as out: out.write(rows)`."""
 
-    def __init__(self, path: Path, schema: pa.Schema, batch_rows: int = 1024):
+    def __init__(self, path: UPath, schema: pa.Schema, batch_rows: int = 1024):
         self.path, self.schema, self.batch_rows = path, schema, batch_rows
         self._pending: list[dict] = []
         self._writer: pq.ParquetWriter | None = None
         self._destination = ExitStack()
 
     def __enter__(self):
-        temporary = self._destination.enter_context(atomic_destination(self.path))
-        self._writer = pq.ParquetWriter(temporary, self.schema)
+        stream = self._destination.enter_context(atomic_writer(self.path))
+        self._writer = pq.ParquetWriter(stream, self.schema)
         return self
 
     def write(self, rows: list[dict]) -> None:
@@ -47,7 +47,7 @@ class ParquetRowWriter:
 class CatalogRowWriter(ParquetRowWriter):
     """Catalog rows, one request's images per `write`, with running totals for metadata."""
 
-    def __init__(self, path: Path, batch_rows: int = 1024):
+    def __init__(self, path: UPath, batch_rows: int = 1024):
         super().__init__(path, SCHEMA, batch_rows)
         self.images = self.requests = self.billed_megapixels = self.nsfw_images = 0
         self.cost_usd = 0.0

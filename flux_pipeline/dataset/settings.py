@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
+from upath import UPath
 
 from ..fal.batch import DEFAULT_MAX_FILE_BYTES
+from .storage import open_location
 
 PARTITION_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 """A prompt table's file stem becomes its partition key and a folder name, so it must be safe."""
 
 
 class DatasetSettings(dg.ConfigurableResource):
-    """Folders, table-level request defaults, pricing and guards of the dataset."""
+    """Folders, table-level request defaults, pricing and guards of the dataset. Every folder
+    but the ledger's may be a local path or an fsspec URL (s3://bucket/prefix, gs://, az://)."""
 
     prompts_dir: str = Field(default="data/prompts", description="Folder of prompt tables (*.parquet).")
     output_root: str = Field(default="data/outputs", description="Root of generated files, one folder per partition.")
     catalog_root: str = Field(default="data/catalog", description="Root of the Parquet catalog (partition=KEY/).")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options for URL folders, e.g. {'endpoint_url': ...}; "
+                                          "prefer the filesystem's own environment variables for credentials.")
     ledger_path: str = Field(default="data/ledger/requests.sqlite", description="The request ledger (SQLite).")
     lost_request_wait: float = Field(
         default=120.0, ge=0, description="Seconds to wait for the webhook of a submit whose response was lost "
@@ -40,29 +47,38 @@ class DatasetSettings(dg.ConfigurableResource):
         return {"image_size": self.image_size, "num_images": self.num_images, "output_format": self.output_format,
                 "safety_tolerance": self.safety_tolerance, "enhance_prompt": self.enhance_prompt}
 
-    @property
-    def prompts_path(self) -> Path:
-        return Path(self.prompts_dir).resolve()
+    def location(self, where: str) -> UPath:
+        """A folder or file of this dataset, local or on object storage."""
+        return open_location(where, self.storage_options)
 
-    def table_path(self, partition: str) -> Path:
+    @property
+    def prompts_path(self) -> UPath:
+        return self.location(self.prompts_dir)
+
+    def table_path(self, partition: str) -> UPath:
         return self.prompts_path / f"{partition}.parquet"
 
-    def partition_dir(self, partition: str) -> Path:
+    @property
+    def output_path(self) -> UPath:
+        """Catalog rows' `file_path` is relative to this root."""
+        return self.location(self.output_root)
+
+    def partition_dir(self, partition: str) -> UPath:
         if not PARTITION_KEY.match(partition):
             raise ValueError(f"unsafe partition key {partition!r}")
-        return Path(self.output_root).resolve() / partition
+        return self.output_path / partition
 
     @property
     def ledger_file(self) -> Path:
         return Path(self.ledger_path).resolve()
 
     @property
-    def reports_path(self) -> Path:
-        return Path(self.reports_dir).resolve()
+    def reports_path(self) -> UPath:
+        return self.location(self.reports_dir)
 
     @property
-    def catalog_path(self) -> Path:
-        return Path(self.catalog_root).resolve()
+    def catalog_path(self) -> UPath:
+        return self.location(self.catalog_root)
 
     def cost_of(self, megapixels: int) -> float:
         return round(megapixels * self.price_per_megapixel, 6)

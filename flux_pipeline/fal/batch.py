@@ -15,6 +15,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from os import PathLike
 from typing import Protocol
 
 import httpx
@@ -42,8 +43,9 @@ class GenerationJob:
     """Set to resume a request already submitted to fal instead of submitting it again."""
     lost_token: str | None = None
     """A previous submit attempt whose response was lost: look for it before submitting again."""
-    upload_path: str | None = None
-    """A local file to put in fal storage and send as the input's image_url (Redux)."""
+    upload_path: str | PathLike | None = None
+    """A file (local path, pathlib or universal-pathlib path) to put in fal storage and send as
+    the input's image_url (Redux)."""
 
 
 @dataclass(frozen=True)
@@ -104,10 +106,10 @@ class Uploads:
         self._fal = fal
         self._urls: dict[str, asyncio.Task[str]] = {}
 
-    def url(self, path: str) -> "asyncio.Task[str]":
-        if path not in self._urls:
-            self._urls[path] = asyncio.ensure_future(self._fal.upload_file(path))
-        return self._urls[path]
+    def url(self, path: str | PathLike) -> "asyncio.Task[str]":
+        if str(path) not in self._urls:
+            self._urls[str(path)] = asyncio.ensure_future(self._fal.upload_file(path))
+        return self._urls[str(path)]
 
 
 async def _submit(fal: FalClient, job: GenerationJob, tracker: RequestTracker | None,

@@ -299,10 +299,11 @@ class FalClient:
         return target["file_url"]
 
     async def upload_file(self, path: str | Path) -> str:
-        """Upload a local file, its content type guessed from its name."""
-        path = Path(path)
+        """Upload a file, its content type guessed from its name. Any path object with
+        `read_bytes` serves (a universal-pathlib path reads from object storage)."""
+        path = Path(path) if isinstance(path, str) else path
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return await self.upload(path.read_bytes(), content_type, path.name)
+        return await self.upload(await asyncio.to_thread(path.read_bytes), content_type, path.name)
 
     async def download(self, url: str) -> tuple[bytes, str]:
         """Bytes and content type of a result file (https URL or sync_mode data URI)."""
