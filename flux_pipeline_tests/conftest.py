@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import io
+import os
 import socket
+import uuid
 
 import pytest
 from PIL import Image
@@ -26,6 +28,57 @@ def slow_emulator():
     """One runner and a long latency, so that requests stay queued."""
     with EmulatorServer(EmulatorConfig(latency=2.0, runners=1)) as server:
         yield server
+
+
+POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh database on the local PostgreSQL server (CI starts it; elsewhere the test skips
+    when there is none), as a psycopg2 SQLAlchemy URL."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect(f"{POSTGRES_SERVER}/postgres")
+    except psycopg2.OperationalError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no local PostgreSQL server: {exc}")
+    admin.autocommit = True
+    name = f"flux_test_{uuid.uuid4().hex[:12]}"
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        # dagster-postgres ships psycopg2; SQLAlchemy's default PostgreSQL driver is now psycopg 3
+        yield f"{POSTGRES_SERVER.replace('postgresql://', 'postgresql+psycopg2://')}/{name}"
+    finally:
+        admin.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.close()
+
+
+@pytest.fixture
+def bucket() -> str:
+    return f"flux-{uuid.uuid4().hex[:12]}"  # moto keeps its buckets for the life of the process
+
+
+@pytest.fixture
+def s3(monkeypatch, bucket):
+    """An S3 endpoint with an empty bucket; yields the fsspec options that reach it."""
+    moto_server = pytest.importorskip("moto.server")
+    s3fs = pytest.importorskip("s3fs")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    options = {"endpoint_url": f"http://{host}:{port}"}
+    s3fs.S3FileSystem.clear_instance_cache()
+    s3fs.S3FileSystem(**options).mkdir(bucket)
+    try:
+        yield options
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        server.stop()
 
 
 def urls_for(server: EmulatorServer) -> FalUrls:

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
+from upath import UPath
 
 from flux_pipeline.assets import prompt_tables
 from flux_pipeline.dataset.catalog import read_catalog
@@ -59,9 +60,10 @@ def make_project(root: Path, emulator: EmulatorServer, instance: dg.DagsterInsta
                    make_definitions(resource_for(emulator, **fal_overrides), dataset))
 
 
-def write_table(path: Path, rows: int, prefix: str = "p") -> None:
-    """A prompt table of `rows` small square prompts with seeds."""
+def write_table(path: Path | UPath, rows: int, prefix: str = "p") -> None:
+    """A prompt table of `rows` small square prompts with seeds (a local or object-store path)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist([
-        {"prompt_id": f"{prefix}{i:04d}", "prompt": f"synthetic scene number {i}", "image_size": "square", "seed": i}
-        for i in range(rows)]), path)
+    with path.open("wb") as stream:
+        pq.write_table(pa.Table.from_pylist([
+            {"prompt_id": f"{prefix}{i:04d}", "prompt": f"synthetic scene number {i}", "image_size": "square",
+             "seed": i} for i in range(rows)]), stream)

@@ -1,35 +1,43 @@
-"""The request ledger on a real SQLite file, shared by concurrent processes."""
+"""The request ledger on both of its stores, a real SQLite file and a real PostgreSQL database,
+shared by concurrent processes."""
 
 from __future__ import annotations
 
 import multiprocessing
 from datetime import datetime, timezone
-from pathlib import Path
+
+import pytest
 
 from flux_pipeline.dataset.ledger import RequestLedger, fingerprint
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "ledger.sqlite")
+    return request.getfixturevalue("postgres_url")
+
+
 def _record(args: tuple[str, int]) -> int:
-    path, worker = args
-    ledger = RequestLedger(Path(path))
-    for n in range(40):
-        ledger.submitting("p", f"{worker}-{n}", "e", "fp")
-        ledger.submitted("p", f"{worker}-{n}", "e", f"rid-{worker}-{n}")
+    location, worker = args
+    with RequestLedger(location) as ledger:
+        for n in range(40):
+            ledger.submitting("p", f"{worker}-{n}", "e", "fp")
+            ledger.submitted("p", f"{worker}-{n}", "e", f"rid-{worker}-{n}")
     return worker
 
 
-def test_processes_opening_and_writing_the_ledger_at_once(tmp_path):
-    path = tmp_path / "ledger.sqlite"
+def test_processes_opening_and_writing_the_ledger_at_once(location):
     with multiprocessing.get_context("spawn").Pool(6) as pool:
-        assert sorted(pool.map(_record, [(str(path), w) for w in range(6)])) == list(range(6))
-    ledger = RequestLedger(path)
+        assert sorted(pool.map(_record, [(location, w) for w in range(6)])) == list(range(6))
+    ledger = RequestLedger(location)
     entries = [ledger.entry("p", f"{w}-{n}", "e") for w in range(6) for n in range(40)]
     assert all(e.state == "submitted" and e.request_id for e in entries)
     assert len({e.request_id for e in entries}) == 240
 
 
-def test_lifecycle_and_webhooks(tmp_path):
-    ledger = RequestLedger(tmp_path / "ledger.sqlite")
+def test_lifecycle_and_webhooks(location):
+    ledger = RequestLedger(location)
     fp = fingerprint("e", {"prompt": "x", "seed": 1})
     assert fp == fingerprint("e", {"seed": 1, "prompt": "x"}) != fingerprint("e", {"prompt": "x", "seed": 2})
     token = ledger.submitting("p", "k", "e", fp)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import uuid
 
 import dagster as dg
 import pandas as pd
@@ -20,34 +19,8 @@ from flux_pipeline.definitions import make_definitions
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
 
-from .conftest import free_port, resource_for
+from .conftest import resource_for
 from .dataset_fixtures import SAMPLE_PROMPTS, Project
-
-@pytest.fixture
-def bucket() -> str:
-    return f"flux-{uuid.uuid4().hex[:12]}"  # moto keeps its buckets for the life of the process
-
-
-@pytest.fixture
-def s3(monkeypatch, bucket):
-    """An S3 endpoint with an empty bucket; yields the fsspec options that reach it."""
-    moto_server = pytest.importorskip("moto.server")
-    s3fs = pytest.importorskip("s3fs")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    options = {"endpoint_url": f"http://{host}:{port}"}
-    s3fs.S3FileSystem.clear_instance_cache()
-    s3fs.S3FileSystem(**options).mkdir(bucket)
-    try:
-        yield options
-    finally:
-        s3fs.S3FileSystem.clear_instance_cache()
-        server.stop()
-
 
 def upload_samples(prompts: UPath) -> None:
     for path in SAMPLE_PROMPTS.rglob("*"):

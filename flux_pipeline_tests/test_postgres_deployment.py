@@ -1,5 +1,6 @@
-"""The documented multi-process deployment (deploy/dagster.yaml): a PostgreSQL-backed instance
-whose "fal" concurrency pool caps the requests that concurrent runs send to fal."""
+"""The documented multi-machine deployment (deploy/dagster.yaml): a PostgreSQL-backed instance
+whose "fal" concurrency pool caps the requests that concurrent runs send to fal, the request
+ledger in PostgreSQL and the dataset in object storage."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
-import pytest
+import pandas as pd
+from upath import UPath
 
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
@@ -23,74 +24,67 @@ from .conftest import SECRET_KEY
 from .dataset_fixtures import write_table
 
 REPO = Path(__file__).resolve().parent.parent
-SERVER = "postgresql://postgres@127.0.0.1:5432"
 MAX_CONCURRENCY = 3
 
 
-@pytest.fixture
-def database():
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect(f"{SERVER}/postgres")
-    except psycopg2.OperationalError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no local PostgreSQL server: {exc}")
-    admin.autocommit = True
-    name = f"flux_test_{uuid.uuid4().hex[:12]}"
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    try:
-        # dagster-postgres ships psycopg2; SQLAlchemy's default PostgreSQL driver is now psycopg 3
-        yield f"{SERVER.replace('postgresql://', 'postgresql+psycopg2://')}/{name}"
-    finally:
-        admin.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
-        admin.close()
-
-
-def test_two_runs_share_the_fal_pool_on_postgres(tmp_path, database, monkeypatch):
-    monkeypatch.setenv("DAGSTER_PG_URL", database)
+def test_two_runs_share_the_fal_pool_on_postgres(tmp_path, postgres_url, s3, bucket, monkeypatch):
+    """The whole multi-machine configuration, each run its own process: instance and request
+    ledger in PostgreSQL, prompt tables, images and catalog in an S3 bucket."""
+    monkeypatch.setenv("DAGSTER_PG_URL", postgres_url)
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((REPO / "deploy" / "dagster.yaml").read_text())
-    data = tmp_path / "data"
+    data = f"s3://{bucket}/flux"
     for table in ("alpha", "beta"):
-        write_table(data / "prompts" / f"{table}.parquet", 12, prefix=f"{table}-")
+        write_table(UPath(f"{data}/prompts/{table}.parquet", **s3), 12, prefix=f"{table}-")
 
     with EmulatorServer(EmulatorConfig(latency=0.4)) as server:
-        env = dict(os.environ, DAGSTER_HOME=str(home), DAGSTER_PG_URL=database, FAL_KEY=SECRET_KEY,
+        env = dict(os.environ, DAGSTER_HOME=str(home), DAGSTER_PG_URL=postgres_url, FAL_KEY=SECRET_KEY,
                    FAL_QUEUE_URL=server.url, FAL_RUN_URL=f"{server.url}/run", FAL_STORAGE_URL=server.url,
-                   FLUX_DATA_DIR=str(data), FLUX_MAX_CONCURRENCY=str(MAX_CONCURRENCY))
+                   FLUX_DATA_DIR=data, FLUX_LEDGER=postgres_url, AWS_ENDPOINT_URL=s3["endpoint_url"],
+                   FLUX_MAX_CONCURRENCY=str(MAX_CONCURRENCY))
         with dg.DagsterInstance.from_config(str(home)) as instance:
             instance.add_dynamic_partitions("prompt_tables", ["alpha", "beta"])
             # as deploy/dagster.yaml says: set the pool once (`dagster instance concurrency set fal 1`)
             instance.event_log_storage.set_concurrency_slots("fal", 1)
-        dagster = str(Path(sys.executable).parent / "dagster")
-        runs = [subprocess.Popen([dagster, "job", "execute", "-m", "flux_pipeline.definitions", "-j", "build_dataset",
-                                  "--tags", json.dumps({"dagster/partition": key})], cwd=REPO, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                for key in ("alpha", "beta")]
-        outputs = [run.communicate(timeout=600)[0] for run in runs]
-        stats = server.emulator.stats()
 
-    for run, output in zip(runs, outputs):
-        assert run.returncode == 0, output[-3000:]
+        def execute(*partitions: str) -> list[tuple[str, int]]:
+            runs = [subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m",
+                                      "flux_pipeline.definitions", "-j", "build_dataset",
+                                      "--tags", json.dumps({"dagster/partition": key})], cwd=tmp_path, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                    for key in partitions]
+            return [(run.communicate(timeout=600)[0], run.returncode) for run in runs]
+
+        outcomes = execute("alpha", "beta")
+        stats = server.emulator.stats()
+        again = execute("alpha")  # as if on another machine: only PostgreSQL and the bucket are shared
+        billed_after_rerun = server.emulator.stats()["images_billed"]
+
+    for output, code in outcomes + again:
+        assert code == 0, output[-3000:]
         assert SECRET_KEY not in output
     assert stats["images_billed"] == 24 and stats["requests_billed"] == 24
     assert stats["peak_in_flight"] <= MAX_CONCURRENCY, "one pool slot: never two fal steps at once"
+    assert billed_after_rerun == 24, "the re-run found every request in the shared ledger and bucket"
+    catalog = pd.read_parquet(f"{data}/catalog", storage_options=s3)
+    assert catalog.groupby("partition", observed=True).size().to_dict() == {"alpha": 12, "beta": 12}
+    assert not list(tmp_path.glob("**/*.parquet")), "nothing of the dataset on local disk"
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        records = instance.get_run_records(dg.RunsFilter(job_name="build_dataset"))
-        assert {r.dagster_run.tags["dagster/partition"] for r in records} == {"alpha", "beta"}
-        assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
-        first, second = sorted(records, key=lambda r: r.start_time)
+        records = sorted(instance.get_run_records(dg.RunsFilter(job_name="build_dataset")), key=lambda r: r.start_time)
+        assert [r.dagster_run.status for r in records] == [dg.DagsterRunStatus.SUCCESS] * 3
+        first, second, _ = records
+        assert {first.dagster_run.tags["dagster/partition"], second.dagster_run.tags["dagster/partition"]} == {
+            "alpha", "beta"}
         assert second.start_time < first.end_time, "the two runs executed concurrently"
         assert instance.get_materialized_partitions(dg.AssetKey("catalog")) == {"alpha", "beta"}
 
 
-def test_one_pool_slot_goes_to_one_of_many_simultaneous_claims(database):
+def test_one_pool_slot_goes_to_one_of_many_simultaneous_claims(postgres_url):
     """The stock dagster-postgres storage lets simultaneous claims share a slot (more than one
     of 8 claimers won in 28 of 50 trials); this one must give a 1-slot pool to exactly one."""
-    storage = PoolSafePostgresEventLogStorage(database)
+    storage = PoolSafePostgresEventLogStorage(postgres_url)
     storage.set_concurrency_slots("fal", 1)
     claimers = 8
     try:

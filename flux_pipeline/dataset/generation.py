@@ -87,71 +87,71 @@ def run_step(context: dg.AssetExecutionContext, fal: FalResource, settings: Data
     partition grows; every output image's row goes to `rows` as soon as its file is stored."""
     partition = context.partition_key
     root = settings.output_path
-    ledger = RequestLedger(settings.ledger_file)
-    tracker = LedgerTracker(ledger, partition, settings.lost_request_wait)
-    result = StepResult()
-    in_flight: dict[tuple[str, str], PlannedRequest] = {}
+    with RequestLedger(settings.ledger_location) as ledger:
+        tracker = LedgerTracker(ledger, partition, settings.lost_request_wait)
+        result = StepResult()
+        in_flight: dict[tuple[str, str], PlannedRequest] = {}
 
-    def to_send() -> Iterator[PlannedRequest]:
-        """Plans that need fal, after the ledger's verdict; reused requests are written here."""
-        for plan in plans:
-            key = plan.job.key, plan.job.endpoint
-            current = fingerprint(plan.job.endpoint, plan.identity)
-            entry = ledger.entry(partition, *key)
-            if entry is not None and entry.fingerprint == current:
-                if entry.state == "stored" and files_intact(root, entry.rows):
-                    rows.write(entry.rows)
-                    result.committed_usd += sum(r["cost_usd"] for r in entry.rows)
-                    result.reused += 1
-                    continue
-                if entry.state in ("submitted", "stored") and entry.request_id:
-                    plan = dataclasses.replace(plan, job=dataclasses.replace(plan.job, request_id=entry.request_id))
-                    result.resumed += 1
-                elif entry.state == "submitting":
-                    plan = dataclasses.replace(plan, job=dataclasses.replace(plan.job, lost_token=entry.token))
-                    result.resumed += 1
-            tracker.fingerprints[key] = current
-            yield plan
+        def to_send() -> Iterator[PlannedRequest]:
+            """Plans that need fal, after the ledger's verdict; reused requests are written here."""
+            for plan in plans:
+                key = plan.job.key, plan.job.endpoint
+                current = fingerprint(plan.job.endpoint, plan.identity)
+                entry = ledger.entry(partition, *key)
+                if entry is not None and entry.fingerprint == current:
+                    if entry.state == "stored" and files_intact(root, entry.rows):
+                        rows.write(entry.rows)
+                        result.committed_usd += sum(r["cost_usd"] for r in entry.rows)
+                        result.reused += 1
+                        continue
+                    if entry.state in ("submitted", "stored") and entry.request_id:
+                        plan = dataclasses.replace(plan, job=dataclasses.replace(plan.job, request_id=entry.request_id))
+                        result.resumed += 1
+                    elif entry.state == "submitting":
+                        plan = dataclasses.replace(plan, job=dataclasses.replace(plan.job, lost_token=entry.token))
+                        result.resumed += 1
+                tracker.fingerprints[key] = current
+                yield plan
 
-    def admitted() -> Iterator[GenerationJob]:
-        candidates = to_send()
-        for plan in candidates:
-            job = plan.job
-            cost = request_cost(settings, job)
-            if job.request_id is None and job.lost_token is None:
-                if budget_left is not None and result.committed_usd + cost > budget_left + 1e-9:
-                    result.budget_stopped = True
-                    result.not_sent = 1 + sum(1 for p in candidates if p.job.request_id is None)
-                    return
-            result.committed_usd += cost
-            in_flight[job.key, job.endpoint] = plan
-            yield job
+        def admitted() -> Iterator[GenerationJob]:
+            candidates = to_send()
+            for plan in candidates:
+                job = plan.job
+                cost = request_cost(settings, job)
+                if job.request_id is None and job.lost_token is None:
+                    if budget_left is not None and result.committed_usd + cost > budget_left + 1e-9:
+                        result.budget_stopped = True
+                        result.not_sent = 1 + sum(1 for p in candidates if p.job.request_id is None)
+                        return
+                result.committed_usd += cost
+                in_flight[job.key, job.endpoint] = plan
+                yield job
 
-    progress: dict[str, list[str]] = {}
+        progress: dict[str, list[str]] = {}
 
-    def forward_log(request_id: str, line: dict) -> None:
-        # Problems reach the Dagster log at once; routine progress goes as one event per request
-        # (one event per line made the event log the run's bottleneck: 28 per image).
-        if line.get("level") in ("WARN", "ERROR", "STDERR"):
-            context.log.warning(f"fal {request_id}: {line.get('message', '')}")
-        else:
-            progress.setdefault(request_id, []).append(str(line.get("message", "")))
+        def forward_log(request_id: str, line: dict) -> None:
+            # Problems reach the Dagster log at once; routine progress goes as one event per request
+            # (one event per line made the event log the run's bottleneck: 28 per image).
+            if line.get("level") in ("WARN", "ERROR", "STDERR"):
+                context.log.warning(f"fal {request_id}: {line.get('message', '')}")
+            else:
+                progress.setdefault(request_id, []).append(str(line.get("message", "")))
 
-    for outcome in fal.generate(admitted(), tracker=tracker, on_log=forward_log,
-                                max_file_bytes=settings.max_download_bytes):
-        key = outcome.job.key, outcome.job.endpoint
-        plan = in_flight.pop(key)
-        tracker.fingerprints.pop(key, None)
-        if lines := progress.pop(outcome.request_id, None):
-            context.log.debug(f"fal {outcome.request_id} logs: {' | '.join(lines)}")
-        if isinstance(outcome, GenerationFailure):
-            _record_failure(context, ledger, result, outcome)
-            continue
-        new_rows = _catalog_rows(context, settings, plan, outcome)
-        ledger.stored(partition, plan.job.key, plan.job.endpoint, outcome.request_id, new_rows)
-        rows.write(new_rows)
-        result.latencies.append(outcome.latency_s)
-    return result
+        for outcome in fal.generate(admitted(), tracker=tracker, on_log=forward_log,
+                                    max_file_bytes=settings.max_download_bytes):
+            key = outcome.job.key, outcome.job.endpoint
+            plan = in_flight.pop(key)
+            tracker.fingerprints.pop(key, None)
+            if lines := progress.pop(outcome.request_id, None):
+                context.log.debug(f"fal {outcome.request_id} logs: {' | '.join(lines)}")
+            if isinstance(outcome, GenerationFailure):
+                _record_failure(context, ledger, result, outcome)
+                continue
+            new_rows = _catalog_rows(context, settings, plan, outcome)
+            ledger.stored(partition, plan.job.key, plan.job.endpoint, outcome.request_id, new_rows)
+            rows.write(new_rows)
+            result.latencies.append(outcome.latency_s)
+        return result
 
 
 def _record_failure(context, ledger: RequestLedger, result: StepResult, outcome: GenerationFailure) -> None:

@@ -1,8 +1,8 @@
 """The request ledger: what was asked of fal for each (partition, prompt_id, endpoint), durably,
 so that nothing is paid for twice across retries, crashes and re-runs.
 
-It is a SQLite file beside the catalog (WAL mode; each write commits before the call returns).
-A row moves submitting (intent recorded, token for the webhook) → submitted (fal's request id)
+It is kept in a SQLite file beside the catalog, or in PostgreSQL when runs execute on several
+machines (ledger_stores); each write commits before the call returns. A row moves submitting (intent recorded, token for the webhook) → submitted (fal's request id)
 → stored (the catalog rows of its files), or → failed. Its fingerprint is a hash of the endpoint
 and the full input, so an edited row is a new request. Webhooks are kept by token.
 """
@@ -12,23 +12,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import sqlite3
 import time
 import uuid
-from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS requests (
-    partition TEXT NOT NULL, job_key TEXT NOT NULL, endpoint TEXT NOT NULL,
-    fingerprint TEXT NOT NULL, state TEXT NOT NULL, token TEXT, request_id TEXT,
-    rows_json TEXT, error TEXT, updated_at REAL NOT NULL,
-    PRIMARY KEY (partition, job_key, endpoint));
-CREATE TABLE IF NOT EXISTS webhooks (
-    token TEXT PRIMARY KEY, request_id TEXT NOT NULL, status TEXT, received_at REAL NOT NULL);
-"""
+from .ledger_stores import open_store
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS requests (
+        partition TEXT NOT NULL, job_key TEXT NOT NULL, endpoint TEXT NOT NULL,
+        fingerprint TEXT NOT NULL, state TEXT NOT NULL, token TEXT, request_id TEXT,
+        rows_json TEXT, error TEXT, updated_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (partition, job_key, endpoint))""",
+    """CREATE TABLE IF NOT EXISTS webhooks (
+        token TEXT PRIMARY KEY, request_id TEXT NOT NULL, status TEXT, received_at DOUBLE PRECISION NOT NULL)""",
+]
 
 
 def fingerprint(endpoint: str, identity: dict) -> str:
@@ -48,29 +48,27 @@ class LedgerEntry:
 
 
 class RequestLedger:
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db:
-            _use_wal(db)
-            for statement in filter(str.strip, SCHEMA.split(";")):
-                db.execute(statement)
+    """`location`: a SQLite file's path or a postgresql:// URL. Close it when done."""
 
-    def _connect(self) -> sqlite3.Connection:
-        # A connection per call: safe from any thread (the webhook receiver) and process.
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.execute("PRAGMA synchronous=FULL")
-        return db
+    def __init__(self, location: str | Path):
+        self._store = open_store(location, SCHEMA)
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> "RequestLedger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _write(self, sql: str, params: tuple) -> None:
-        with closing(self._connect()) as db:
-            db.execute(sql, params)
+        self._store.execute(sql, params)
 
     def entry(self, partition: str, job_key: str, endpoint: str) -> LedgerEntry | None:
-        with closing(self._connect()) as db:
-            row = db.execute(
-                "SELECT fingerprint, state, token, request_id, rows_json, updated_at FROM requests "
-                "WHERE partition=? AND job_key=? AND endpoint=?", (partition, job_key, endpoint)).fetchone()
+        row = self._store.fetchone(
+            "SELECT fingerprint, state, token, request_id, rows_json, updated_at FROM requests "
+            "WHERE partition=? AND job_key=? AND endpoint=?", (partition, job_key, endpoint))
         if row is None:
             return None
         rows = json.loads(row[4]) if row[4] else None
@@ -105,12 +103,12 @@ class RequestLedger:
                     (error, time.time(), partition, job_key, endpoint))
 
     def record_webhook(self, token: str, request_id: str, status: str | None) -> None:
-        self._write("INSERT OR IGNORE INTO webhooks (token, request_id, status, received_at) VALUES (?, ?, ?, ?)",
+        self._write("INSERT INTO webhooks (token, request_id, status, received_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (token) DO NOTHING",
                     (token, request_id, status, time.time()))
 
     def webhook_request_id(self, token: str) -> str | None:
-        with closing(self._connect()) as db:
-            row = db.execute("SELECT request_id FROM webhooks WHERE token=?", (token,)).fetchone()
+        row = self._store.fetchone("SELECT request_id FROM webhooks WHERE token=?", (token,))
         return row[0] if row else None
 
     async def wait_for_webhook(self, token: str, timeout: float, interval: float = 0.2) -> str | None:
@@ -121,20 +119,6 @@ class RequestLedger:
             if time.monotonic() >= deadline:
                 return None
             await asyncio.sleep(interval)
-
-
-def _use_wal(db: sqlite3.Connection, attempts: int = 50) -> None:
-    """Switch the file to WAL (it stays so). The switch ignores the busy timeout, so processes
-    opening the ledger at the same moment retry it."""
-    for attempt in range(attempts):
-        try:
-            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                db.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.1)
 
 
 def _isoformat(value):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -27,7 +26,9 @@ class DatasetSettings(dg.ConfigurableResource):
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="fsspec options for URL folders, e.g. {'endpoint_url': ...}; "
                                           "prefer the filesystem's own environment variables for credentials.")
-    ledger_path: str = Field(default="data/ledger/requests.sqlite", description="The request ledger (SQLite).")
+    ledger_path: str = Field(default="data/ledger/requests.sqlite",
+                             description="The request ledger: a SQLite file, or a postgresql:// URL that every "
+                                         "machine running the dataset's steps reaches.")
     lost_request_wait: float = Field(
         default=120.0, ge=0, description="Seconds to wait for the webhook of a submit whose response was lost "
                                          "before giving up on it for this run.")
@@ -69,8 +70,8 @@ class DatasetSettings(dg.ConfigurableResource):
         return self.output_path / partition
 
     @property
-    def ledger_file(self) -> Path:
-        return Path(self.ledger_path).resolve()
+    def ledger_location(self) -> str:
+        return self.ledger_path
 
     @property
     def reports_path(self) -> UPath:

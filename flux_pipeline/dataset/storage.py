@@ -50,6 +50,7 @@ def atomic_writer(path: UPath) -> Iterator[BinaryIO]:
         stream.commit()
     except BaseException:
         stream.discard()
+        stream.closed = True  # else fsspec would flush what is left when the object is collected
         raise
 
 
