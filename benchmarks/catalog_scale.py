@@ -53,11 +53,11 @@ def main() -> None:
         root = Path(folder)
         started = time.perf_counter()
         for p in range(args.partitions):
-            replace_partition(root, f"part{p:03d}", synthetic_partition(f"part{p:03d}", per_partition, rng))
+            replace_partition(root, f"part{p:03d}", synthetic_partition(f"part{p:03d}", per_partition, rng).to_batches())
         build_s = time.perf_counter() - started
         table = synthetic_partition("part000", per_partition, rng)
         started = time.perf_counter()
-        replace_partition(root, "part000", table)
+        replace_partition(root, "part000", table.to_batches())
         write_s = time.perf_counter() - started
         started = time.perf_counter()
         catalog = read_catalog(root)

@@ -2,6 +2,8 @@
 prompt_table_files → prompts → images → redux_variations → catalog → cost_report."""
 
 import statistics
+from collections.abc import Iterator
+from itertools import chain
 
 import dagster as dg
 import pandas as pd
@@ -9,7 +11,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from upath import UPath
 
-from .dataset.catalog import SCHEMA, cost_report as compute_cost_report, replace_partition, write_parquet_atomically
+from .dataset.catalog import (
+    SCHEMA, CatalogSummary, cost_report as compute_cost_report, replace_partition, write_parquet_atomically,
+)
 from .dataset.files import sha256_of
 from .dataset.generation import PlannedRequest, StepResult, failure_row, run_step
 from .dataset.preview import contact_sheet, markdown_image
@@ -136,18 +140,18 @@ def redux_variations(context: dg.AssetExecutionContext, fal: FalResource,
           description="Lineage catalog: one row per output image (data/catalog/partition=KEY/data.parquet).")
 def catalog(context: dg.AssetExecutionContext, dataset: DatasetSettings) -> dg.MaterializeResult:
     key = context.partition_key
-    table = pa.concat_tables([_read_step(dataset, key, "generated"), _read_step(dataset, key, "variations")])
-    path = replace_partition(dataset.catalog_path, key, table)
+    summary = CatalogSummary()
+    steps = chain(_step_batches(dataset, key, "generated"), _step_batches(dataset, key, "variations"))
+    path = replace_partition(dataset.catalog_path, key, summary.observe(steps))
+    head = summary.head_table()
     root = dataset.output_path
-    sheet = contact_sheet([root / p for p in table["file_path"].slice(0, 24).to_pylist()])
-    preview = table.select(["image_id", "prompt_id", "endpoint", "seed", "width", "height", "nsfw", "cost_usd",
-                            "parent_image_id"]).slice(0, 20).to_pandas()
+    sheet = contact_sheet([root / p for p in head["file_path"].to_pylist()])
+    preview = head.select(["image_id", "prompt_id", "endpoint", "seed", "width", "height", "nsfw", "cost_usd",
+                           "parent_image_id"]).slice(0, 20).to_pandas()
     metadata = {
-        "path": dg.MetadataValue.path(str(path)), "images": table.num_rows,
-        "cost_usd": round(pc.sum(table["cost_usd"]).as_py() or 0.0, 6),
-        "billed_megapixels": pc.sum(table["billed_megapixels"]).as_py() or 0,
-        "nsfw_images": pc.sum(pc.cast(table["nsfw"], pa.int64())).as_py() or 0,
-        "catalog_preview": _table_preview(preview),
+        "path": dg.MetadataValue.path(str(path)), "images": summary.images,
+        "cost_usd": round(summary.cost_usd, 6), "billed_megapixels": summary.billed_megapixels,
+        "nsfw_images": summary.nsfw_images, "catalog_preview": _table_preview(preview),
     }
     if sheet:
         write_bytes_atomically(dataset.partition_dir(key) / "contact_sheet.png", sheet)
@@ -178,6 +182,14 @@ def _planned_rows(dataset: DatasetSettings, key: str):
 
 def _step_file(dataset: DatasetSettings, key: str, step: str) -> UPath:
     return dataset.partition_dir(key) / f"{step}.parquet"
+
+
+def _step_batches(dataset: DatasetSettings, key: str, step: str) -> Iterator[pa.RecordBatch]:
+    """A step's catalog rows, a batch at a time."""
+    path = _step_file(dataset, key, step)
+    if path.is_file():
+        for batch in parquet_file(path).iter_batches(batch_size=16_384):
+            yield batch.cast(SCHEMA)
 
 
 def _read_step(dataset: DatasetSettings, key: str, step: str, columns: list[str] | None = None) -> pa.Table:

@@ -17,7 +17,8 @@ import pytest
 
 from flux_pipeline.assets import prompt_tables
 from flux_pipeline.automation import prompt_table_sensor, unmaterialized_partitions
-from flux_pipeline.checks import files_match_hashes
+from flux_pipeline.checks import cost_recomputes, files_match_hashes, unique_image_ids
+from flux_pipeline.dataset.catalog import partition_file
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.models import REDUX, TEXT_TO_IMAGE
@@ -166,15 +167,34 @@ def test_checks_catch_a_corrupted_file(project):
     row = project.catalog().iloc[0]
     path = project.dataset.partition_dir("animals").parent / row.file_path
     path.write_bytes(path.read_bytes()[:-10])
-    checks_job = dg.define_asset_job("catalog_file_check", selection=dg.AssetSelection.checks(files_match_hashes),
+    evaluation = run_checks(project, "animals", [files_match_hashes])["files_match_hashes"]
+    assert not evaluation.passed and evaluation.metadata["hash_mismatches"].value == 1
+    assert evaluation.metadata["examples"].value == row.image_id
+
+
+def test_checks_catch_duplicate_rows_and_wrong_costs(project):
+    assert project.run("animals").success
+    path = partition_file(project.dataset.catalog_path, "animals")
+    rows = pq.read_table(path)
+    cheap = pa.Table.from_pylist([{**rows.slice(0, 1).to_pylist()[0], "cost_usd": 0.01}], schema=rows.schema)
+    pq.write_table(pa.concat_tables([rows, cheap]), path)
+    evaluations = run_checks(project, "animals", [unique_image_ids, cost_recomputes])
+    assert not evaluations["unique_image_ids"].passed
+    assert evaluations["unique_image_ids"].metadata["examples"].value == rows["image_id"][0].as_py()
+    assert not evaluations["cost_recomputes"].passed
+    assert evaluations["cost_recomputes"].metadata["wrong_costs"].value == 1
+    assert evaluations["cost_recomputes"].metadata["rows"].value == 8
+
+
+def run_checks(project, partition: str, checks: list) -> dict[str, dg.AssetCheckEvaluation]:
+    """Execute some catalog checks alone on a materialized partition, as from the UI."""
+    checks_job = dg.define_asset_job("catalog_checks", selection=dg.AssetSelection.checks(*checks),
                                      partitions_def=prompt_tables)
     defs = dg.Definitions.merge(project.defs, dg.Definitions(jobs=[checks_job]))
-    project.instance.add_dynamic_partitions("prompt_tables", ["animals"])
     # a checks-only job takes its partition as a run tag (Dagster 1.13 cannot infer its partitions from checks)
-    result = defs.resolve_job_def("catalog_file_check").execute_in_process(
-        tags={"dagster/partition": "animals"}, instance=project.instance, raise_on_error=False)
-    evaluation = check_results(result)["files_match_hashes"]
-    assert not evaluation.passed and evaluation.metadata["hash_mismatches"].value == 1
+    result = defs.resolve_job_def("catalog_checks").execute_in_process(
+        tags={"dagster/partition": partition}, instance=project.instance, raise_on_error=False)
+    return check_results(result)
 
 
 def test_nsfw_rate_check_warns(project):

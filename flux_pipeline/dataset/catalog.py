@@ -4,13 +4,17 @@ expect), readable as one dataset with pandas, pyarrow, DuckDB or Spark."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from upath import UPath
 
-from .storage import arrow_location, atomic_writer
+from .storage import arrow_location, atomic_writer, parquet_file
 
 SCHEMA = pa.schema([
     ("image_id", pa.string()),
@@ -45,6 +49,8 @@ SCHEMA = pa.schema([
 
 
 PARTITION_COLUMN = "partition"
+FILE_SCHEMA = SCHEMA.remove(SCHEMA.get_field_index(PARTITION_COLUMN))
+"""A partition file's columns: the partition is its folder's name."""
 
 
 def write_parquet_atomically(table: pa.Table, path: UPath) -> None:
@@ -57,11 +63,47 @@ def partition_file(catalog_root: UPath, partition: str) -> UPath:
     return catalog_root / f"partition={partition}" / "data.parquet"
 
 
-def replace_partition(catalog_root: UPath, partition: str, table: pa.Table) -> UPath:
-    """The partition's rows become exactly `table` (re-materializing never duplicates rows)."""
+def replace_partition(catalog_root: UPath, partition: str, batches: Iterable[pa.RecordBatch]) -> UPath:
+    """The partition's rows become exactly `batches` (re-materializing never duplicates rows),
+    written as they come, so a partition of any size is written in constant memory."""
     path = partition_file(catalog_root, partition)
-    write_parquet_atomically(table.cast(SCHEMA).drop_columns([PARTITION_COLUMN]), path)
+    with atomic_writer(path) as stream, pq.ParquetWriter(stream, FILE_SCHEMA) as writer:
+        for batch in batches:
+            writer.write_table(pa.Table.from_batches([batch]).cast(SCHEMA).drop_columns([PARTITION_COLUMN]))
     return path
+
+
+def iter_partition(catalog_root: UPath, partition: str, columns: list[str],
+                   batch_rows: int = 16_384) -> Iterator[pa.RecordBatch]:
+    """One partition's rows (without the `partition` column), a batch at a time."""
+    path = partition_file(catalog_root, partition)
+    if path.is_file():
+        yield from parquet_file(path).iter_batches(batch_size=batch_rows, columns=columns)
+
+
+@dataclass
+class CatalogSummary:
+    """Totals and the first rows of catalog batches, taken as they stream past (`observe`)."""
+
+    head_rows: int = 24
+    images: int = 0
+    cost_usd: float = 0.0
+    billed_megapixels: int = 0
+    nsfw_images: int = 0
+    head: list[pa.RecordBatch] = field(default_factory=list)
+
+    def observe(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            self.images += batch.num_rows
+            self.cost_usd += pc.sum(batch["cost_usd"]).as_py() or 0.0
+            self.billed_megapixels += pc.sum(batch["billed_megapixels"]).as_py() or 0
+            self.nsfw_images += pc.sum(pc.cast(batch["nsfw"], pa.int64())).as_py() or 0
+            if (missing := self.head_rows - sum(b.num_rows for b in self.head)) > 0:
+                self.head.append(batch.slice(0, missing))
+            yield batch
+
+    def head_table(self) -> pa.Table:
+        return pa.Table.from_batches(self.head, schema=SCHEMA)
 
 
 def read_catalog(catalog_root: UPath, partitions: list[str] | None = None, columns: list[str] | None = None) -> pd.DataFrame:
