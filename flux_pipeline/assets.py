@@ -1,6 +1,7 @@
 """The dataset's asset graph, one partition per prompt table:
 prompt_table_files → prompts → images → redux_variations → catalog → cost_report."""
 
+import functools
 import statistics
 from collections.abc import Iterator
 from itertools import chain
@@ -97,11 +98,16 @@ def images(context: dg.AssetExecutionContext, fal: FalResource, dataset: Dataset
 def redux_variations(context: dg.AssetExecutionContext, fal: FalResource,
                      dataset: DatasetSettings) -> dg.MaterializeResult:
     key = context.partition_key
-    generated = _read_step(dataset, key, "generated", columns=["prompt_id", "image_index", "image_id", "file_path",
-                                                                 "content_hash", "cost_usd"])
-    first = generated.filter(pc.equal(generated["image_index"], 0))
-    first_image = dict(zip(first["prompt_id"].to_pylist(), first.select(["image_id", "file_path", "content_hash"]).to_pylist()))
     root = dataset.output_path
+
+    @functools.cache
+    def first_images() -> dict[str, dict]:
+        """prompt_id → its first generated image; read only if a row varies its generated image."""
+        generated = _read_step(dataset, key, "generated", columns=["prompt_id", "image_index", "image_id",
+                                                                     "file_path", "content_hash"])
+        first = generated.filter(pc.equal(generated["image_index"], 0))
+        return dict(zip(first["prompt_id"].to_pylist(),
+                        first.select(["image_id", "file_path", "content_hash"]).to_pylist()))
     early_failures = []
 
     def plans():
@@ -112,7 +118,7 @@ def redux_variations(context: dg.AssetExecutionContext, fal: FalResource,
     def redux_plan(row) -> PlannedRequest | None:
         parent_id = parent_source = local = None
         if row.redux_source == GENERATED:
-            parent = first_image.get(row.prompt_id)
+            parent = first_images().get(row.prompt_id)
             if parent is None:
                 early_failures.append(failure_row(row.prompt_id, REDUX, None, "redux_image",
                                                   "the row's generated image is missing"))
@@ -128,7 +134,7 @@ def redux_variations(context: dg.AssetExecutionContext, fal: FalResource,
                               identity={**row.redux.wire(), "image_url": source_id},
                               parent_image_id=parent_id, parent_source=parent_source)
 
-    spent = pc.sum(generated["cost_usd"]).as_py() or 0.0
+    spent = pc.sum(_read_step(dataset, key, "generated", columns=["cost_usd"])["cost_usd"]).as_py() or 0.0
     budget_left = None if dataset.budget_usd is None else dataset.budget_usd - spent
     with CatalogRowWriter(_step_file(dataset, key, "variations")) as rows:
         result = run_step(context, fal, dataset, plans(), budget_left, rows)
