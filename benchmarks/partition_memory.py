@@ -50,6 +50,7 @@ with dg.DagsterInstance.local_temp(str(root / "dagster_home")) as instance:
     instance.add_dynamic_partitions("prompt_tables", ["big"])
     result = defs.resolve_job_def("build_dataset").execute_in_process(partition_key="big", instance=instance)
     seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before reading the run's events back
     begun, steps = {}, {}
     for entry in instance.all_logs(result.run_id):
         kind = entry.dagster_event.event_type_value if entry.dagster_event else None
@@ -59,7 +60,7 @@ with dg.DagsterInstance.local_temp(str(root / "dagster_home")) as instance:
             during = [rss for t, rss in samples if begun[entry.step_key] <= t <= entry.timestamp + 0.1]
             steps[entry.step_key] = round(max(during)) if during else None
 print(json.dumps({"success": result.success, "seconds": round(seconds, 1),
-                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                  "peak_rss_mb": round(peak, 1),
                   "step_peak_rss_mb": steps}))
 """
 

@@ -194,7 +194,7 @@ def _step_batches(dataset: DatasetSettings, key: str, step: str) -> Iterator[pa.
     """A step's catalog rows, a batch at a time."""
     path = _step_file(dataset, key, step)
     if path.is_file():
-        for batch in parquet_file(path).iter_batches(batch_size=16_384):
+        for batch in parquet_file(path).iter_batches(batch_size=8192):
             yield batch.cast(SCHEMA)
 
 

@@ -74,7 +74,7 @@ def replace_partition(catalog_root: UPath, partition: str, batches: Iterable[pa.
 
 
 def iter_partition(catalog_root: UPath, partition: str, columns: list[str],
-                   batch_rows: int = 16_384) -> Iterator[pa.RecordBatch]:
+                   batch_rows: int = 8192) -> Iterator[pa.RecordBatch]:
     """One partition's rows (without the `partition` column), a batch at a time."""
     path = partition_file(catalog_root, partition)
     if path.is_file():
