@@ -24,7 +24,7 @@ from .dataset.prompt_table import (
     planned_row_record,
 )
 from .dataset.settings import DatasetSettings
-from .dataset.storage import parquet_file, write_bytes_atomically
+from .dataset.storage import parquet_batches, parquet_file, write_bytes_atomically
 from .fal.batch import GenerationJob
 from .fal.models import REDUX, TEXT_TO_IMAGE
 from .resources import FalResource
@@ -192,10 +192,7 @@ def _step_file(dataset: DatasetSettings, key: str, step: str) -> UPath:
 
 def _step_batches(dataset: DatasetSettings, key: str, step: str) -> Iterator[pa.RecordBatch]:
     """A step's catalog rows, a batch at a time."""
-    path = _step_file(dataset, key, step)
-    if path.is_file():
-        for batch in parquet_file(path).iter_batches(batch_size=8192):
-            yield batch.cast(SCHEMA)
+    return (batch.cast(SCHEMA) for batch in parquet_batches(_step_file(dataset, key, step)))
 
 
 def _read_step(dataset: DatasetSettings, key: str, step: str, columns: list[str] | None = None) -> pa.Table:
@@ -210,13 +207,14 @@ def _finish_step(context: dg.AssetExecutionContext, dataset: DatasetSettings, st
     budget stopped it."""
     folder = dataset.partition_dir(context.partition_key)
     write_parquet_atomically(pa.Table.from_pylist(result.failures, schema=FAILURE_SCHEMA), folder / f"{step}_failures.parquet")
-    spent = round(rows.cost_usd, 6)
+    totals = rows.totals
+    spent = round(totals.cost_usd, 6)
     latencies = sorted(result.latencies)
     metadata = {
-        "images": rows.images, "requests_succeeded": rows.requests,
+        "images": totals.images, "requests_succeeded": rows.requests,
         "requests_failed": len(result.failures), "requests_reused": result.reused,
         "requests_resumed": result.resumed, "cost_usd": spent,
-        "billed_megapixels": rows.billed_megapixels, "nsfw_images": rows.nsfw_images,
+        "billed_megapixels": totals.billed_megapixels, "nsfw_images": totals.nsfw_images,
         "failures": _table_preview(pd.DataFrame(result.failures, columns=FAILURE_SCHEMA.names)),
     }
     if latencies:

@@ -14,7 +14,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from upath import UPath
 
-from .storage import arrow_location, atomic_writer, parquet_file
+from .storage import arrow_location, atomic_writer, parquet_batches
 
 SCHEMA = pa.schema([
     ("image_id", pa.string()),
@@ -76,14 +76,13 @@ def replace_partition(catalog_root: UPath, partition: str, batches: Iterable[pa.
 def iter_partition(catalog_root: UPath, partition: str, columns: list[str],
                    batch_rows: int = 8192) -> Iterator[pa.RecordBatch]:
     """One partition's rows (without the `partition` column), a batch at a time."""
-    path = partition_file(catalog_root, partition)
-    if path.is_file():
-        yield from parquet_file(path).iter_batches(batch_size=batch_rows, columns=columns)
+    return parquet_batches(partition_file(catalog_root, partition), columns, batch_rows)
 
 
 @dataclass
 class CatalogSummary:
-    """Totals and the first rows of catalog batches, taken as they stream past (`observe`)."""
+    """Totals and the first rows of catalog batches, taken as they are written (`add`) or
+    stream past (`observe`)."""
 
     head_rows: int = 24
     images: int = 0
@@ -92,14 +91,17 @@ class CatalogSummary:
     nsfw_images: int = 0
     head: list[pa.RecordBatch] = field(default_factory=list)
 
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.images += batch.num_rows
+        self.cost_usd += pc.sum(batch["cost_usd"]).as_py() or 0.0
+        self.billed_megapixels += pc.sum(batch["billed_megapixels"]).as_py() or 0
+        self.nsfw_images += pc.sum(pc.cast(batch["nsfw"], pa.int64())).as_py() or 0
+        if (missing := self.head_rows - sum(b.num_rows for b in self.head)) > 0:
+            self.head.append(batch.slice(0, missing))
+
     def observe(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            self.images += batch.num_rows
-            self.cost_usd += pc.sum(batch["cost_usd"]).as_py() or 0.0
-            self.billed_megapixels += pc.sum(batch["billed_megapixels"]).as_py() or 0
-            self.nsfw_images += pc.sum(pc.cast(batch["nsfw"], pa.int64())).as_py() or 0
-            if (missing := self.head_rows - sum(b.num_rows for b in self.head)) > 0:
-                self.head.append(batch.slice(0, missing))
+            self.add(batch)
             yield batch
 
     def head_table(self) -> pa.Table:

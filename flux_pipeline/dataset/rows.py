@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
-from .catalog import SCHEMA
+from .catalog import SCHEMA, CatalogSummary
 from .storage import atomic_writer
 
 
@@ -34,8 +34,11 @@ class ParquetRowWriter:
 
     def _flush(self) -> None:
         if self._pending:
-            self._writer.write_table(pa.Table.from_pylist(self._pending, schema=self.schema))
+            self._write_batch(pa.RecordBatch.from_pylist(self._pending, schema=self.schema))
             self._pending = []
+
+    def _write_batch(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
 
     def __exit__(self, *exc: object) -> None:
         # Written even when the step fails: what was paid for is kept.
@@ -45,18 +48,18 @@ class ParquetRowWriter:
 
 
 class CatalogRowWriter(ParquetRowWriter):
-    """Catalog rows, one request's images per `write`, with running totals for metadata."""
+    """Catalog rows, one request's images per `write`; `totals` (for metadata) is complete once
+    the writer is closed."""
 
     def __init__(self, path: UPath, batch_rows: int = 1024):
         super().__init__(path, SCHEMA, batch_rows)
-        self.images = self.requests = self.billed_megapixels = self.nsfw_images = 0
-        self.cost_usd = 0.0
+        self.requests = 0
+        self.totals = CatalogSummary(head_rows=0)
 
     def write(self, rows: list[dict]) -> None:
         self.requests += 1
-        for row in rows:
-            self.images += 1
-            self.cost_usd += row["cost_usd"]
-            self.billed_megapixels += row["billed_megapixels"]
-            self.nsfw_images += bool(row["nsfw"])
         super().write(rows)
+
+    def _write_batch(self, batch: pa.RecordBatch) -> None:
+        self.totals.add(batch)
+        super()._write_batch(batch)

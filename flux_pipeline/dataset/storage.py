@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
@@ -65,6 +66,13 @@ def write_bytes_atomically(path: UPath, data: bytes) -> None:
 def parquet_file(path: UPath) -> pq.ParquetFile:
     """A Parquet file opened for batch reads, wherever it is."""
     return pq.ParquetFile(str(path) if is_local(path) else path.fs.open(path.path, "rb"))
+
+
+def parquet_batches(path: UPath, columns: list[str] | None = None,
+                    batch_rows: int = 8192) -> Iterator[pa.RecordBatch]:
+    """A Parquet file's rows a batch at a time (none when there is no file)."""
+    if path.is_file():
+        yield from parquet_file(path).iter_batches(batch_size=batch_rows, columns=columns)
 
 
 def arrow_location(path: UPath) -> tuple[str, object | None]:
