@@ -82,6 +82,14 @@ from flux_pipeline.definitions import make_definitions
 from flux_pipeline_tests.conftest import resource_for_url
 from flux_pipeline_tests.dataset_fixtures import settings_for
 url, root, port = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+if sys.argv[4:] == ["storing"]:  # the interrupt lands while the step stores a finished image
+    import os
+    import flux_pipeline.dataset.generation as generation
+    store_image = generation.store_image
+    def store_then_interrupt(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return store_image(*args, **kwargs)
+    generation.store_image = store_then_interrupt
 defs = make_definitions(resource_for_url(url, webhook_port=port, max_concurrency=4), settings_for(root))
 with dg.DagsterInstance.ephemeral() as instance:
     instance.add_dynamic_partitions("prompt_tables", ["crash"])
@@ -172,22 +180,26 @@ def test_client_errors_are_not_retried(emulator):
     assert made["result"] == 1 and retried == {}
 
 
-def test_an_interrupted_run_cancels_queued_requests_and_a_rerun_completes_them(tmp_path):
+@pytest.mark.parametrize("interrupted", ["waiting", "storing"])
+def test_an_interrupted_run_cancels_queued_requests_and_a_rerun_completes_them(tmp_path, interrupted):
     rows, port = 12, free_port()
     with EmulatorServer(EmulatorConfig(latency=1.0, runners=1)) as server, dg.instance_for_test() as instance:
         project = make_project(tmp_path, server, instance, samples=False, webhook_port=port, max_concurrency=4)
         write_table(project.dataset.prompts_path / "crash.parquet", rows)
-        worker = subprocess.Popen([sys.executable, "-c", KILLED_RUN, server.url, str(tmp_path), str(port)], cwd=REPO,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while server.emulator.submitted < 4:
-            assert worker.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
-        time.sleep(0.5)  # into the wait for results, with requests queued behind the single runner
-        worker.send_signal(signal.SIGINT)  # what Dagster's run termination delivers to a run worker
+        log = tmp_path / "worker.log"
+        with log.open("w") as stderr:
+            worker = subprocess.Popen([sys.executable, "-c", KILLED_RUN, server.url, str(tmp_path), str(port),
+                                       interrupted], cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr)
+        if interrupted == "waiting":
+            deadline = time.monotonic() + 60
+            while server.emulator.submitted < 4:
+                assert worker.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+            time.sleep(0.5)  # into the wait for results, with requests queued behind the single runner
+            worker.send_signal(signal.SIGINT)  # what Dagster's run termination delivers to a run worker
         worker.wait(timeout=60)
         cancelled = {r.id for r in server.emulator.requests.values() if r.cancelled}
-        assert len(cancelled) >= 2, "the queued requests were cancelled at fal"
+        assert len(cancelled) >= 2, f"the queued requests were cancelled at fal; worker: {log.read_text()[-3000:]}"
 
         assert project.run("crash").success
         billed = {b.request_id for b in server.emulator.billing}
