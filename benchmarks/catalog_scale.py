@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from flux_pipeline.dataset.catalog import SCHEMA, cost_report, read_catalog, replace_partition
+from flux_pipeline.dataset.catalog import CATALOG_SCHEMA, cost_report, read_catalog, replace_partition
 
 
 def synthetic_partition(partition: str, rows: int, rng: np.random.Generator) -> pa.Table:
@@ -39,7 +39,7 @@ def synthetic_partition(partition: str, rows: int, rng: np.random.Generator) -> 
         "run_id": ["run"] * rows, "code_version": ["0.1.0"] * rows,
         "created_at": [datetime.now(timezone.utc)] * rows,
     }
-    return pa.table(columns, schema=SCHEMA)
+    return pa.table(columns, schema=CATALOG_SCHEMA)
 
 
 def main() -> None:

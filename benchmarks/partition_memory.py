@@ -26,17 +26,14 @@ RUN = """
 import json, resource, sys, threading, time
 from pathlib import Path
 import dagster as dg
-from flux_pipeline.dataset.settings import DatasetSettings
 from flux_pipeline.definitions import make_definitions
 from flux_pipeline.fal.endpoints import FalUrls
-from flux_pipeline.resources import FalResource
+from flux_pipeline.resources import DatasetResource, FalResource
 url, root = sys.argv[1], Path(sys.argv[2])
 urls = FalUrls.single_base(url)
 fal = FalResource(key="benchmark-key", queue_url=urls.queue, run_url=urls.run, storage_url=urls.storage,
                   max_concurrency=16)
-dataset = DatasetSettings(prompts_dir=str(root / "prompts"), output_root=str(root / "outputs"),
-                          catalog_root=str(root / "catalog"), reports_dir=str(root / "reports"),
-                          ledger_path=str(root / "ledger.sqlite"))
+dataset = DatasetResource(data_dir=str(root))
 defs = make_definitions(fal, dataset)
 samples = []
 def sample():

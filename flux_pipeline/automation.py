@@ -4,25 +4,29 @@ materialized. Both are off by default (runs against real fal cost money): turn t
 import json
 
 import dagster as dg
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-from .assets import catalog, cost_report, images, prompt_table_files, prompt_tables, prompts, redux_variations
+from .assets import catalog, cost_report, images, prompt_table_files, prompts, redux_variations
 from .dataset.files import sha256_of
-from .dataset.settings import PARTITION_KEY, DatasetSettings
+from .dataset.layout import PARTITION_KEY
+from .partitions import prompt_tables
+from .resources import DatasetResource
+
+DATA_VERSION_TAG = "dagster/data_version"
+"""The tag an asset event carries its data version in."""
 
 build_dataset = dg.define_asset_job(
     "build_dataset", selection=dg.AssetSelection.assets(prompts, images, redux_variations, catalog, cost_report),
-    partitions_def=prompt_tables, description="Prompt table → images → Redux variations → catalog → cost report.",
+    description="Prompt table → images → Redux variations → catalog → cost report.",
 )
 
 ACTIVE_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                    dg.DagsterRunStatus.STARTED]
 
 
-def scan_prompt_tables(dataset: DatasetSettings, log) -> dict[str, str]:
+def scan_prompt_tables(dataset: DatasetResource, log) -> dict[str, str]:
     """{partition key: file hash} of every prompt table with a usable name."""
     found = {}
-    for path in sorted(dataset.prompts_path.glob("*.parquet")):
+    for path in sorted(dataset.layout.prompts_dir.glob("*.parquet")):
         if PARTITION_KEY.match(path.stem):
             found[path.stem] = sha256_of(path)
         else:
@@ -33,7 +37,7 @@ def scan_prompt_tables(dataset: DatasetSettings, log) -> dict[str, str]:
 @dg.sensor(job=build_dataset, minimum_interval_seconds=30,
            description="Registers new prompt tables as partitions and runs new or changed ones. "
                        "A deleted table keeps its partition and catalog history.")
-def prompt_table_sensor(context: dg.SensorEvaluationContext, dataset: DatasetSettings) -> dg.SensorResult:
+def prompt_table_sensor(context: dg.SensorEvaluationContext, dataset: DatasetResource) -> dg.SensorResult:
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     found = scan_prompt_tables(dataset, context.log)
     known = set(context.instance.get_dynamic_partitions(prompt_tables.name))

@@ -8,18 +8,19 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .assets import catalog, prompt_tables
+from .assets import catalog
 from .dataset.catalog import iter_partition
 from .dataset.files import file_problem
-from .dataset.settings import DatasetSettings
 from .fal.models import billed_megapixels
+from .partitions import prompt_tables
+from .resources import DatasetResource
 
 EXAMPLES = 10
 
 
-def _partition_rows(context: dg.AssetCheckExecutionContext, dataset: DatasetSettings,
+def _partition_rows(context: dg.AssetCheckExecutionContext, dataset: DatasetResource,
                     columns: list[str]) -> Iterator[dict]:
-    for batch in iter_partition(dataset.catalog_path, context.partition_key, columns):
+    for batch in iter_partition(dataset.layout.catalog_dir, context.partition_key, columns):
         yield from batch.to_pylist()
 
 
@@ -29,8 +30,8 @@ def _examples(image_ids: list[str]) -> str:
 
 @dg.asset_check(asset=catalog, partitions_def=prompt_tables, blocking=True,
                 description="Every catalog row's file exists and has the recorded SHA-256.")
-def files_match_hashes(context: dg.AssetCheckExecutionContext, dataset: DatasetSettings) -> dg.AssetCheckResult:
-    root = dataset.output_path
+def files_match_hashes(context: dg.AssetCheckExecutionContext, dataset: DatasetResource) -> dg.AssetCheckResult:
+    root = dataset.layout.outputs_dir
     rows, problems, examples = 0, {"missing": 0, "hash mismatch": 0}, []
     for row in _partition_rows(context, dataset, ["image_id", "file_path", "content_hash"]):
         rows += 1
@@ -45,9 +46,9 @@ def files_match_hashes(context: dg.AssetCheckExecutionContext, dataset: DatasetS
 
 @dg.asset_check(asset=catalog, partitions_def=prompt_tables, blocking=True,
                 description="No image id appears twice in the partition.")
-def unique_image_ids(context: dg.AssetCheckExecutionContext, dataset: DatasetSettings) -> dg.AssetCheckResult:
+def unique_image_ids(context: dg.AssetCheckExecutionContext, dataset: DatasetResource) -> dg.AssetCheckResult:
     # Holds the one id column in Arrow (about 30 bytes a row), not the partition.
-    batches = iter_partition(dataset.catalog_path, context.partition_key, ["image_id"])
+    batches = iter_partition(dataset.layout.catalog_dir, context.partition_key, ["image_id"])
     ids = pa.chunked_array([batch["image_id"] for batch in batches], type=pa.string())
     counts = pc.value_counts(ids)
     duplicates = sorted(counts.filter(pc.greater(counts.field("counts"), 1)).field("values").to_pylist())
@@ -57,7 +58,7 @@ def unique_image_ids(context: dg.AssetCheckExecutionContext, dataset: DatasetSet
 
 @dg.asset_check(asset=catalog, partitions_def=prompt_tables,
                 description="Each row's cost recomputes from its width, height, megapixel size and price.")
-def cost_recomputes(context: dg.AssetCheckExecutionContext, dataset: DatasetSettings) -> dg.AssetCheckResult:
+def cost_recomputes(context: dg.AssetCheckExecutionContext, dataset: DatasetResource) -> dg.AssetCheckResult:
     rows, cost, wrong, examples = 0, 0.0, 0, []
     columns = ["image_id", "width", "height", "megapixel_size", "billed_megapixels", "price_per_megapixel", "cost_usd"]
     for row in _partition_rows(context, dataset, columns):
@@ -74,9 +75,9 @@ def cost_recomputes(context: dg.AssetCheckExecutionContext, dataset: DatasetSett
 
 @dg.asset_check(asset=catalog, partitions_def=prompt_tables,
                 description="Warns when the share of NSFW-flagged images exceeds the configured rate.")
-def nsfw_rate(context: dg.AssetCheckExecutionContext, dataset: DatasetSettings) -> dg.AssetCheckResult:
+def nsfw_rate(context: dg.AssetCheckExecutionContext, dataset: DatasetResource) -> dg.AssetCheckResult:
     images = flagged = 0
-    for batch in iter_partition(dataset.catalog_path, context.partition_key, ["nsfw"]):
+    for batch in iter_partition(dataset.layout.catalog_dir, context.partition_key, ["nsfw"]):
         images += batch.num_rows
         flagged += pc.sum(pc.cast(batch["nsfw"], pa.int64())).as_py() or 0
     rate = flagged / images if images else 0.0

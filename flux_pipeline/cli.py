@@ -32,10 +32,10 @@ def _run(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", module="dagster")
     import dagster as dg
 
-    from .assets import prompt_tables
     from .automation import scan_prompt_tables, table_version_events
     from .dataset.catalog import cost_report
     from .definitions import defs
+    from .partitions import prompt_tables
 
     instance = dg.DagsterInstance.get()
     dataset = defs.resources["dataset"]
@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
     keys = args.partition or sorted(found)
     unknown = [key for key in keys if key not in found]
     if unknown:
-        print(f"no prompt table for {', '.join(unknown)} in {dataset.prompts_path}", file=sys.stderr)
+        print(f"no prompt table for {', '.join(unknown)} in {dataset.layout.prompts_dir}", file=sys.stderr)
         return 2
     instance.add_dynamic_partitions(prompt_tables.name, keys)
     for key in keys:  # as the sensor does: the table versions the runs consume
@@ -56,8 +56,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"partition {key}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
         if not result.success:
             failed.append(key)
-    print(f"\ncatalog: {dataset.catalog_path}\n")
-    print(cost_report(dataset.catalog_path).to_string(index=False))
+    print(f"\ncatalog: {dataset.layout.catalog_dir}\n")
+    print(cost_report(dataset.layout.catalog_dir).to_string(index=False))
     return 1 if failed else 0
 
 

@@ -1,53 +1,49 @@
-"""The project's single Definitions. Paths default to the repository's data/ folder.
+"""The project's single Definitions.
 
-Environment: FAL_KEY (absent: the embedded fal emulator is used), FAL_QUEUE_URL, FAL_RUN_URL,
-FAL_STORAGE_URL (default the real fal hosts), FLUX_MAX_CONCURRENCY, FLUX_DATA_DIR (a folder or
-an fsspec URL such as s3://bucket/prefix), FLUX_LEDGER (the request ledger: a SQLite file or a
-postgresql:// URL; required when FLUX_DATA_DIR is a URL), FLUX_BUDGET_USD."""
+fal: with FAL_KEY set, `FalResource` calls fal.ai; without it, `EmulatedFalResource` runs the
+bundled emulator and says so in the run log. The choice is made here, once: nothing falls back
+from one to the other at run time. Values come through `dg.EnvVar`, resolved by Dagster when a
+run starts (never stored in the definitions): FAL_KEY, FAL_QUEUE_URL, FAL_RUN_URL,
+FAL_STORAGE_URL, FLUX_MAX_CONCURRENCY, FLUX_DATA_DIR (a folder or an fsspec URL such as
+s3://bucket/prefix) and FLUX_LEDGER (a SQLite file or a postgresql:// URL; required when
+FLUX_DATA_DIR is a URL). FLUX_BUDGET_USD is read here (Dagster has no float EnvVar)."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import dagster as dg
 
 from .assets import catalog, cost_report, images, prompt_table_files, prompts, redux_variations
 from .automation import build_dataset, prompt_table_sensor, unmaterialized_partitions
 from .checks import CATALOG_CHECKS
-from .dataset.settings import DatasetSettings
-from .fal.endpoints import FalUrls
-from .resources import FalResource
-
-DATA_DIR = os.getenv("FLUX_DATA_DIR", str(Path(__file__).resolve().parent.parent / "data")).rstrip("/")
+from .resources import BaseFalResource, DatasetResource, EmulatedFalResource, FalResource
 
 
-def fal_resource_from_env() -> FalResource:
-    return FalResource(
-        key=dg.EnvVar("FAL_KEY") if os.getenv("FAL_KEY") else None,
-        queue_url=os.getenv("FAL_QUEUE_URL", FalUrls.queue),
-        run_url=os.getenv("FAL_RUN_URL", FalUrls.run),
-        storage_url=os.getenv("FAL_STORAGE_URL", FalUrls.storage),
-        max_concurrency=int(os.getenv("FLUX_MAX_CONCURRENCY", "8")),
-    )
+def _env(name: str, default=None, of=dg.EnvVar):
+    """`of(name)` when the variable is set, else `default` (the field's own default when None)."""
+    return of(name) if name in os.environ else default
 
 
-def dataset_settings_from_env() -> DatasetSettings:
-    budget = os.getenv("FLUX_BUDGET_USD")
-    ledger = os.getenv("FLUX_LEDGER")
-    if ledger is None:
-        if "://" in DATA_DIR:
-            raise ValueError(f"FLUX_DATA_DIR is {DATA_DIR}: set FLUX_LEDGER to a postgresql:// URL that every "
-                             "machine reaches (or to a local SQLite file when all runs execute on this host)")
-        ledger = f"{DATA_DIR}/ledger/requests.sqlite"
-    return DatasetSettings(
-        prompts_dir=f"{DATA_DIR}/prompts", output_root=f"{DATA_DIR}/outputs",
-        catalog_root=f"{DATA_DIR}/catalog", reports_dir=f"{DATA_DIR}/reports", ledger_path=ledger,
-        budget_usd=float(budget) if budget else None,
-    )
+def _settings(**values) -> dict:
+    return {name: value for name, value in values.items() if value is not None}
 
 
-def make_definitions(fal: FalResource, dataset: DatasetSettings) -> dg.Definitions:
+def fal_from_env() -> BaseFalResource:
+    common = _settings(max_concurrency=_env("FLUX_MAX_CONCURRENCY", of=dg.EnvVar.int))
+    if "FAL_KEY" not in os.environ:
+        return EmulatedFalResource(**common)
+    return FalResource(key=dg.EnvVar("FAL_KEY"), **common, **_settings(
+        queue_url=_env("FAL_QUEUE_URL"), run_url=_env("FAL_RUN_URL"), storage_url=_env("FAL_STORAGE_URL")))
+
+
+def dataset_from_env() -> DatasetResource:
+    budget = os.environ.get("FLUX_BUDGET_USD")
+    return DatasetResource(**_settings(data_dir=_env("FLUX_DATA_DIR"), ledger=_env("FLUX_LEDGER"),
+                                       budget_usd=float(budget) if budget else None))
+
+
+def make_definitions(fal: BaseFalResource, dataset: DatasetResource) -> dg.Definitions:
     return dg.Definitions(
         assets=[prompt_table_files, prompts, images, redux_variations, catalog, cost_report],
         asset_checks=CATALOG_CHECKS,
@@ -58,4 +54,4 @@ def make_definitions(fal: FalResource, dataset: DatasetSettings) -> dg.Definitio
     )
 
 
-defs = make_definitions(fal_resource_from_env(), dataset_settings_from_env())
+defs = make_definitions(fal_from_env(), dataset_from_env())

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
-from flux_pipeline.assets import prompt_tables
 from flux_pipeline.dataset.catalog import read_catalog
-from flux_pipeline.dataset.settings import DatasetSettings
 from flux_pipeline.definitions import make_definitions
 from flux_pipeline.emulator.server import EmulatorServer
+from flux_pipeline.partitions import prompt_tables
+from flux_pipeline.resources import DatasetResource
 
 from .conftest import resource_for
 
@@ -28,7 +28,7 @@ class Project:
     root: Path
     emulator: EmulatorServer
     instance: dg.DagsterInstance
-    dataset: DatasetSettings
+    dataset: DatasetResource
     defs: dg.Definitions
 
     def run(self, partition: str, job_name: str = "build_dataset") -> dg.ExecuteInProcessResult:
@@ -37,25 +37,23 @@ class Project:
         return job.execute_in_process(partition_key=partition, instance=self.instance, raise_on_error=False)
 
     def catalog(self, partitions: list[str] | None = None):
-        return read_catalog(self.dataset.catalog_path, partitions)
+        return read_catalog(self.dataset.layout.catalog_dir, partitions)
 
     def with_settings(self, **changes) -> "Project":
-        dataset = DatasetSettings(**{**self.dataset.model_dump(), **changes})
+        dataset = DatasetResource(**{**self.dataset.model_dump(), **changes})
         return Project(self.root, self.emulator, self.instance, dataset,
                        make_definitions(self.defs.resources["fal"], dataset))
 
 
-def settings_for(root: Path) -> DatasetSettings:
-    return DatasetSettings(prompts_dir=str(root / "prompts"), output_root=str(root / "outputs"),
-                           catalog_root=str(root / "catalog"), reports_dir=str(root / "reports"),
-                           ledger_path=str(root / "ledger" / "requests.sqlite"), lost_request_wait=3)
+def dataset_for(root: Path) -> DatasetResource:
+    return DatasetResource(data_dir=str(root), lost_request_wait=3)
 
 
 def make_project(root: Path, emulator: EmulatorServer, instance: dg.DagsterInstance, *, samples: bool = True,
                  **fal_overrides) -> Project:
     if samples:
         shutil.copytree(SAMPLE_PROMPTS, root / "prompts")
-    dataset = settings_for(root)
+    dataset = dataset_for(root)
     return Project(root, emulator, instance, dataset,
                    make_definitions(resource_for(emulator, **fal_overrides), dataset))
 

@@ -8,18 +8,18 @@ import pytest
 from upath import UPath
 
 from flux_pipeline.dataset.catalog import (
-    PARTITION_COLUMN, SCHEMA, CatalogSummary, iter_partition, partition_file, read_catalog, replace_partition,
+    PARTITION_COLUMN, CATALOG_SCHEMA, CatalogSummary, iter_partition, partition_file, read_catalog, replace_partition,
 )
 
 
 def catalog_rows(partition: str, start: int, count: int) -> pa.RecordBatch:
-    values = {field.name: [None] * count for field in SCHEMA}
+    values = {field.name: [None] * count for field in CATALOG_SCHEMA}
     values.update({
         "image_id": [f"img{i:05d}" for i in range(start, start + count)], "partition": [partition] * count,
         "file_path": [f"{partition}/images/img{i:05d}.jpg" for i in range(start, start + count)],
         "cost_usd": [0.04] * count, "billed_megapixels": [1] * count, "nsfw": [i % 10 == 0 for i in range(count)],
     })
-    return pa.RecordBatch.from_pydict(values, schema=SCHEMA)
+    return pa.RecordBatch.from_pydict(values, schema=CATALOG_SCHEMA)
 
 
 def test_a_partition_is_written_from_batches_as_they_come(tmp_path):

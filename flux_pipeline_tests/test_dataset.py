@@ -48,7 +48,7 @@ def test_whole_graph_catalog_matches_what_the_emulator_returned(project):
     emulator = project.emulator.emulator
     assert len(catalog) == emulator.stats()["images_billed"] == 11
     assert catalog["image_id"].is_unique
-    by_pandas = pd.read_parquet(project.dataset.catalog_path)  # the README's way to read it
+    by_pandas = pd.read_parquet(project.dataset.layout.catalog_dir)  # the README's way to read it
     assert sorted(by_pandas["image_id"]) == sorted(catalog["image_id"])
     assert by_pandas.groupby("partition", observed=True).size().to_dict() == {"animals": 7, "landscapes": 4}
     assert round(catalog["cost_usd"].sum(), 2) == emulator.stats()["cost_usd"] == 0.44
@@ -63,7 +63,7 @@ def test_whole_graph_catalog_matches_what_the_emulator_returned(project):
         assert (image["width"], image["height"]) == (row.width, row.height)
         served = emulator.own_file(image["url"]).data
         assert hashlib.sha256(served).hexdigest() == row.content_hash
-        assert (project.dataset.partition_dir(row.partition).parent / row.file_path).read_bytes() == served
+        assert (project.dataset.layout.outputs_dir / row.file_path).read_bytes() == served
         assert row.billed_megapixels == math.ceil(row.width * row.height / 1024**2)
         assert row.cost_usd == pytest.approx(row.billed_megapixels * 0.04)
         assert row.prompt == request.payload["prompt"] and row.returned_prompt == body["prompt"]
@@ -84,7 +84,7 @@ def test_whole_graph_catalog_matches_what_the_emulator_returned(project):
     assert desert["returned_prompt"] != desert["prompt"], "enhance_prompt returns the enhanced prompt"
     assert "lynx-01" not in set(catalog["prompt_id"])
 
-    report = pd.read_parquet(project.dataset.reports_path / "cost_report.parquet").set_index("partition")
+    report = pd.read_parquet(project.dataset.layout.reports_dir / "cost_report.parquet").set_index("partition")
     assert report.loc["animals", "images"] == 7 and report.loc["landscapes", "images"] == 4
     assert report.loc["TOTAL", "cost_usd"] == pytest.approx(0.44)
     assert report.loc["TOTAL", "redux_images"] == 2
@@ -119,13 +119,13 @@ def test_rematerializing_replaces_the_partition_rows(project):
     assert sorted(second["image_id"]) == sorted(first["image_id"])
     assert project.emulator.emulator.stats() == billed, "a finished partition makes zero requests"
     assert set(second["run_id"]) == set(first["run_id"]), "rows keep the run that paid for them"
-    images = list((project.dataset.partition_dir("animals") / "images").iterdir())
+    images = list((project.dataset.layout.partition_files("animals").folder / "images").iterdir())
     assert len(images) == 7, "the same stable file names are overwritten"
 
 
 def test_invalid_row_is_rejected_with_its_reason_and_neighbours_succeed(project):
     assert project.run("animals").success
-    rejects = pq.read_table(project.dataset.partition_dir("animals") / "rejects.parquet").to_pylist()
+    rejects = pq.read_table(project.dataset.layout.partition_files("animals").folder / "rejects.parquet").to_pylist()
     assert rejects == [{"row": 4, "prompt_id": "lynx-01", "field": "num_images",
                         "reason": "Input should be less than or equal to 4"}]
     assert set(project.catalog()["prompt_id"]) == {"fox-01", "owl-01", "otter-01", "heron-01", "seal-01"}
@@ -133,15 +133,15 @@ def test_invalid_row_is_rejected_with_its_reason_and_neighbours_succeed(project)
 
 def test_redux_images_must_be_files_inside_the_prompts_folder(project, tmp_path):
     outside = tmp_path / "private.png"
-    outside.write_bytes((project.dataset.prompts_path / "source_images" / "lighthouse.png").read_bytes())
-    (project.dataset.prompts_path / "source_images" / "link.png").symlink_to(outside)
+    outside.write_bytes((project.dataset.layout.prompts_dir / "source_images" / "lighthouse.png").read_bytes())
+    (project.dataset.layout.prompts_dir / "source_images" / "link.png").symlink_to(outside)
     sources = ["../private.png", str(outside), "s3://someone-else/image.png", "source_images/link.png",
                "source_images/missing.png", "source_images/lighthouse.png"]
     pq.write_table(pa.table({"prompt_id": [f"r{i}" for i in range(len(sources))], "prompt": ["a lighthouse"] * len(sources),
                              "image_size": ["square"] * len(sources), "redux_image": sources}),
-                   project.dataset.prompts_path / "sources.parquet")
+                   project.dataset.layout.prompts_dir / "sources.parquet")
     assert project.run("sources").success
-    rejects = pq.read_table(project.dataset.partition_dir("sources") / "rejects.parquet").to_pylist()
+    rejects = pq.read_table(project.dataset.layout.partition_files("sources").folder / "rejects.parquet").to_pylist()
     assert [(r["prompt_id"], r["field"]) for r in rejects] == [(f"r{i}", "redux_image") for i in range(5)]
     assert all("not a path inside the prompts folder" in r["reason"] for r in rejects[:4])
     assert "not found" in rejects[4]["reason"]
@@ -158,14 +158,14 @@ def test_budget_runs_out_mid_partition(project):
     assert "budget of $0.10" in message and "not sent" in message
     billed = project.emulator.emulator.stats()["cost_usd"]
     assert 0 < billed <= 0.10
-    spent = pq.read_table(limited.dataset.partition_dir("animals") / "generated.parquet").to_pandas()
+    spent = pq.read_table(limited.dataset.layout.partition_files("animals").folder / "generated.parquet").to_pandas()
     assert spent["cost_usd"].sum() == pytest.approx(billed), "what was paid for is kept"
 
 
 def test_checks_catch_a_corrupted_file(project):
     assert project.run("animals").success
     row = project.catalog().iloc[0]
-    path = project.dataset.partition_dir("animals").parent / row.file_path
+    path = project.dataset.layout.outputs_dir / row.file_path
     path.write_bytes(path.read_bytes()[:-10])
     evaluation = run_checks(project, "animals", [files_match_hashes])["files_match_hashes"]
     assert not evaluation.passed and evaluation.metadata["hash_mismatches"].value == 1
@@ -174,7 +174,7 @@ def test_checks_catch_a_corrupted_file(project):
 
 def test_checks_catch_duplicate_rows_and_wrong_costs(project):
     assert project.run("animals").success
-    path = partition_file(project.dataset.catalog_path, "animals")
+    path = partition_file(project.dataset.layout.catalog_dir, "animals")
     rows = pq.read_table(path)
     cheap = pa.Table.from_pylist([{**rows.slice(0, 1).to_pylist()[0], "cost_usd": 0.01}], schema=rows.schema)
     pq.write_table(pa.concat_tables([rows, cheap]), path)
@@ -200,7 +200,7 @@ def run_checks(project, partition: str, checks: list) -> dict[str, dg.AssetCheck
 def test_nsfw_rate_check_warns(project):
     table = pa.Table.from_pylist([{"prompt_id": f"p{i}", "prompt": "nsfw test" if i < 2 else "calm lake",
                                    "image_size": "square"} for i in range(4)])
-    pq.write_table(table, project.dataset.prompts_path / "flagged.parquet")
+    pq.write_table(table, project.dataset.layout.prompts_dir / "flagged.parquet")
     result = project.run("flagged")
     assert result.success
     evaluation = check_results(result)["nsfw_rate"]
@@ -217,7 +217,7 @@ def test_nsfw_rate_check_warns(project):
     (pa.table({"prompt_id": ["a"], "prompt": ["x"], "num_image": [2]}), "unknown column(s) num_image"),
 ])
 def test_malformed_table_fails_naming_file_and_problem(project, content, problem):
-    path = project.dataset.prompts_path / "broken.parquet"
+    path = project.dataset.layout.prompts_dir / "broken.parquet"
     if isinstance(content, bytes):
         path.write_bytes(content)
     else:
@@ -243,8 +243,8 @@ def test_sensor_registers_new_tables_and_reruns_changed_ones(project):
                                                         resources={"dataset": dataset}))
     assert again.run_requests == [] and again.dynamic_partitions_requests == []
 
-    pq.write_table(pa.table({"prompt_id": ["n"], "prompt": ["new prompt"]}), dataset.prompts_path / "landscapes.parquet")
-    (dataset.prompts_path / "animals.parquet").unlink()
+    pq.write_table(pa.table({"prompt_id": ["n"], "prompt": ["new prompt"]}), dataset.layout.prompts_dir / "landscapes.parquet")
+    (dataset.layout.prompts_dir / "animals.parquet").unlink()
     changed = prompt_table_sensor(dg.build_sensor_context(instance=project.instance, cursor=again.cursor,
                                                           resources={"dataset": dataset}))
     assert [r.partition_key for r in changed.run_requests] == ["landscapes"]
@@ -289,11 +289,11 @@ def test_a_changed_table_makes_its_downstream_assets_stale(project):
     assert {type(e).__name__ for e in first.asset_events} == {"AssetObservation", "AssetMaterialization"}
     assert project.run("animals").success
     consumed = project.instance.get_latest_materialization_event(dg.AssetKey("prompts")).asset_materialization.tags
-    table_sha = hashlib.sha256(project.dataset.table_path("animals").read_bytes()).hexdigest()
+    table_sha = hashlib.sha256(project.dataset.layout.table("animals").read_bytes()).hexdigest()
     assert consumed["dagster/input_data_version/prompt_table_files"] == hashlib.sha256(table_sha.encode()).hexdigest()
     assert stale_status(project, "catalog", "animals") == StaleStatus.FRESH
 
-    path = project.dataset.table_path("animals")
+    path = project.dataset.layout.table("animals")
     pq.write_table(pq.read_table(path).slice(0, 3), path)
     changed = sense(first.cursor)
     assert {e.partition for e in changed.asset_events} == {"animals"}

@@ -13,11 +13,11 @@ import pytest
 from upath import UPath
 
 from flux_pipeline.automation import scan_prompt_tables
-from flux_pipeline.dataset.settings import DatasetSettings
 from flux_pipeline.dataset.storage import atomic_writer, write_bytes_atomically
 from flux_pipeline.definitions import make_definitions
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
+from flux_pipeline.resources import DatasetResource
 
 from .conftest import resource_for
 from .dataset_fixtures import SAMPLE_PROMPTS, Project
@@ -30,10 +30,8 @@ def upload_samples(prompts: UPath) -> None:
 
 def test_whole_graph_with_the_dataset_in_a_bucket(s3, bucket, tmp_path):
     root = f"s3://{bucket}/flux"
-    dataset = DatasetSettings(prompts_dir=f"{root}/prompts", output_root=f"{root}/outputs",
-                              catalog_root=f"{root}/catalog", reports_dir=f"{root}/reports",
-                              storage_options=s3, ledger_path=str(tmp_path / "ledger" / "requests.sqlite"))
-    upload_samples(dataset.prompts_path)
+    dataset = DatasetResource(data_dir=root, storage_options=s3, ledger=str(tmp_path / "ledger" / "requests.sqlite"))
+    upload_samples(dataset.layout.prompts_dir)
     tables = scan_prompt_tables(dataset, logging.getLogger(__name__))  # what the sensor sees
     assert tables["animals"] == hashlib.sha256((SAMPLE_PROMPTS / "animals.parquet").read_bytes()).hexdigest()
     assert sorted(tables) == ["animals", "landscapes"]
@@ -50,14 +48,14 @@ def test_whole_graph_with_the_dataset_in_a_bucket(s3, bucket, tmp_path):
         assert round(catalog["cost_usd"].sum(), 2) == 0.44
         for row in catalog.itertuples():
             served = server.emulator.own_file(server.emulator.requests[row.request_id].body["images"][row.image_index]["url"])
-            stored = (dataset.output_path / row.file_path).read_bytes()
+            stored = (dataset.layout.outputs_dir / row.file_path).read_bytes()
             assert stored == served.data and hashlib.sha256(stored).hexdigest() == row.content_hash
         coast = catalog.set_index("prompt_id").loc["coast-01"]
         coast_redux = coast[coast["endpoint"].str.endswith("/redux")].iloc[0]
         assert coast_redux["parent_source"] == f"{root}/prompts/source_images/lighthouse.png"
         report = pd.read_parquet(f"{root}/reports/cost_report.parquet", storage_options=s3).set_index("partition")
         assert report.loc["TOTAL", "images"] == 11
-        assert (dataset.partition_dir("animals") / "contact_sheet.png").is_file()
+        assert (dataset.layout.partition_files("animals").folder / "contact_sheet.png").is_file()
         assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger"], "only the ledger is local"
 
         assert project.run("animals").success

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pytest
 from upath import UPath
 
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
-from flux_pipeline.postgres_storage import PoolSafePostgresEventLogStorage
+from flux_pipeline_deploy.postgres_pool import PoolSafePostgresEventLogStorage, check_version
 
 from .conftest import SECRET_KEY
 from .dataset_fixtures import write_table
@@ -103,3 +104,9 @@ def test_one_pool_slot_goes_to_one_of_many_simultaneous_claims(postgres_url):
                 storage.free_concurrency_slots_for_run(run_id)
     finally:
         storage.dispose()
+
+
+def test_the_pool_patch_refuses_a_dagster_postgres_it_was_not_written_for():
+    check_version("0.29.27")
+    with pytest.raises(RuntimeError, match="written for dagster-postgres 0.29.x, not 0.30.0"):
+        check_version("0.30.0")

@@ -39,7 +39,7 @@ def test_200_rows_under_20_percent_faults_of_every_kind(tmp_path):
     with EmulatorServer(EmulatorConfig(latency=0.05, faults=faults)) as server, dg.instance_for_test() as instance:
         project = make_project(tmp_path, server, instance, samples=False, http_timeout=1.0,
                                webhook_port=free_port(), max_concurrency=8)
-        write_table(project.dataset.prompts_path / "faulty.parquet", 200)
+        write_table(project.dataset.layout.prompts_dir / "faulty.parquet", 200)
         result = project.run("faulty")
         assert result.success
         assert all(e.passed for e in result.get_asset_check_evaluations())
@@ -54,7 +54,7 @@ def test_lost_submit_responses_are_found_through_the_webhook(tmp_path):
     faults = FaultConfig(lost_submit=1.0)  # every submit is queued and billed, every response lost
     with EmulatorServer(EmulatorConfig(latency=0.05, faults=faults)) as server, dg.instance_for_test() as instance:
         project = make_project(tmp_path, server, instance, samples=False, webhook_port=free_port())
-        write_table(project.dataset.prompts_path / "lost.parquet", 12)
+        write_table(project.dataset.layout.prompts_dir / "lost.parquet", 12)
         assert project.run("lost").success
         assert server.emulator.submitted == 12, "no submit was sent twice"
         assert_each_request_billed_once(project, 12)
@@ -64,10 +64,10 @@ def test_without_webhooks_a_lost_submit_is_not_resent(tmp_path):
     faults = FaultConfig(lost_submit=1.0)
     with EmulatorServer(EmulatorConfig(latency=0.05, faults=faults)) as server, dg.instance_for_test() as instance:
         project = make_project(tmp_path, server, instance, samples=False)
-        write_table(project.dataset.prompts_path / "lost.parquet", 3)
+        write_table(project.dataset.layout.prompts_dir / "lost.parquet", 3)
         assert project.run("lost").success
         assert server.emulator.submitted == 3
-        failures = (project.dataset.partition_dir("lost") / "generated_failures.parquet")
+        failures = (project.dataset.layout.partition_files("lost").folder / "generated_failures.parquet")
         import pyarrow.parquet as pq
         errors = pq.read_table(failures).column("error").to_pylist()
         assert len(errors) == 3 and all("response was lost" in e for e in errors)
@@ -80,17 +80,17 @@ from pathlib import Path
 import dagster as dg
 from flux_pipeline.definitions import make_definitions
 from flux_pipeline_tests.conftest import resource_for_url
-from flux_pipeline_tests.dataset_fixtures import settings_for
+from flux_pipeline_tests.dataset_fixtures import dataset_for
 url, root, port = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 if sys.argv[4:] == ["storing"]:  # the interrupt lands while the step stores a finished image
     import os
-    import flux_pipeline.dataset.generation as generation
+    import flux_pipeline.step_engine as generation
     store_image = generation.store_image
     def store_then_interrupt(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
         return store_image(*args, **kwargs)
     generation.store_image = store_then_interrupt
-defs = make_definitions(resource_for_url(url, webhook_port=port, max_concurrency=4), settings_for(root))
+defs = make_definitions(resource_for_url(url, webhook_port=port, max_concurrency=4), dataset_for(root))
 with dg.DagsterInstance.ephemeral() as instance:
     instance.add_dynamic_partitions("prompt_tables", ["crash"])
     defs.resolve_job_def("build_dataset").execute_in_process(partition_key="crash", instance=instance)
@@ -101,7 +101,7 @@ def test_sigkill_halfway_then_rerun_pays_once_and_loses_nothing(tmp_path):
     rows, port = 40, free_port()
     with EmulatorServer(EmulatorConfig(latency=0.4)) as server, dg.instance_for_test() as instance:
         project = make_project(tmp_path, server, instance, samples=False, webhook_port=port, max_concurrency=4)
-        write_table(project.dataset.prompts_path / "crash.parquet", rows)
+        write_table(project.dataset.layout.prompts_dir / "crash.parquet", rows)
         worker = subprocess.Popen([sys.executable, "-c", KILLED_RUN, server.url, str(tmp_path), str(port)], cwd=REPO,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
@@ -139,17 +139,18 @@ def test_a_deleted_image_is_fetched_again_for_free(tmp_path):
         project = make_project(tmp_path, server, instance)
         assert project.run("landscapes").success
         row = project.catalog().iloc[0]
-        (project.dataset.partition_dir("landscapes").parent / row.file_path).unlink()
+        (project.dataset.layout.outputs_dir / row.file_path).unlink()
         billed = server.emulator.stats()["requests_billed"]
         assert project.run("landscapes").success
         assert server.emulator.stats()["requests_billed"] == billed, "resumed by request id: result, no new request"
-        assert (project.dataset.partition_dir("landscapes").parent / row.file_path).is_file()
+        assert (project.dataset.layout.outputs_dir / row.file_path).is_file()
 
 
-def test_retry_after_is_honoured_and_capped():
+def test_retry_after_is_honoured_up_to_its_cap():
     response = httpx.Response(429, headers={"retry-after": "2.5"})
     assert retry_after_seconds(response) == 2.5
-    assert RetryPolicy(max_delay=1.0).delay(1, retry_after_seconds(response)) == 1.0
+    assert RetryPolicy(max_delay=1.0).delay(1, retry_after_seconds(response)) == 2.5, "not cut to the backoff cap"
+    assert RetryPolicy(max_retry_after=2.0).delay(1, retry_after_seconds(response)) is None, "beyond the cap: no retry"
     assert retry_after_seconds(httpx.Response(429, headers={"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0
     assert all(0 <= RetryPolicy(base_delay=0.1, max_delay=5).delay(n) <= min(5, 0.1 * 2 ** (n - 1)) for n in range(1, 12))
 
@@ -173,7 +174,7 @@ def test_client_errors_are_not_retried(emulator):
             await fal.wait(TEXT_TO_IMAGE, bad)
             with pytest.raises(FalApiError) as invalid:
                 await fal.result(TEXT_TO_IMAGE, bad)
-            return unknown.value.status_code, invalid.value.status_code, fal.calls, fal.retries
+            return unknown.value.status_code, invalid.value.status_code, fal.usage.calls, fal.usage.retries
 
     unknown, invalid, made, retried = asyncio.run(calls())
     assert (unknown, invalid) == (404, 422)
@@ -185,7 +186,7 @@ def test_an_interrupted_run_cancels_queued_requests_and_a_rerun_completes_them(t
     rows, port = 12, free_port()
     with EmulatorServer(EmulatorConfig(latency=1.0, runners=1)) as server, dg.instance_for_test() as instance:
         project = make_project(tmp_path, server, instance, samples=False, webhook_port=port, max_concurrency=4)
-        write_table(project.dataset.prompts_path / "crash.parquet", rows)
+        write_table(project.dataset.layout.prompts_dir / "crash.parquet", rows)
         log = tmp_path / "worker.log"
         with log.open("w") as stderr:
             worker = subprocess.Popen([sys.executable, "-c", KILLED_RUN, server.url, str(tmp_path), str(port),

@@ -10,7 +10,7 @@ from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.batch import Generation, GenerationFailure, GenerationJob
 from flux_pipeline.fal.models import REDUX, TEXT_TO_IMAGE, ReduxInput, TextToImageInput
-from flux_pipeline.resources import FalResource
+from flux_pipeline.resources import EmulatedFalResource, FalResource
 
 from .conftest import SECRET_KEY, decode, resource_for
 
@@ -25,19 +25,19 @@ def test_runs_concurrently_up_to_the_limit():
         fal = resource_for(server, max_concurrency=5)
         outcomes = list(fal.generate(t2i_jobs(20, image_size="square")))
         stats = server.emulator.stats()
-    assert sorted(o.job.key for o in outcomes) == sorted(f"row-{i}" for i in range(20))
+    assert sorted(o.job.prompt_id for o in outcomes) == sorted(f"row-{i}" for i in range(20))
     assert all(isinstance(o, Generation) for o in outcomes)
     assert stats["peak_in_flight"] == 5, "exactly the limit in flight, never more"
     assert stats["requests_billed"] == 20
     for outcome in outcomes:
-        assert outcome.output.seed == int(outcome.job.key.split("-")[1])
+        assert outcome.output.seed == int(outcome.job.prompt_id.split("-")[1])
         assert decode(outcome.files[0].data).size == (512, 512)
 
 
 def test_one_failed_request_does_not_lose_the_others(emulator):
     jobs = t2i_jobs(4)
     jobs.insert(2, GenerationJob("bad", REDUX, ReduxInput(image_url="data:image/png;base64,AAAA")))
-    outcomes = {o.job.key: o for o in resource_for(emulator).generate(jobs)}
+    outcomes = {o.job.prompt_id: o for o in resource_for(emulator).generate(jobs)}
     assert isinstance(outcomes["bad"], GenerationFailure)
     assert outcomes["bad"].status_code == 422 and outcomes["bad"].field_errors[0][0] == "image_url"
     assert outcomes["bad"].request_id in emulator.emulator.requests
@@ -84,7 +84,7 @@ def test_without_a_key_the_embedded_emulator_is_used_and_says_so():
         return sum(isinstance(o, Generation) for o in outcomes)
 
     with dg.instance_for_test() as instance:
-        result = dg.materialize([one_image], resources={"fal": FalResource(emulator_latency=0.01)}, instance=instance)
+        result = dg.materialize([one_image], resources={"fal": EmulatedFalResource(latency=0.01)}, instance=instance)
         messages = [e.message for e in instance.all_logs(result.run_id) if e.message]
     assert result.output_for_node("one_image") == 2
     assert any("FAL_KEY is not set" in m and "embedded fal emulator" in m for m in messages)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from flux_pipeline.definitions import fal_resource_from_env, make_definitions
+from flux_pipeline.definitions import fal_from_env, make_definitions
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.faults import FaultConfig
 from flux_pipeline.emulator.server import EmulatorServer
 
 from .conftest import SECRET_KEY, free_port
-from .dataset_fixtures import SAMPLE_PROMPTS, settings_for
+from .dataset_fixtures import SAMPLE_PROMPTS, dataset_for
 
 
 def test_key_is_absent_from_logs_events_metadata_catalog_ledger_and_errors(tmp_path, monkeypatch, caplog, capfd):
@@ -24,10 +24,10 @@ def test_key_is_absent_from_logs_events_metadata_catalog_ledger_and_errors(tmp_p
         monkeypatch.setenv("FAL_QUEUE_URL", server.url)
         monkeypatch.setenv("FAL_RUN_URL", f"{server.url}/run")
         monkeypatch.setenv("FAL_STORAGE_URL", server.url)
-        fal = fal_resource_from_env().model_copy(update={"http_timeout": 1.0, "webhook_port": free_port()})
+        fal = fal_from_env().model_copy(update={"http_timeout": 1.0, "webhook_port": free_port()})
         import shutil
         shutil.copytree(SAMPLE_PROMPTS, tmp_path / "prompts")
-        defs = make_definitions(fal, settings_for(tmp_path))
+        defs = make_definitions(fal, dataset_for(tmp_path))
         instance.add_dynamic_partitions("prompt_tables", ["animals", "landscapes"])
         runs = [defs.resolve_job_def("build_dataset").execute_in_process(
             partition_key=key, instance=instance, raise_on_error=False) for key in ("animals", "landscapes")]

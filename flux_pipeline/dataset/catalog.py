@@ -16,7 +16,7 @@ from upath import UPath
 
 from .storage import arrow_location, atomic_writer, parquet_batches
 
-SCHEMA = pa.schema([
+CATALOG_SCHEMA = pa.schema([
     ("image_id", pa.string()),
     ("partition", pa.string()),
     ("prompt_id", pa.string()),
@@ -49,14 +49,8 @@ SCHEMA = pa.schema([
 
 
 PARTITION_COLUMN = "partition"
-FILE_SCHEMA = SCHEMA.remove(SCHEMA.get_field_index(PARTITION_COLUMN))
+FILE_SCHEMA = CATALOG_SCHEMA.remove(CATALOG_SCHEMA.get_field_index(PARTITION_COLUMN))
 """A partition file's columns: the partition is its folder's name."""
-
-
-def write_parquet_atomically(table: pa.Table, path: UPath) -> None:
-    """Readers never see half a file (storage.atomic_writer)."""
-    with atomic_writer(path) as stream:
-        pq.write_table(table, stream)
 
 
 def partition_file(catalog_root: UPath, partition: str) -> UPath:
@@ -69,7 +63,7 @@ def replace_partition(catalog_root: UPath, partition: str, batches: Iterable[pa.
     path = partition_file(catalog_root, partition)
     with atomic_writer(path) as stream, pq.ParquetWriter(stream, FILE_SCHEMA) as writer:
         for batch in batches:
-            writer.write_table(pa.Table.from_batches([batch]).cast(SCHEMA).drop_columns([PARTITION_COLUMN]))
+            writer.write_table(pa.Table.from_batches([batch]).cast(CATALOG_SCHEMA).drop_columns([PARTITION_COLUMN]))
     return path
 
 
@@ -105,16 +99,16 @@ class CatalogSummary:
             yield batch
 
     def head_table(self) -> pa.Table:
-        return pa.Table.from_batches(self.head, schema=SCHEMA)
+        return pa.Table.from_batches(self.head, schema=CATALOG_SCHEMA)
 
 
 def read_catalog(catalog_root: UPath, partitions: list[str] | None = None, columns: list[str] | None = None) -> pd.DataFrame:
     """The whole catalog (or some partitions) as one DataFrame."""
     if not catalog_root.is_dir():
-        return SCHEMA.empty_table().to_pandas()
+        return CATALOG_SCHEMA.empty_table().to_pandas()
     where, filesystem = arrow_location(catalog_root)
-    partitioning = ds.partitioning(pa.schema([SCHEMA.field(PARTITION_COLUMN)]), flavor="hive")
-    dataset = ds.dataset(where, filesystem=filesystem, format="parquet", schema=SCHEMA, partitioning=partitioning)
+    partitioning = ds.partitioning(pa.schema([CATALOG_SCHEMA.field(PARTITION_COLUMN)]), flavor="hive")
+    dataset = ds.dataset(where, filesystem=filesystem, format="parquet", schema=CATALOG_SCHEMA, partitioning=partitioning)
     filter_ = ds.field(PARTITION_COLUMN).isin(partitions) if partitions is not None else None
     return dataset.to_table(columns=columns, filter=filter_).to_pandas()
 

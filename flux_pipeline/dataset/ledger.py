@@ -5,6 +5,9 @@ It is kept in a SQLite file beside the catalog, or in PostgreSQL when runs execu
 machines (ledger_stores); each write commits before the call returns. A row moves submitting (intent recorded, token for the webhook) → submitted (fal's request id)
 → stored (the catalog rows of its files), or → failed. Its fingerprint is a hash of the endpoint
 and the full input, so an edited row is a new request. Webhooks are kept by token.
+
+`PartitionLedger` is one partition's view of it, as the fal batch runner records submits
+(fal.batch.Ledger): a lost submit's webhook wakes its waiter directly, without polling.
 """
 
 from __future__ import annotations
@@ -12,15 +15,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from ..fal.batch import GenerationJob
 from .ledger_stores import open_store
 
-SCHEMA = [
+LEDGER_TABLES = [
     """CREATE TABLE IF NOT EXISTS requests (
         partition TEXT NOT NULL, job_key TEXT NOT NULL, endpoint TEXT NOT NULL,
         fingerprint TEXT NOT NULL, state TEXT NOT NULL, token TEXT, request_id TEXT,
@@ -51,7 +56,7 @@ class RequestLedger:
     """`location`: a SQLite file's path or a postgresql:// URL. Close it when done."""
 
     def __init__(self, location: str | Path):
-        self._store = open_store(location, SCHEMA)
+        self._store = open_store(location, LEDGER_TABLES)
 
     def close(self) -> None:
         self._store.close()
@@ -111,14 +116,61 @@ class RequestLedger:
         row = self._store.fetchone("SELECT request_id FROM webhooks WHERE token=?", (token,))
         return row[0] if row else None
 
-    async def wait_for_webhook(self, token: str, timeout: float, interval: float = 0.2) -> str | None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if found := self.webhook_request_id(token):
+    def partition(self, partition: str, lost_wait: float) -> "PartitionLedger":
+        return PartitionLedger(self, partition, lost_wait)
+
+
+class PartitionLedger:
+    """One partition's requests. `lost_wait`: seconds to wait for a lost submit's webhook."""
+
+    def __init__(self, ledger: RequestLedger, partition: str, lost_wait: float):
+        self.ledger, self.partition, self.lost_wait = ledger, partition, lost_wait
+        self._waiters: dict[str, asyncio.Future] = {}
+        self._lock = threading.Lock()
+
+    def entry(self, job: GenerationJob) -> LedgerEntry | None:
+        return self.ledger.entry(self.partition, job.prompt_id, job.endpoint)
+
+    def submitting(self, job: GenerationJob) -> str:
+        return self.ledger.submitting(self.partition, job.prompt_id, job.endpoint, job.fingerprint)
+
+    def submitted(self, job: GenerationJob, request_id: str) -> None:
+        self.ledger.submitted(self.partition, job.prompt_id, job.endpoint, request_id)
+
+    def stored(self, job: GenerationJob, request_id: str, rows: list[dict]) -> None:
+        self.ledger.stored(self.partition, job.prompt_id, job.endpoint, request_id, rows)
+
+    def failed(self, job: GenerationJob, error: str) -> None:
+        self.ledger.failed(self.partition, job.prompt_id, job.endpoint, error)
+
+    async def find_lost(self, job: GenerationJob, token: str) -> str | None:
+        """The request id fal's webhook reported for the submit attempt `token`: already in the
+        ledger (received by an earlier run), or delivered within `lost_wait` seconds."""
+        arrival = asyncio.get_running_loop().create_future()
+        with self._lock:
+            self._waiters[token] = arrival  # before looking, so a delivery in between is not missed
+        try:
+            if found := await asyncio.to_thread(self.ledger.webhook_request_id, token):
                 return found
-            if time.monotonic() >= deadline:
-                return None
-            await asyncio.sleep(interval)
+            return await asyncio.wait_for(arrival, self.lost_wait)
+        except TimeoutError:
+            return None
+        finally:
+            with self._lock:
+                self._waiters.pop(token, None)
+
+    def webhook_received(self, token: str, body: dict) -> None:
+        """Called by the webhook receiver's thread (fal may deliver more than once)."""
+        self.ledger.record_webhook(token, body["request_id"], body.get("status"))
+        with self._lock:
+            waiter = self._waiters.get(token)
+        if waiter is not None:
+            waiter.get_loop().call_soon_threadsafe(_settle, waiter, body["request_id"])
+
+
+def _settle(future: asyncio.Future, value: str) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _isoformat(value):

@@ -48,7 +48,7 @@ class PromptTableError(ValueError):
 
 
 @dataclass(frozen=True)
-class PlannedRow:
+class PromptRow:
     prompt_id: str
     text_to_image: TextToImageInput
     redux: ReduxInput | None = None
@@ -98,7 +98,7 @@ def _value(row: pd.Series, name: str):
 
 
 def plan_rows(table: pq.ParquetFile, defaults: dict, prompts_dir: UPath,
-              batch_rows: int = 1024) -> Iterator[PlannedRow | Reject]:
+              batch_rows: int = 1024) -> Iterator[PromptRow | Reject]:
     """Validate every row on its own: good rows become requests, bad rows become rejects."""
     seen: set[str] = set()
     offset = 0
@@ -123,7 +123,7 @@ class _RowError(Exception):
         self.field, self.reason = field, reason
 
 
-def _plan_row(row: pd.Series, prompt_id: str, defaults: dict, prompts_dir: UPath) -> PlannedRow:
+def _plan_row(row: pd.Series, prompt_id: str, defaults: dict, prompts_dir: UPath) -> PromptRow:
     request = dict(defaults)
     request["prompt"] = _value(row, "prompt") or ""
     width, height, preset = _value(row, "width"), _value(row, "height"), _value(row, "image_size")
@@ -146,13 +146,13 @@ def _plan_row(row: pd.Series, prompt_id: str, defaults: dict, prompts_dir: UPath
         given = [name for name, value in redux_fields.items() if value is not None]
         if given:
             raise _RowError("redux_image", f"required when {', '.join(given)} is set")
-        return PlannedRow(prompt_id, text_to_image)
+        return PromptRow(prompt_id, text_to_image)
     redux_request = {**request, "prompt": redux_fields["redux_prompt"] or "", "image_url": "pending:upload"}
     for name in ("num_inference_steps", "guidance_scale"):
         if redux_fields[name] is not None:
             redux_request[name] = redux_fields[name]
     redux = _validated(REDUX, redux_request)
-    return PlannedRow(prompt_id, text_to_image, redux, _resolve_source(source, prompts_dir))
+    return PromptRow(prompt_id, text_to_image, redux, _resolve_source(source, prompts_dir))
 
 
 def _validated(endpoint: str, request: dict):
@@ -180,17 +180,17 @@ def _resolve_source(source: str, prompts_dir: UPath) -> str:
     return str(path)
 
 
-PLANNED_SCHEMA = pa.schema([("prompt_id", pa.string()), ("text_to_image", pa.string()), ("redux", pa.string()),
+PROMPT_ROW_SCHEMA = pa.schema([("prompt_id", pa.string()), ("text_to_image", pa.string()), ("redux", pa.string()),
                             ("redux_source", pa.string())])
 
 
-def planned_row_record(row: PlannedRow) -> dict:
+def prompt_row_record(row: PromptRow) -> dict:
     """One row of prompts.parquet: what will be sent, as JSON."""
     return {"prompt_id": row.prompt_id, "text_to_image": json.dumps(row.text_to_image.wire()),
             "redux": json.dumps(row.redux.wire()) if row.redux else None, "redux_source": row.redux_source}
 
 
-def planned_row_from_record(record: dict) -> PlannedRow:
+def prompt_row_from_record(record: dict) -> PromptRow:
     redux = record.get("redux")
-    return PlannedRow(record["prompt_id"], TextToImageInput.model_validate_json(record["text_to_image"]),
+    return PromptRow(record["prompt_id"], TextToImageInput.model_validate_json(record["text_to_image"]),
                       ReduxInput.model_validate_json(redux) if redux else None, record.get("redux_source"))

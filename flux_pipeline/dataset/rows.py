@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
-from .catalog import SCHEMA, CatalogSummary
+from .catalog import CATALOG_SCHEMA, CatalogSummary
 from .storage import atomic_writer
 
 
@@ -52,7 +52,7 @@ class CatalogRowWriter(ParquetRowWriter):
     the writer is closed."""
 
     def __init__(self, path: UPath, batch_rows: int = 1024):
-        super().__init__(path, SCHEMA, batch_rows)
+        super().__init__(path, CATALOG_SCHEMA, batch_rows)
         self.requests = 0
         self.totals = CatalogSummary(head_rows=0)
 

@@ -55,6 +55,12 @@ def atomic_writer(path: UPath) -> Iterator[BinaryIO]:
         raise
 
 
+def write_parquet_atomically(table: pa.Table, path: UPath) -> None:
+    """Readers never see half a file."""
+    with atomic_writer(path) as stream:
+        pq.write_table(table, stream)
+
+
 def write_bytes_atomically(path: UPath, data: bytes) -> None:
     if is_local(path):
         with atomic_writer(path) as stream:

@@ -3,8 +3,9 @@ submit → wait → result → download, outcomes yielded as they finish (no bat
 
 A failed request becomes a GenerationFailure and never affects the others. Closing the stream
 early (a budget stop, a terminated run) cancels every in-flight request that fal has not yet
-finished, so queued work is not billed. A RequestTracker, when given, records each submit
-before it is sent and after fal accepts it, so a crash or re-run resumes instead of paying again.
+finished, so queued work is not billed. A Ledger, when given, records each submit before it is
+sent and after fal accepts it (in a worker thread, never on the event loop), so a crash or
+re-run resumes instead of paying again.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from os import PathLike
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -34,11 +35,13 @@ DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
 
 @dataclass(frozen=True)
 class GenerationJob:
-    """One request to make. `key` is the caller's id for it (e.g. a prompt row)."""
+    """One request to make for a prompt table row."""
 
-    key: str
+    prompt_id: str
     endpoint: str
     input: FluxInput
+    fingerprint: str = ""
+    """The caller's identity of the input, recorded by the ledger (see dataset.ledger)."""
     request_id: str | None = None
     """Set to resume a request already submitted to fal instead of submitting it again."""
     lost_token: str | None = None
@@ -46,6 +49,8 @@ class GenerationJob:
     upload_path: str | PathLike | None = None
     """A file (local path, pathlib or universal-pathlib path) to put in fal storage and send as
     the input's image_url (Redux)."""
+    origin: Any = None
+    """The caller's own data about the job (e.g. its lineage), handed back with its outcome."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ class Generation:
     output: FluxOutput
     files: list[GeneratedFile]
     latency_s: float
+    logs: list[dict] = field(default_factory=list)
+    """fal's log lines for the request."""
 
 
 @dataclass
@@ -71,12 +78,15 @@ class GenerationFailure:
     error: str
     status_code: int | None = None
     field_errors: list[tuple[str, str]] = field(default_factory=list)
+    logs: list[dict] = field(default_factory=list)
 
 
 Outcome = Generation | GenerationFailure
 
 
-class RequestTracker(Protocol):
+class Ledger(Protocol):
+    """What the batch runner records of each submit, so that none is ever paid for twice."""
+
     def submitting(self, job: GenerationJob) -> str:
         """Record the intent to submit (durably) and return the attempt's token."""
 
@@ -112,31 +122,31 @@ class Uploads:
         return self._urls[str(path)]
 
 
-async def _submit(fal: FalClient, job: GenerationJob, tracker: RequestTracker | None,
+async def _submit(fal: FalClient, job: GenerationJob, ledger: Ledger | None,
                   options: BatchOptions, uploads: Uploads) -> str:
     """Submit once, never twice: a submit whose response was lost is looked for through its
     webhook, and only sent again once the webhook's silence shows it never reached fal."""
-    webhooks = tracker is not None and options.webhook_base is not None
+    webhooks = ledger is not None and options.webhook_base is not None
     if job.lost_token and webhooks:
-        if found := await tracker.find_lost(job, job.lost_token):
+        if found := await ledger.find_lost(job, job.lost_token):
             return found
     data = job.input
     if job.upload_path:
         data = data.model_copy(update={"image_url": await uploads.url(job.upload_path)})
-    if tracker is None:
+    if ledger is None:
         return await fal.submit(job.endpoint, data)
     for _ in range(SUBMIT_ATTEMPTS):
-        token = tracker.submitting(job)
+        token = await asyncio.to_thread(ledger.submitting, job)
         webhook = f"{options.webhook_base}/{token}" if webhooks else None
         try:
             request_id = await fal.submit(job.endpoint, data, webhook_url=webhook)
         except FalSubmitUncertain:
             if not webhooks:
                 raise  # left as `submitting` in the ledger: a re-run decides
-            request_id = await tracker.find_lost(job, token)
+            request_id = await ledger.find_lost(job, token)
             if request_id is None:
                 continue  # no webhook in time: it was not queued
-        tracker.submitted(job, request_id)
+        await asyncio.to_thread(ledger.submitted, job, request_id)
         return request_id
     raise FalError(f"submit to {job.endpoint} failed {SUBMIT_ATTEMPTS} times without a response")
 
@@ -153,14 +163,19 @@ async def _download_verified(fal: FalClient, job: GenerationJob, url: str, max_b
                 raise
 
 
-async def _complete(fal: FalClient, job: GenerationJob, tracker: RequestTracker | None,
-                    options: BatchOptions, uploads: Uploads, on_log: LogSink | None) -> Outcome:
+async def _complete(fal: FalClient, job: GenerationJob, ledger: Ledger | None,
+                    options: BatchOptions, uploads: Uploads) -> Outcome:
     started = time.monotonic()
     request_id = job.request_id
     finished = False
+    logs: list[dict] = []
+
+    def on_log(_: str, line: dict) -> None:
+        logs.append(line)
+
     try:
         if request_id is None:
-            request_id = await _submit(fal, job, tracker, options, uploads)
+            request_id = await _submit(fal, job, ledger, options, uploads)
         try:
             output = await _wait_and_fetch(fal, job, request_id, options, on_log)
         except FalApiError as exc:
@@ -168,18 +183,18 @@ async def _complete(fal: FalClient, job: GenerationJob, tracker: RequestTracker 
                 raise
             # A resumed request that ended cancelled (its earlier run was stopped) was never
             # billed: send it again rather than lose the row.
-            request_id = await _submit(fal, dataclasses.replace(job, request_id=None, lost_token=None), tracker,
+            request_id = await _submit(fal, dataclasses.replace(job, request_id=None, lost_token=None), ledger,
                                        options, uploads)
             output = await _wait_and_fetch(fal, job, request_id, options, on_log)
         finished = True
         files = [await _download_verified(fal, job, image.url, options.max_file_bytes) for image in output.images]
-        return Generation(job, request_id, output, files, time.monotonic() - started)
+        return Generation(job, request_id, output, files, time.monotonic() - started, logs)
     except FalApiError as exc:
         finished = True
-        return GenerationFailure(job, request_id, str(exc), exc.status_code, exc.field_errors)
+        return GenerationFailure(job, request_id, str(exc), exc.status_code, exc.field_errors, logs)
     except (FalError, InvalidImageError, httpx.HTTPError, KeyError, ValueError) as exc:
         # ValueError also covers malformed JSON and responses that do not match the output schema.
-        return GenerationFailure(job, request_id, f"{type(exc).__name__}: {exc}")
+        return GenerationFailure(job, request_id, f"{type(exc).__name__}: {exc}", logs=logs)
     finally:
         if request_id is not None and not finished:
             with contextlib.suppress(Exception):
@@ -196,8 +211,8 @@ async def _wait_and_fetch(fal: FalClient, job: GenerationJob, request_id: str, o
     return await fal.result(job.endpoint, request_id)
 
 
-async def run_batch(fal: FalClient, jobs: Iterable[GenerationJob], options: BatchOptions, *,
-                    tracker: RequestTracker | None = None, on_log: LogSink | None = None) -> AsyncIterator[Outcome]:
+async def run_batch(fal: FalClient, jobs: AsyncIterator[GenerationJob], options: BatchOptions, *,
+                    ledger: Ledger | None = None) -> AsyncIterator[Outcome]:
     """Yield one Outcome per job, in completion order. Jobs are drawn lazily, one per free slot."""
     slots = asyncio.Semaphore(options.max_concurrency)
     finished: asyncio.Queue[Outcome | None] = asyncio.Queue()
@@ -205,12 +220,14 @@ async def run_batch(fal: FalClient, jobs: Iterable[GenerationJob], options: Batc
     uploads = Uploads(fal)
 
     async def one(job: GenerationJob) -> None:
-        await finished.put(await _complete(fal, job, tracker, options, uploads, on_log))
+        await finished.put(await _complete(fal, job, ledger, options, uploads))
 
     async def feed() -> None:
         try:
-            for job in jobs:
+            while True:
                 await slots.acquire()
+                if (job := await anext(jobs, None)) is None:
+                    break
                 task = asyncio.create_task(one(job))
                 running.add(task)
                 task.add_done_callback(running.discard)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import mimetypes
 import random
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -27,6 +29,7 @@ from .endpoints import FalUrls
 from .errors import FalApiError, FalError, FalInputError, FalSubmitUncertain
 from .models import FluxInput, FluxOutput, input_model
 
+LOG = logging.getLogger("flux_pipeline.fal")
 LogSink = Callable[[str, dict], None]
 """Called with (request_id, log entry) for every new queue log line."""
 
@@ -75,17 +78,30 @@ UNSENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 @dataclass
 class RetryPolicy:
-    """Exponential backoff with full jitter; `budget` caps retries across one client session."""
+    """Exponential backoff with full jitter, or the server's Retry-After up to `max_retry_after`
+    (beyond it the call is not retried, as openai-python does); `budget` caps retries across one
+    client session."""
 
     max_attempts: int = 8
     base_delay: float = 0.2
     max_delay: float = 20.0
+    max_retry_after: float = 120.0
     budget: int = 10_000
 
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+    def delay(self, attempt: int, retry_after: float | None = None) -> float | None:
+        """Seconds to wait before the next attempt; None when the server asks for longer than the cap."""
         if retry_after is not None:
-            return min(retry_after, self.max_delay)
+            return retry_after if retry_after <= self.max_retry_after else None
         return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+@dataclass
+class FalUsage:
+    """HTTP calls and retries by kind (submit, status, result, cancel, download, upload), for
+    the step's metadata."""
+
+    calls: Counter = field(default_factory=Counter)
+    retries: Counter = field(default_factory=Counter)
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
@@ -121,6 +137,8 @@ class FalClient:
         http_timeout: float = 60.0,
         max_connections: int = 64,
         retry: RetryPolicy | None = None,
+        usage: FalUsage | None = None,
+        log: logging.Logger | logging.LoggerAdapter = LOG,
     ):
         self._key = key
         self.urls = urls
@@ -132,8 +150,8 @@ class FalClient:
         self._api: httpx.AsyncClient | None = None
         self._public: httpx.AsyncClient | None = None
         self.retry = retry or RetryPolicy()
-        self.calls: dict[str, int] = {}
-        self.retries: dict[str, int] = {}
+        self.usage = usage or FalUsage()
+        self._log = log
 
     def __repr__(self) -> str:
         return f"FalClient(urls={self.urls!r})"
@@ -154,11 +172,16 @@ class FalClient:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _may_retry(self, kind: str, attempt: int) -> bool:
-        if attempt >= self.retry.max_attempts or self.retry.budget <= 0:
+    async def _backoff(self, kind: str, attempt: int, reason: str, retry_after: float | None = None) -> bool:
+        """Wait before retrying a failed attempt, logging why; False when no retry is allowed
+        (attempts or budget spent, or a Retry-After beyond the cap)."""
+        delay = self.retry.delay(attempt, retry_after)
+        if attempt >= self.retry.max_attempts or self.retry.budget <= 0 or delay is None:
             return False
         self.retry.budget -= 1
-        self.retries[kind] = self.retries.get(kind, 0) + 1
+        self.usage.retries[kind] += 1
+        self._log.warning(f"fal {kind} attempt {attempt} failed ({reason}); retrying in {delay:.2f} s")
+        await asyncio.sleep(delay)
         return True
 
     async def _send(self, kind: str, method: str, url: str, *, api: bool = True, idempotent: bool = True,
@@ -170,19 +193,19 @@ class FalClient:
         attempt = 0
         while True:
             attempt += 1
-            self.calls[kind] = self.calls.get(kind, 0) + 1
+            self.usage.calls[kind] += 1
             try:
                 response = await client.request(method, url, **kwargs)
             except httpx.TransportError as exc:
                 if not idempotent and not isinstance(exc, UNSENT_ERRORS):
                     raise FalSubmitUncertain(endpoint or url, exc) from None
-                if not self._may_retry(kind, attempt):
+                if not await self._backoff(kind, attempt, type(exc).__name__):
                     raise
-                await asyncio.sleep(self.retry.delay(attempt))
                 continue
-            if response.is_error and is_retryable(response) and self._may_retry(kind, attempt):
-                await asyncio.sleep(self.retry.delay(attempt, retry_after_seconds(response)))
-                continue
+            if response.is_error and is_retryable(response):
+                reason = f"HTTP {response.status_code}"
+                if await self._backoff(kind, attempt, reason, retry_after_seconds(response)):
+                    continue
             if response.is_error:
                 raise FalApiError.from_response(response, endpoint=endpoint, request_id=request_id)
             return response
@@ -217,14 +240,14 @@ class FalClient:
                 break  # the server does not stream status: poll instead
             except (httpx.TransportError, FalApiError) as exc:
                 retryable = isinstance(exc, httpx.TransportError) or exc.status_code in RETRYABLE_STATUS
-                if not (retryable and self._may_retry("status", attempt)):
+                reason = type(exc).__name__ if isinstance(exc, httpx.TransportError) else f"HTTP {exc.status_code}"
+                if not (retryable and await self._backoff("status", attempt, reason)):
                     raise
-                await asyncio.sleep(self.retry.delay(attempt))
         return await self._wait_poll(endpoint, request_id, on_log)
 
     async def _wait_stream(self, endpoint: str, request_id: str, on_log: LogSink | None) -> QueueStatus:
         # Stream events carry only new log lines (protocol.md 3.4).
-        self.calls["status"] = self.calls.get("status", 0) + 1
+        self.usage.calls["status"] += 1
         url = self.urls.request(endpoint, request_id, "/status/stream")
         last: QueueStatus | None = None
         async with aconnect_sse(self._api, "GET", url, params={"logs": int(on_log is not None)}) as events:

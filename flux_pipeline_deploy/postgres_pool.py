@@ -6,9 +6,13 @@ two steps claiming at the same moment can both take the same free slot, and a po
 two fal steps at once (reproduced: 8 concurrent claimers on 1 slot, 28 of 50 trials claimed it
 more than once). Here the UPDATE itself is the test-and-set: it only takes a slot that is still
 free, so exactly one claimer wins. Configured as `event_log_storage` in deploy/dagster.yaml.
+
+It overrides the private `_claim_concurrency_slot` of dagster-postgres 0.29, so it refuses to load
+on any other release: check the upstream method again before widening SUPPORTED.
 """
 
 from collections.abc import Mapping
+from importlib.metadata import version
 from typing import Any
 
 import sqlalchemy as db
@@ -18,6 +22,18 @@ from dagster._serdes import ConfigurableClassData
 from dagster._utils.concurrency import ConcurrencySlotStatus
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+
+SUPPORTED = "0.29."
+"""The dagster-postgres releases whose slot claim this module was written against."""
+
+
+def check_version(installed: str) -> None:
+    if not installed.startswith(SUPPORTED):
+        raise RuntimeError(f"PoolSafePostgresEventLogStorage was written for dagster-postgres {SUPPORTED}x, not "
+                           f"{installed}: check its _claim_concurrency_slot and update flux_pipeline_deploy")
+
+
+check_version(version("dagster-postgres"))
 
 
 class PoolSafePostgresEventLogStorage(PostgresEventLogStorage):
