@@ -13,7 +13,7 @@ import json
 import resource
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -27,23 +27,40 @@ def synthetic_partition(partition: str, rows: int, rng: np.random.Generator) -> 
     megapixels = np.ceil(sizes[:, 0] * sizes[:, 1] / 1024**2).astype("int32")
     ids = [f"{partition}-{i:07d}" for i in range(rows)]
     columns = {
-        "image_id": ids, "partition": [partition] * rows, "prompt_id": ids, "prompt": ["a prompt"] * rows,
-        "returned_prompt": ["a prompt"] * rows, "endpoint": ["fal-ai/flux-pro/v1.1"] * rows, "request_id": ids,
-        "image_index": np.zeros(rows, "int32"), "seed": rng.integers(0, 2**32, rows),
-        "width": sizes[:, 0].astype("int32"), "height": sizes[:, 1].astype("int32"), "output_format": ["jpeg"] * rows,
-        "content_hash": ["0" * 64] * rows, "file_path": [f"{partition}/images/{i}.jpg" for i in ids],
-        "file_bytes": rng.integers(10_000, 500_000, rows), "nsfw": rng.random(rows) < 0.01,
-        "billed_megapixels": megapixels, "price_per_megapixel": np.full(rows, 0.04),
-        "megapixel_size": np.full(rows, 1024**2), "cost_usd": megapixels * 0.04,
-        "parent_image_id": [None] * rows, "parent_source": [None] * rows, "latency_s": rng.random(rows),
-        "run_id": ["run"] * rows, "code_version": ["0.1.0"] * rows,
-        "created_at": [datetime.now(timezone.utc)] * rows,
+        "image_id": ids,
+        "partition": [partition] * rows,
+        "prompt_id": ids,
+        "prompt": ["a prompt"] * rows,
+        "returned_prompt": ["a prompt"] * rows,
+        "endpoint": ["fal-ai/flux-pro/v1.1"] * rows,
+        "request_id": ids,
+        "image_index": np.zeros(rows, "int32"),
+        "seed": rng.integers(0, 2**32, rows),
+        "width": sizes[:, 0].astype("int32"),
+        "height": sizes[:, 1].astype("int32"),
+        "output_format": ["jpeg"] * rows,
+        "content_hash": ["0" * 64] * rows,
+        "file_path": [f"{partition}/images/{i}.jpg" for i in ids],
+        "file_bytes": rng.integers(10_000, 500_000, rows),
+        "nsfw": rng.random(rows) < 0.01,
+        "billed_megapixels": megapixels,
+        "price_per_megapixel": np.full(rows, 0.04),
+        "megapixel_size": np.full(rows, 1024**2),
+        "cost_usd": megapixels * 0.04,
+        "parent_image_id": [None] * rows,
+        "parent_source": [None] * rows,
+        "latency_s": rng.random(rows),
+        "run_id": ["run"] * rows,
+        "code_version": ["0.1.0"] * rows,
+        "created_at": [datetime.now(UTC)] * rows,
     }
     return pa.table(columns, schema=CATALOG_SCHEMA)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=100)
     args = parser.parse_args()
@@ -53,7 +70,9 @@ def main() -> None:
         root = Path(folder)
         started = time.perf_counter()
         for p in range(args.partitions):
-            replace_partition(root, f"part{p:03d}", synthetic_partition(f"part{p:03d}", per_partition, rng).to_batches())
+            replace_partition(
+                root, f"part{p:03d}", synthetic_partition(f"part{p:03d}", per_partition, rng).to_batches()
+            )
         build_s = time.perf_counter() - started
         table = synthetic_partition("part000", per_partition, rng)
         started = time.perf_counter()
@@ -68,13 +87,22 @@ def main() -> None:
         report = cost_report(root)
         report_s = time.perf_counter() - started
         size_mb = sum(f.stat().st_size for f in root.rglob("*.parquet")) / 1e6
-    print(json.dumps({
-        "rows": rows, "partitions": args.partitions, "catalog_mb_on_disk": round(size_mb, 1),
-        "build_all_partitions_s": round(build_s, 2), "write_one_partition_s": round(write_s, 3),
-        "read_whole_catalog_s": round(read_s, 2), "cost_report_s": round(report_s, 2),
-        "report_total_cost_usd": float(report.iloc[-1]["cost_usd"]),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "partitions": args.partitions,
+                "catalog_mb_on_disk": round(size_mb, 1),
+                "build_all_partitions_s": round(build_s, 2),
+                "write_one_partition_s": round(write_s, 3),
+                "read_whole_catalog_s": round(read_s, 2),
+                "cost_report_s": round(report_s, 2),
+                "report_total_cost_usd": float(report.iloc[-1]["cost_usd"]),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

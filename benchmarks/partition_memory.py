@@ -63,7 +63,9 @@ print(json.dumps({"success": result.success, "seconds": round(seconds, 1),
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, nargs="+", default=[500, 2000, 8000, 20000])
     args = parser.parse_args()
     process, url = start_emulator(0.01)
@@ -72,10 +74,24 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as folder:
                 root = Path(folder)
                 (root / "prompts").mkdir()
-                pq.write_table(pa.Table.from_pylist([
-                    {"prompt_id": f"p{i:06d}", "prompt": f"scene {i}", "width": 64, "height": 64, "seed": i}
-                    for i in range(rows)]), root / "prompts" / "big.parquet")
-                done = subprocess.run([sys.executable, "-c", RUN, url, str(root)], capture_output=True, text=True)
+                pq.write_table(
+                    pa.Table.from_pylist(
+                        [
+                            {
+                                "prompt_id": f"p{i:06d}",
+                                "prompt": f"scene {i}",
+                                "width": 64,
+                                "height": 64,
+                                "seed": i,
+                            }
+                            for i in range(rows)
+                        ]
+                    ),
+                    root / "prompts" / "big.parquet",
+                )
+                done = subprocess.run(
+                    [sys.executable, "-c", RUN, url, str(root)], capture_output=True, text=True
+                )
                 if done.returncode:
                     raise SystemExit(done.stderr[-3000:])
                 report = json.loads(done.stdout.strip().splitlines()[-1])

@@ -32,8 +32,20 @@ def start_emulator(latency: float) -> tuple[subprocess.Popen, str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "flux_pipeline.cli", "emulator", "--port", str(port),
-                                "--latency", str(latency)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flux_pipeline.cli",
+            "emulator",
+            "--port",
+            str(port),
+            "--latency",
+            str(latency),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
@@ -55,30 +67,39 @@ def calls_since(before: dict, after: dict) -> dict[str, int]:
 def sequential_fal_client(url: str, n: int) -> float:
     os.environ["FAL_KEY"] = KEY
     import fal_client
+
     # the documented override for a plain-http server (protocol.md 1.1)
     fal_client.client.QUEUE_URL_FORMAT = f"{url}/"
     fal_client.client.RUN_URL_FORMAT = f"{url}/run/"
     started = time.perf_counter()
     for i in range(n):
-        result = fal_client.subscribe(TEXT_TO_IMAGE, arguments={"prompt": f"sequential {i}", "seed": i,
-                                                                "image_size": "square"})
+        result = fal_client.subscribe(
+            TEXT_TO_IMAGE, arguments={"prompt": f"sequential {i}", "seed": i, "image_size": "square"}
+        )
         httpx.get(result["images"][0]["url"]).raise_for_status()
     return time.perf_counter() - started
 
 
 def pipelined(url: str, n: int, concurrency: int) -> tuple[float, int]:
     urls = FalUrls.single_base(url)
-    fal = FalResource(key=KEY, queue_url=urls.queue, run_url=urls.run, storage_url=urls.storage,
-                      max_concurrency=concurrency)
-    jobs = (GenerationJob(str(i), TEXT_TO_IMAGE, TextToImageInput(prompt=f"pipelined {i}", seed=i, image_size="square"))
-            for i in range(n))
+    fal = FalResource(
+        key=KEY, queue_url=urls.queue, run_url=urls.run, storage_url=urls.storage, max_concurrency=concurrency
+    )
+    jobs = (
+        GenerationJob(
+            str(i), TEXT_TO_IMAGE, TextToImageInput(prompt=f"pipelined {i}", seed=i, image_size="square")
+        )
+        for i in range(n)
+    )
     started = time.perf_counter()
     ok = sum(isinstance(o, Generation) for o in fal.generate(jobs))
     return time.perf_counter() - started, ok
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--sequential-n", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=8)
@@ -99,13 +120,23 @@ def main() -> None:
         process.terminate()
     limit = args.concurrency / args.latency
     report = {
-        "n": args.n, "concurrency": args.concurrency, "latency_s": args.latency,
+        "n": args.n,
+        "concurrency": args.concurrency,
+        "latency_s": args.latency,
         "physical_limit_images_per_s": round(limit, 2),
-        "sequential_fal_client": {"images": args.sequential_n, "images_per_s": round(seq_rate, 3),
-                                  "status_calls_per_image": round(seq_calls.get("status", 0) / args.sequential_n, 2)},
-        "flux_pipeline": {"images": ok, "seconds": round(seconds, 2), "images_per_s": round(rate, 2),
-                          "ratio_to_limit": round(rate / limit, 3), "speedup_vs_sequential": round(rate / seq_rate, 1),
-                          "http_calls_per_image": {k: round(v / args.n, 2) for k, v in sorted(calls.items())}},
+        "sequential_fal_client": {
+            "images": args.sequential_n,
+            "images_per_s": round(seq_rate, 3),
+            "status_calls_per_image": round(seq_calls.get("status", 0) / args.sequential_n, 2),
+        },
+        "flux_pipeline": {
+            "images": ok,
+            "seconds": round(seconds, 2),
+            "images_per_s": round(rate, 2),
+            "ratio_to_limit": round(rate / limit, 3),
+            "speedup_vs_sequential": round(rate / seq_rate, 1),
+            "http_calls_per_image": {k: round(v / args.n, 2) for k, v in sorted(calls.items())},
+        },
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     print(json.dumps(report, indent=2))

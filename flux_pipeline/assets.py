@@ -9,13 +9,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .dataset.catalog import CatalogSummary, cost_report as compute_cost_report, replace_partition
+from .dataset.catalog import CatalogSummary, replace_partition
+from .dataset.catalog import cost_report as compute_cost_report
 from .dataset.files import sha256_of
 from .dataset.layout import PartitionFiles
 from .dataset.plans import redux_jobs, text_to_image_job
 from .dataset.preview import contact_sheet, markdown_image
 from .dataset.prompt_table import (
-    PROMPT_ROW_SCHEMA, PromptTableError, Reject, open_prompt_table, plan_rows, prompt_row_record,
+    PROMPT_ROW_SCHEMA,
+    PromptTableError,
+    Reject,
+    open_prompt_table,
+    plan_rows,
+    prompt_row_record,
 )
 from .dataset.rows import CatalogRowWriter, ParquetRowWriter
 from .dataset.storage import write_bytes_atomically, write_parquet_atomically
@@ -24,21 +30,30 @@ from .partitions import FAL_POOL, GROUP, prompt_tables
 from .resources import BaseFalResource, DatasetResource
 from .step_engine import FAILURE_SCHEMA, run_generation_step
 
-REJECT_SCHEMA = pa.schema([("row", pa.int64()), ("prompt_id", pa.string()), ("field", pa.string()),
-                           ("reason", pa.string())])
+REJECT_SCHEMA = pa.schema(
+    [("row", pa.int64()), ("prompt_id", pa.string()), ("field", pa.string()), ("reason", pa.string())]
+)
 GENERATED_STEP, VARIATIONS_STEP = "generated", "variations"
 
 prompt_table_files = dg.AssetSpec(
-    "prompt_table_files", partitions_def=prompt_tables, group_name=GROUP, kinds={"parquet"},
+    "prompt_table_files",
+    partitions_def=prompt_tables,
+    group_name=GROUP,
+    kinds={"parquet"},
     description="The prompt tables (data/prompts/KEY.parquet), one per partition. An external asset: "
-                "prompt_table_sensor reports a new version (the file's SHA-256) when a table appears or "
-                "changes, which marks its downstream assets stale.",
+    "prompt_table_sensor reports a new version (the file's SHA-256) when a table appears or "
+    "changes, which marks its downstream assets stale.",
 )
 
 
-@dg.asset(partitions_def=prompt_tables, deps=[prompt_table_files], group_name=GROUP, code_version="1",
-          kinds={"parquet"}, description="The table's rows validated into requests; rows that fail go to "
-                                        "rejects.parquet.")
+@dg.asset(
+    partitions_def=prompt_tables,
+    deps=[prompt_table_files],
+    group_name=GROUP,
+    code_version="1",
+    kinds={"parquet"},
+    description="The table's rows validated into requests; rows that fail go to rejects.parquet.",
+)
 def prompts(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
     layout = dataset.layout
     path = layout.table(context.partition_key)
@@ -47,28 +62,51 @@ def prompts(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.M
     except PromptTableError as exc:
         raise dg.Failure(description=str(exc), metadata={"table": dg.MetadataValue.path(str(path))}) from None
     outcomes = plan_rows(table, dataset.request_defaults(), layout.prompts_dir)
-    valid, redux_rows, rejects = _write_prompt_rows(context, outcomes, layout.partition_files(context.partition_key))
-    return dg.MaterializeResult(metadata={
-        "table": dg.MetadataValue.path(str(path)), "rows": table.metadata.num_rows, "valid_rows": valid,
-        "rejected_rows": table.metadata.num_rows - valid, "redux_rows": redux_rows,
-        "rejects": table_preview(pd.DataFrame(rejects, columns=REJECT_SCHEMA.names)),
-    }, data_version=dg.DataVersion(sha256_of(path)))
+    valid, redux_rows, rejects = _write_prompt_rows(
+        context, outcomes, layout.partition_files(context.partition_key)
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "table": dg.MetadataValue.path(str(path)),
+            "rows": table.metadata.num_rows,
+            "valid_rows": valid,
+            "rejected_rows": table.metadata.num_rows - valid,
+            "redux_rows": redux_rows,
+            "rejects": table_preview(pd.DataFrame(rejects, columns=REJECT_SCHEMA.names)),
+        },
+        data_version=dg.DataVersion(sha256_of(path)),
+    )
 
 
-@dg.asset(partitions_def=prompt_tables, deps=[prompts], group_name=GROUP, pool=FAL_POOL, code_version="1",
-          kinds={"fal", "parquet"}, description="One FLUX1.1 [pro] text-to-image request per valid row, run "
-                                                "concurrently.")
-def images(context: dg.AssetExecutionContext, fal: BaseFalResource, dataset: DatasetResource) -> dg.MaterializeResult:
+@dg.asset(
+    partitions_def=prompt_tables,
+    deps=[prompts],
+    group_name=GROUP,
+    pool=FAL_POOL,
+    code_version="1",
+    kinds={"fal", "parquet"},
+    description="One FLUX1.1 [pro] text-to-image request per valid row, run concurrently.",
+)
+def images(
+    context: dg.AssetExecutionContext, fal: BaseFalResource, dataset: DatasetResource
+) -> dg.MaterializeResult:
     files = dataset.layout.partition_files(context.partition_key)
     jobs = map(text_to_image_job, files.prompt_rows())
     return _generation_step(context, fal, dataset, GENERATED_STEP, jobs, dataset.budget_usd)
 
 
-@dg.asset(partitions_def=prompt_tables, deps=[images], group_name=GROUP, pool=FAL_POOL, code_version="1",
-          kinds={"fal", "parquet"}, description="FLUX1.1 [pro] Redux variations of a given image or of the row's "
-                                                "generated image.")
-def redux_variations(context: dg.AssetExecutionContext, fal: BaseFalResource,
-                     dataset: DatasetResource) -> dg.MaterializeResult:
+@dg.asset(
+    partitions_def=prompt_tables,
+    deps=[images],
+    group_name=GROUP,
+    pool=FAL_POOL,
+    code_version="1",
+    kinds={"fal", "parquet"},
+    description="FLUX1.1 [pro] Redux variations of a given image or of the row's generated image.",
+)
+def redux_variations(
+    context: dg.AssetExecutionContext, fal: BaseFalResource, dataset: DatasetResource
+) -> dg.MaterializeResult:
     files = dataset.layout.partition_files(context.partition_key)
     jobs = redux_jobs(files.prompt_rows(), files.outputs_dir, partial(files.first_images, GENERATED_STEP))
     budget_left = None
@@ -78,21 +116,44 @@ def redux_variations(context: dg.AssetExecutionContext, fal: BaseFalResource,
     return _generation_step(context, fal, dataset, VARIATIONS_STEP, jobs, budget_left)
 
 
-@dg.asset(partitions_def=prompt_tables, deps=[images, redux_variations], group_name=GROUP, code_version="1",
-          kinds={"parquet"}, description="Lineage catalog: one row per output image "
-                                         "(data/catalog/partition=KEY/data.parquet).")
+@dg.asset(
+    partitions_def=prompt_tables,
+    deps=[images, redux_variations],
+    group_name=GROUP,
+    code_version="1",
+    kinds={"parquet"},
+    description="Lineage catalog: one row per output image (data/catalog/partition=KEY/data.parquet).",
+)
 def catalog(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
     layout, key = dataset.layout, context.partition_key
     files, summary = layout.partition_files(key), CatalogSummary()
     steps = chain(files.step_batches(GENERATED_STEP), files.step_batches(VARIATIONS_STEP))
     path = replace_partition(layout.catalog_dir, key, summary.observe(steps))
     head = summary.head_table()
-    preview = head.select(["image_id", "prompt_id", "endpoint", "seed", "width", "height", "nsfw", "cost_usd",
-                           "parent_image_id"]).slice(0, 20).to_pandas()
+    preview = (
+        head.select(
+            [
+                "image_id",
+                "prompt_id",
+                "endpoint",
+                "seed",
+                "width",
+                "height",
+                "nsfw",
+                "cost_usd",
+                "parent_image_id",
+            ]
+        )
+        .slice(0, 20)
+        .to_pandas()
+    )
     metadata = {
-        "path": dg.MetadataValue.path(str(path)), "images": summary.images,
-        "cost_usd": round(summary.cost_usd, 6), "billed_megapixels": summary.billed_megapixels,
-        "nsfw_images": summary.nsfw_images, "catalog_preview": table_preview(preview),
+        "path": dg.MetadataValue.path(str(path)),
+        "images": summary.images,
+        "cost_usd": round(summary.cost_usd, 6),
+        "billed_megapixels": summary.billed_megapixels,
+        "nsfw_images": summary.nsfw_images,
+        "catalog_preview": table_preview(preview),
     }
     if sheet := contact_sheet([layout.outputs_dir / p for p in head["file_path"].to_pylist()]):
         write_bytes_atomically(files.folder / "contact_sheet.png", sheet)
@@ -100,34 +161,50 @@ def catalog(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.M
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(deps=[catalog], group_name=GROUP, kinds={"parquet"},
-          description="Cost, megapixels, images and NSFW count per partition.")
+@dg.asset(
+    deps=[catalog],
+    group_name=GROUP,
+    kinds={"parquet"},
+    description="Cost, megapixels, images and NSFW count per partition.",
+)
 def cost_report(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
     layout = dataset.layout
     report = compute_cost_report(layout.catalog_dir)
     path = layout.reports_dir / "cost_report.parquet"
     write_parquet_atomically(pa.Table.from_pandas(report, preserve_index=False), path)
     total = report.iloc[-1]
-    return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(path)), "partitions": len(report) - 1,
-        "total_cost_usd": float(total["cost_usd"]), "total_images": int(total["images"]),
-        "total_billed_megapixels": int(total["billed_megapixels"]), "report": table_preview(report),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(path)),
+            "partitions": len(report) - 1,
+            "total_cost_usd": float(total["cost_usd"]),
+            "total_images": int(total["images"]),
+            "total_billed_megapixels": int(total["billed_megapixels"]),
+            "report": table_preview(report),
+        }
+    )
 
 
 # -- the work behind the asset bodies --------------------------------------------------------------
 
-def _write_prompt_rows(context: dg.AssetExecutionContext, outcomes, files: PartitionFiles) -> tuple[int, int, list]:
+
+def _write_prompt_rows(
+    context: dg.AssetExecutionContext, outcomes, files: PartitionFiles
+) -> tuple[int, int, list]:
     """prompts.parquet and rejects.parquet from the validated rows; (valid, Redux rows, first rejects)."""
     valid = redux_rows = 0
     rejects: list[dict] = []
-    with ParquetRowWriter(files.prompts, PROMPT_ROW_SCHEMA) as planned, \
-            ParquetRowWriter(files.rejects, REJECT_SCHEMA) as rejected:
+    with (
+        ParquetRowWriter(files.prompts, PROMPT_ROW_SCHEMA) as planned,
+        ParquetRowWriter(files.rejects, REJECT_SCHEMA) as rejected,
+    ):
         for outcome in outcomes:
             if isinstance(outcome, Reject):
                 rejected.write([vars(outcome)])
-                context.log.warning(f"row {outcome.row} (prompt_id {outcome.prompt_id!r}) rejected: "
-                                    f"{outcome.field}: {outcome.reason}")
+                context.log.warning(
+                    f"row {outcome.row} (prompt_id {outcome.prompt_id!r}) rejected: "
+                    f"{outcome.field}: {outcome.reason}"
+                )
                 rejects += [vars(outcome)] if len(rejects) < 20 else []
                 continue
             planned.write([prompt_row_record(outcome)])
@@ -136,19 +213,28 @@ def _write_prompt_rows(context: dg.AssetExecutionContext, outcomes, files: Parti
     return valid, redux_rows, rejects
 
 
-def _generation_step(context: dg.AssetExecutionContext, fal: BaseFalResource, dataset: DatasetResource, step: str,
-                     jobs, budget_left: float | None) -> dg.MaterializeResult:
+def _generation_step(
+    context: dg.AssetExecutionContext,
+    fal: BaseFalResource,
+    dataset: DatasetResource,
+    step: str,
+    jobs,
+    budget_left: float | None,
+) -> dg.MaterializeResult:
     """Run the step, persist its failures (its rows are written as they come), then report; fail
     loudly when the budget stopped it."""
     files = dataset.layout.partition_files(context.partition_key)
     with CatalogRowWriter(files.step_rows(step)) as rows:
         tally = run_generation_step(context, fal, dataset, jobs, budget_left, rows)
-    write_parquet_atomically(pa.Table.from_pylist(tally.failures, schema=FAILURE_SCHEMA), files.step_failures(step))
+    write_parquet_atomically(
+        pa.Table.from_pylist(tally.failures, schema=FAILURE_SCHEMA), files.step_failures(step)
+    )
     metadata = step_metadata(tally, rows)
     if tally.budget_stopped:
         raise dg.Failure(
-            description=f"budget of ${dataset.budget_usd:.2f} for partition {context.partition_key!r} reached: "
-                        f"spent ${metadata['cost_usd']:.2f} in this step, {tally.not_sent} request(s) not sent",
+            description=f"budget of ${dataset.budget_usd:.2f} for partition {context.partition_key!r} "
+            "reached: "
+            f"spent ${metadata['cost_usd']:.2f} in this step, {tally.not_sent} request(s) not sent",
             metadata={**metadata, "requests_not_sent": tally.not_sent, "budget_usd": dataset.budget_usd},
         )
     return dg.MaterializeResult(metadata=metadata)

@@ -18,8 +18,9 @@ from .resources import DatasetResource
 EXAMPLES = 10
 
 
-def _partition_rows(context: dg.AssetCheckExecutionContext, dataset: DatasetResource,
-                    columns: list[str]) -> Iterator[dict]:
+def _partition_rows(
+    context: dg.AssetCheckExecutionContext, dataset: DatasetResource, columns: list[str]
+) -> Iterator[dict]:
     for batch in iter_partition(dataset.layout.catalog_dir, context.partition_key, columns):
         yield from batch.to_pylist()
 
@@ -28,9 +29,15 @@ def _examples(image_ids: list[str]) -> str:
     return ", ".join(image_ids[:EXAMPLES]) or "none"
 
 
-@dg.asset_check(asset=catalog, partitions_def=prompt_tables, blocking=True,
-                description="Every catalog row's file exists and has the recorded SHA-256.")
-def files_match_hashes(context: dg.AssetCheckExecutionContext, dataset: DatasetResource) -> dg.AssetCheckResult:
+@dg.asset_check(
+    asset=catalog,
+    partitions_def=prompt_tables,
+    blocking=True,
+    description="Every catalog row's file exists and has the recorded SHA-256.",
+)
+def files_match_hashes(
+    context: dg.AssetCheckExecutionContext, dataset: DatasetResource
+) -> dg.AssetCheckResult:
     root = dataset.layout.outputs_dir
     rows, problems, examples = 0, {"missing": 0, "hash mismatch": 0}, []
     for row in _partition_rows(context, dataset, ["image_id", "file_path", "content_hash"]):
@@ -39,51 +46,93 @@ def files_match_hashes(context: dg.AssetCheckExecutionContext, dataset: DatasetR
             problems[problem] += 1
             if len(examples) < EXAMPLES:
                 examples.append(row["image_id"])
-    return dg.AssetCheckResult(passed=not any(problems.values()), metadata={
-        "rows": rows, "missing_files": problems["missing"], "hash_mismatches": problems["hash mismatch"],
-        "examples": _examples(examples)})
+    return dg.AssetCheckResult(
+        passed=not any(problems.values()),
+        metadata={
+            "rows": rows,
+            "missing_files": problems["missing"],
+            "hash_mismatches": problems["hash mismatch"],
+            "examples": _examples(examples),
+        },
+    )
 
 
-@dg.asset_check(asset=catalog, partitions_def=prompt_tables, blocking=True,
-                description="No image id appears twice in the partition.")
+@dg.asset_check(
+    asset=catalog,
+    partitions_def=prompt_tables,
+    blocking=True,
+    description="No image id appears twice in the partition.",
+)
 def unique_image_ids(context: dg.AssetCheckExecutionContext, dataset: DatasetResource) -> dg.AssetCheckResult:
     # Holds the one id column in Arrow (about 30 bytes a row), not the partition.
     batches = iter_partition(dataset.layout.catalog_dir, context.partition_key, ["image_id"])
     ids = pa.chunked_array([batch["image_id"] for batch in batches], type=pa.string())
     counts = pc.value_counts(ids)
     duplicates = sorted(counts.filter(pc.greater(counts.field("counts"), 1)).field("values").to_pylist())
-    return dg.AssetCheckResult(passed=not duplicates, metadata={
-        "rows": len(ids), "duplicate_ids": len(duplicates), "examples": _examples(duplicates)})
+    return dg.AssetCheckResult(
+        passed=not duplicates,
+        metadata={"rows": len(ids), "duplicate_ids": len(duplicates), "examples": _examples(duplicates)},
+    )
 
 
-@dg.asset_check(asset=catalog, partitions_def=prompt_tables,
-                description="Each row's cost recomputes from its width, height, megapixel size and price.")
+@dg.asset_check(
+    asset=catalog,
+    partitions_def=prompt_tables,
+    description="Each row's cost recomputes from its width, height, megapixel size and price.",
+)
 def cost_recomputes(context: dg.AssetCheckExecutionContext, dataset: DatasetResource) -> dg.AssetCheckResult:
     rows, cost, wrong, examples = 0, 0.0, 0, []
-    columns = ["image_id", "width", "height", "megapixel_size", "billed_megapixels", "price_per_megapixel", "cost_usd"]
+    columns = [
+        "image_id",
+        "width",
+        "height",
+        "megapixel_size",
+        "billed_megapixels",
+        "price_per_megapixel",
+        "cost_usd",
+    ]
     for row in _partition_rows(context, dataset, columns):
         rows, cost = rows + 1, cost + row["cost_usd"]
         megapixels = billed_megapixels(row["width"], row["height"], row["megapixel_size"])
-        if (megapixels != row["billed_megapixels"]
-                or abs(megapixels * row["price_per_megapixel"] - row["cost_usd"]) > 1e-9):
+        if (
+            megapixels != row["billed_megapixels"]
+            or abs(megapixels * row["price_per_megapixel"] - row["cost_usd"]) > 1e-9
+        ):
             wrong += 1
             if len(examples) < EXAMPLES:
                 examples.append(row["image_id"])
-    return dg.AssetCheckResult(passed=not wrong, metadata={
-        "rows": rows, "wrong_costs": wrong, "examples": _examples(examples), "cost_usd": round(cost, 6)})
+    return dg.AssetCheckResult(
+        passed=not wrong,
+        metadata={
+            "rows": rows,
+            "wrong_costs": wrong,
+            "examples": _examples(examples),
+            "cost_usd": round(cost, 6),
+        },
+    )
 
 
-@dg.asset_check(asset=catalog, partitions_def=prompt_tables,
-                description="Warns when the share of NSFW-flagged images exceeds the configured rate.")
+@dg.asset_check(
+    asset=catalog,
+    partitions_def=prompt_tables,
+    description="Warns when the share of NSFW-flagged images exceeds the configured rate.",
+)
 def nsfw_rate(context: dg.AssetCheckExecutionContext, dataset: DatasetResource) -> dg.AssetCheckResult:
     images = flagged = 0
     for batch in iter_partition(dataset.layout.catalog_dir, context.partition_key, ["nsfw"]):
         images += batch.num_rows
         flagged += pc.sum(pc.cast(batch["nsfw"], pa.int64())).as_py() or 0
     rate = flagged / images if images else 0.0
-    return dg.AssetCheckResult(passed=rate <= dataset.nsfw_warn_rate, severity=dg.AssetCheckSeverity.WARN,
-                               metadata={"nsfw_rate": round(rate, 4), "threshold": dataset.nsfw_warn_rate,
-                                         "nsfw_images": flagged, "images": images})
+    return dg.AssetCheckResult(
+        passed=rate <= dataset.nsfw_warn_rate,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "nsfw_rate": round(rate, 4),
+            "threshold": dataset.nsfw_warn_rate,
+            "nsfw_images": flagged,
+            "images": images,
+        },
+    )
 
 
 CATALOG_CHECKS = [files_match_hashes, unique_image_ids, cost_recomputes, nsfw_rate]

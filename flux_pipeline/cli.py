@@ -17,8 +17,9 @@ def _emulator(args: argparse.Namespace) -> int:
     from .emulator.engine import EmulatorConfig
     from .emulator.server import serve_forever
 
-    config = EmulatorConfig(latency=args.latency, queue_delay=args.queue_delay, runners=args.runners,
-                            random_seed=args.random_seed)
+    config = EmulatorConfig(
+        latency=args.latency, queue_delay=args.queue_delay, runners=args.runners, random_seed=args.random_seed
+    )
     print(f"fal emulator on http://{args.host}:{args.port} (queue at /, sync at /run, storage at /storage)")
     serve_forever(config, args.host, args.port)
     return 0
@@ -68,8 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8765)
     emulator.add_argument("--latency", type=float, default=0.5, help="seconds a request runs")
-    emulator.add_argument("--queue-delay", type=float, default=0.0, help="seconds a request waits in the queue")
-    emulator.add_argument("--runners", type=int, default=None, help="requests run at once (default unlimited)")
+    emulator.add_argument(
+        "--queue-delay", type=float, default=0.0, help="seconds a request waits in the queue"
+    )
+    emulator.add_argument(
+        "--runners", type=int, default=None, help="requests run at once (default unlimited)"
+    )
     emulator.add_argument("--random-seed", type=int, default=0, help="seeds server-picked seeds")
     emulator.set_defaults(handler=_emulator)
     run = commands.add_parser("run", help="build the dataset for every prompt table (or --partition)")

@@ -2,11 +2,12 @@
 
 fal: with FAL_KEY set, `FalResource` calls fal.ai; without it, `EmulatedFalResource` runs the
 bundled emulator and says so in the run log. The choice is made here, once: nothing falls back
-from one to the other at run time. Values come through `dg.EnvVar`, resolved by Dagster when a
+from one to the other at run time. Strings come through `dg.EnvVar`, resolved by Dagster when a
 run starts (never stored in the definitions): FAL_KEY, FAL_QUEUE_URL, FAL_RUN_URL,
-FAL_STORAGE_URL, FLUX_MAX_CONCURRENCY, FLUX_DATA_DIR (a folder or an fsspec URL such as
-s3://bucket/prefix) and FLUX_LEDGER (a SQLite file or a postgresql:// URL; required when
-FLUX_DATA_DIR is a URL). FLUX_BUDGET_USD is read here (Dagster has no float EnvVar)."""
+FAL_STORAGE_URL, FLUX_DATA_DIR (a folder or an fsspec URL such as s3://bucket/prefix) and
+FLUX_LEDGER (a SQLite file or a postgresql:// URL; required when FLUX_DATA_DIR is a URL).
+Numbers are read here, so that their bounds are checked: FLUX_MAX_CONCURRENCY, FLUX_BUDGET_USD
+(Dagster's EnvVar.int bypasses field bounds, and it has no float EnvVar)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ from .checks import CATALOG_CHECKS
 from .resources import BaseFalResource, DatasetResource, EmulatedFalResource, FalResource
 
 
-def _env(name: str, default=None, of=dg.EnvVar):
-    """`of(name)` when the variable is set, else `default` (the field's own default when None)."""
-    return of(name) if name in os.environ else default
+def _env(name: str, of=dg.EnvVar):
+    """`of(name)` when the variable is set, else None (the field keeps its default)."""
+    return of(name) if os.environ.get(name) else None
 
 
 def _settings(**values) -> dict:
@@ -30,17 +31,23 @@ def _settings(**values) -> dict:
 
 
 def fal_from_env() -> BaseFalResource:
-    common = _settings(max_concurrency=_env("FLUX_MAX_CONCURRENCY", of=dg.EnvVar.int))
+    common = _settings(max_concurrency=_env("FLUX_MAX_CONCURRENCY", of=lambda name: int(os.environ[name])))
     if "FAL_KEY" not in os.environ:
         return EmulatedFalResource(**common)
-    return FalResource(key=dg.EnvVar("FAL_KEY"), **common, **_settings(
-        queue_url=_env("FAL_QUEUE_URL"), run_url=_env("FAL_RUN_URL"), storage_url=_env("FAL_STORAGE_URL")))
+    return FalResource(
+        key=dg.EnvVar("FAL_KEY"),
+        **common,
+        **_settings(
+            queue_url=_env("FAL_QUEUE_URL"), run_url=_env("FAL_RUN_URL"), storage_url=_env("FAL_STORAGE_URL")
+        ),
+    )
 
 
 def dataset_from_env() -> DatasetResource:
-    budget = os.environ.get("FLUX_BUDGET_USD")
-    return DatasetResource(**_settings(data_dir=_env("FLUX_DATA_DIR"), ledger=_env("FLUX_LEDGER"),
-                                       budget_usd=float(budget) if budget else None))
+    budget = _env("FLUX_BUDGET_USD", of=lambda name: float(os.environ[name]))
+    return DatasetResource(
+        **_settings(data_dir=_env("FLUX_DATA_DIR"), ledger=_env("FLUX_LEDGER"), budget_usd=budget)
+    )
 
 
 def make_definitions(fal: BaseFalResource, dataset: DatasetResource) -> dg.Definitions:

@@ -14,8 +14,15 @@ from .step_engine import FAILURE_SCHEMA, StepTally
 def table_preview(frame: pd.DataFrame, limit: int = 20) -> dg.MetadataValue:
     head = frame.head(limit).astype(object).where(frame.head(limit).notna(), None)
     columns = [dg.TableColumn(str(c), "string") for c in head.columns]
-    records = [dg.TableRecord({str(k): (v if isinstance(v, (int, float, bool)) or v is None else str(v))
-                               for k, v in row.items()}) for row in head.to_dict("records")]
+    records = [
+        dg.TableRecord(
+            {
+                str(k): (v if isinstance(v, (int, float, bool)) or v is None else str(v))
+                for k, v in row.items()
+            }
+        )
+        for row in head.to_dict("records")
+    ]
     return dg.MetadataValue.table(records, schema=dg.TableSchema(columns=columns))
 
 
@@ -23,16 +30,25 @@ def step_metadata(tally: StepTally, rows: CatalogRowWriter) -> dict:
     """Images, requests, cost, fal calls and retries, and fal latency quantiles of a generation step."""
     totals = rows.totals
     metadata = {
-        "images": totals.images, "requests_succeeded": rows.requests,
-        "requests_failed": len(tally.failures), "requests_reused": tally.reused,
-        "requests_resumed": tally.resumed, "cost_usd": round(totals.cost_usd, 6),
-        "billed_megapixels": totals.billed_megapixels, "nsfw_images": totals.nsfw_images,
-        "fal_calls": sum(tally.usage.calls.values()), "fal_retries": sum(tally.usage.retries.values()),
+        "images": totals.images,
+        "requests_succeeded": rows.requests,
+        "requests_failed": len(tally.failures),
+        "requests_reused": tally.reused,
+        "requests_resumed": tally.resumed,
+        "cost_usd": round(totals.cost_usd, 6),
+        "billed_megapixels": totals.billed_megapixels,
+        "nsfw_images": totals.nsfw_images,
+        "fal_calls": sum(tally.usage.calls.values()),
+        "fal_retries": sum(tally.usage.retries.values()),
         "fal_calls_by_kind": dg.MetadataValue.json(dict(tally.usage.calls)),
         "failures": table_preview(pd.DataFrame(tally.failures, columns=FAILURE_SCHEMA.names)),
     }
     if latencies := sorted(tally.latencies):
-        quantiles = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
+        quantiles = (
+            statistics.quantiles(latencies, n=100, method="inclusive")
+            if len(latencies) > 1
+            else latencies * 99
+        )
         for q in (50, 90, 99):
             metadata[f"fal_latency_p{q}_s"] = round(quantiles[q - 1], 3)
     return metadata

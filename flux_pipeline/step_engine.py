@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import pyarrow as pa
@@ -32,8 +32,16 @@ from .fal.client import FalUsage
 from .fal.models import billed_megapixels
 from .resources import BaseFalResource, DatasetResource
 
-FAILURE_SCHEMA = pa.schema([("prompt_id", pa.string()), ("endpoint", pa.string()), ("request_id", pa.string()),
-                            ("field", pa.string()), ("error", pa.string()), ("status_code", pa.int32())])
+FAILURE_SCHEMA = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("endpoint", pa.string()),
+        ("request_id", pa.string()),
+        ("field", pa.string()),
+        ("error", pa.string()),
+        ("status_code", pa.int32()),
+    ]
+)
 PROBLEM_LEVELS = ("WARN", "ERROR", "STDERR")
 
 
@@ -67,10 +75,22 @@ class StepTally:
     usage: FalUsage = field(default_factory=FalUsage)
 
 
-def failure_row(prompt_id: str, endpoint: str, request_id: str | None, field_name: str | None, error: str,
-                status_code: int | None = None) -> dict:
-    return {"prompt_id": prompt_id, "endpoint": endpoint, "request_id": request_id, "field": field_name,
-            "error": error, "status_code": status_code}
+def failure_row(
+    prompt_id: str,
+    endpoint: str,
+    request_id: str | None,
+    field_name: str | None,
+    error: str,
+    status_code: int | None = None,
+) -> dict:
+    return {
+        "prompt_id": prompt_id,
+        "endpoint": endpoint,
+        "request_id": request_id,
+        "field": field_name,
+        "error": error,
+        "status_code": status_code,
+    }
 
 
 def request_cost(dataset: DatasetResource, job: GenerationJob) -> float:
@@ -80,6 +100,7 @@ def request_cost(dataset: DatasetResource, job: GenerationJob) -> float:
 
 
 # -- triage ----------------------------------------------------------------------------------------
+
 
 def triage(job: GenerationJob, entry: LedgerEntry | None, files: PartitionFiles) -> Reuse | Resume | Send:
     if entry is None or entry.fingerprint != job.fingerprint:
@@ -95,6 +116,7 @@ def triage(job: GenerationJob, entry: LedgerEntry | None, files: PartitionFiles)
 
 # -- admit -----------------------------------------------------------------------------------------
 
+
 def admit(verdict: Resume | Send, cost: float, budget_left: float | None, tally: StepTally) -> bool:
     if isinstance(verdict, Send) and (
         tally.budget_stopped or (budget_left is not None and tally.committed_usd + cost > budget_left + 1e-9)
@@ -108,6 +130,7 @@ def admit(verdict: Resume | Send, cost: float, budget_left: float | None, tally:
 
 
 # -- record ----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class StepOutput:
@@ -129,7 +152,9 @@ def record_reuse(reuse: Reuse, out: StepOutput, tally: StepTally) -> None:
 
 
 def record_row_failure(failure: RowFailure, out: StepOutput, tally: StepTally) -> None:
-    tally.failures.append(failure_row(failure.prompt_id, failure.endpoint, None, failure.field, failure.error))
+    tally.failures.append(
+        failure_row(failure.prompt_id, failure.endpoint, None, failure.field, failure.error)
+    )
     out.log.warning(f"prompt_id {failure.prompt_id!r} ({failure.endpoint}): {failure.field}: {failure.error}")
 
 
@@ -139,16 +164,20 @@ def record(outcome: Outcome, out: StepOutput, tally: StepTally) -> None:
         if line.get("level") in PROBLEM_LEVELS:
             out.log.warning(f"fal {outcome.request_id}: {line.get('message', '')}")
     if outcome.logs:
-        out.log.debug(f"fal {outcome.request_id} logs: {' | '.join(str(l.get('message', '')) for l in outcome.logs)}")
+        messages = " | ".join(str(line.get("message", "")) for line in outcome.logs)
+        out.log.debug(f"fal {outcome.request_id} logs: {messages}")
     if isinstance(outcome, GenerationFailure):
         # A definitive answer from fal (a rejected submit, or a 4xx result such as 422 or cancelled)
         # is not billed: a re-run may send it again. Anything else stays resumable in the ledger.
         code = outcome.status_code
-        if code is not None and (outcome.request_id is None or (400 <= code < 500 and code not in (408, 429))):
+        if code is not None and (
+            outcome.request_id is None or (400 <= code < 500 and code not in (408, 429))
+        ):
             out.ledger.failed(job, outcome.error)
         field_name = outcome.field_errors[0][0] if outcome.field_errors else None
-        tally.failures.append(failure_row(job.prompt_id, job.endpoint, outcome.request_id, field_name,
-                                          outcome.error, code))
+        tally.failures.append(
+            failure_row(job.prompt_id, job.endpoint, outcome.request_id, field_name, outcome.error, code)
+        )
         out.log.warning(f"request for prompt_id {job.prompt_id!r} ({job.endpoint}) failed: {outcome.error}")
         return
     rows = catalog_rows(outcome, out)
@@ -163,31 +192,58 @@ def catalog_rows(outcome: Generation, out: StepOutput) -> list[dict]:
     lineage = job.origin or Lineage()
     width, height = data.size()
     flags = outcome.output.has_nsfw_concepts or [False] * len(outcome.files)
-    created = datetime.now(timezone.utc)
+    created = datetime.now(UTC)
     megapixels = billed_megapixels(width, height, dataset.megapixel_size)
     rows = []
     for index, (file, nsfw) in enumerate(zip(outcome.files, flags, strict=True)):
-        image = store_image(out.files.images_dir, image_id(out.partition, job.prompt_id, job.endpoint, index),
-                            file.data, data.output_format)
-        rows.append({
-            "image_id": image.path.stem, "partition": out.partition, "prompt_id": job.prompt_id,
-            "prompt": data.prompt, "returned_prompt": outcome.output.prompt, "endpoint": job.endpoint,
-            "request_id": outcome.request_id, "image_index": index, "seed": outcome.output.seed,
-            "width": width, "height": height, "output_format": data.output_format,
-            "content_hash": image.sha256, "file_path": f"{out.partition}/images/{image.path.name}",
-            "file_bytes": image.size_bytes, "nsfw": bool(nsfw), "billed_megapixels": megapixels,
-            "price_per_megapixel": dataset.price_per_megapixel, "megapixel_size": dataset.megapixel_size,
-            "cost_usd": dataset.cost_of(megapixels), "parent_image_id": lineage.parent_image_id,
-            "parent_source": lineage.parent_source, "latency_s": round(outcome.latency_s, 4),
-            "run_id": out.run_id, "code_version": __version__, "created_at": created,
-        })
+        image = store_image(
+            out.files.images_dir,
+            image_id(out.partition, job.prompt_id, job.endpoint, index),
+            file.data,
+            data.output_format,
+        )
+        rows.append(
+            {
+                "image_id": image.path.stem,
+                "partition": out.partition,
+                "prompt_id": job.prompt_id,
+                "prompt": data.prompt,
+                "returned_prompt": outcome.output.prompt,
+                "endpoint": job.endpoint,
+                "request_id": outcome.request_id,
+                "image_index": index,
+                "seed": outcome.output.seed,
+                "width": width,
+                "height": height,
+                "output_format": data.output_format,
+                "content_hash": image.sha256,
+                "file_path": f"{out.partition}/images/{image.path.name}",
+                "file_bytes": image.size_bytes,
+                "nsfw": bool(nsfw),
+                "billed_megapixels": megapixels,
+                "price_per_megapixel": dataset.price_per_megapixel,
+                "megapixel_size": dataset.megapixel_size,
+                "cost_usd": dataset.cost_of(megapixels),
+                "parent_image_id": lineage.parent_image_id,
+                "parent_source": lineage.parent_source,
+                "latency_s": round(outcome.latency_s, 4),
+                "run_id": out.run_id,
+                "code_version": __version__,
+                "created_at": created,
+            }
+        )
     return rows
 
 
 # -- the step --------------------------------------------------------------------------------------
 
-def jobs_to_send(planned: Iterable[GenerationJob | RowFailure], out: StepOutput, budget_left: float | None,
-                 tally: StepTally) -> Iterator[GenerationJob]:
+
+def jobs_to_send(
+    planned: Iterable[GenerationJob | RowFailure],
+    out: StepOutput,
+    budget_left: float | None,
+    tally: StepTally,
+) -> Iterator[GenerationJob]:
     """Triage and admit, a job at a time, as the batch asks for the next one."""
     for item in planned:
         if isinstance(item, RowFailure):
@@ -200,18 +256,35 @@ def jobs_to_send(planned: Iterable[GenerationJob | RowFailure], out: StepOutput,
             yield verdict.job
 
 
-def run_generation_step(context: dg.AssetExecutionContext, fal: BaseFalResource, dataset: DatasetResource,
-                        planned: Iterable[GenerationJob | RowFailure], budget_left: float | None,
-                        rows: CatalogRowWriter) -> StepTally:
+def run_generation_step(
+    context: dg.AssetExecutionContext,
+    fal: BaseFalResource,
+    dataset: DatasetResource,
+    planned: Iterable[GenerationJob | RowFailure],
+    budget_left: float | None,
+    rows: CatalogRowWriter,
+) -> StepTally:
     """Jobs are drawn lazily and only requests in flight are held, so memory stays flat as the
     partition grows; every output image's row goes to `rows` as soon as its file is stored."""
     tally = StepTally()
     partition = context.partition_key
     with RequestLedger(dataset.ledger_location()) as ledger:
-        out = StepOutput(partition, context.run.run_id, dataset.layout.partition_files(partition), rows,
-                         ledger.partition(partition, dataset.lost_request_wait), dataset, context.log)
-        outcomes = fal.generate(jobs_to_send(planned, out, budget_left, tally), ledger=out.ledger,
-                                usage=tally.usage, log=context.log, max_file_bytes=dataset.max_download_bytes)
+        out = StepOutput(
+            partition,
+            context.run.run_id,
+            dataset.layout.partition_files(partition),
+            rows,
+            ledger.partition(partition, dataset.lost_request_wait),
+            dataset,
+            context.log,
+        )
+        outcomes = fal.generate(
+            jobs_to_send(planned, out, budget_left, tally),
+            ledger=out.ledger,
+            usage=tally.usage,
+            log=context.log,
+            max_file_bytes=dataset.max_download_bytes,
+        )
         with closing(outcomes):
             for outcome in outcomes:
                 record(outcome, out, tally)

@@ -29,8 +29,10 @@ SUPPORTED = "0.29."
 
 def check_version(installed: str) -> None:
     if not installed.startswith(SUPPORTED):
-        raise RuntimeError(f"PoolSafePostgresEventLogStorage was written for dagster-postgres {SUPPORTED}x, not "
-                           f"{installed}: check its _claim_concurrency_slot and update flux_pipeline_deploy")
+        raise RuntimeError(
+            f"PoolSafePostgresEventLogStorage was written for dagster-postgres {SUPPORTED}x, not "
+            f"{installed}: check its _claim_concurrency_slot and update flux_pipeline_deploy"
+        )
 
 
 check_version(version("dagster-postgres"))
@@ -48,7 +50,9 @@ class PoolSafePostgresEventLogStorage(PostgresEventLogStorage):
             token_provider=get_token_provider_from_config(config_value),
         )
 
-    def _claim_concurrency_slot(self, concurrency_key: str, run_id: str, step_key: str) -> ConcurrencySlotStatus:
+    def _claim_concurrency_slot(
+        self, concurrency_key: str, run_id: str, step_key: str
+    ) -> ConcurrencySlotStatus:
         free_slot = db.and_(
             ConcurrencySlotsTable.c.concurrency_key == concurrency_key,
             ConcurrencySlotsTable.c.step_key == None,  # noqa: E711

@@ -68,8 +68,11 @@ def s3(monkeypatch, bucket):
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(name, value)
     options = {"endpoint_url": f"http://{host}:{port}"}
     s3fs.S3FileSystem.clear_instance_cache()
@@ -91,8 +94,9 @@ def resource_for(server: EmulatorServer, **overrides) -> FalResource:
 
 def resource_for_url(url: str, **overrides) -> FalResource:
     urls = FalUrls.single_base(url)
-    return FalResource(key=SECRET_KEY, queue_url=urls.queue, run_url=urls.run, storage_url=urls.storage,
-                       **overrides)
+    return FalResource(
+        key=SECRET_KEY, queue_url=urls.queue, run_url=urls.run, storage_url=urls.storage, **overrides
+    )
 
 
 def free_port() -> int:

@@ -39,29 +39,52 @@ class Project:
     def catalog(self, partitions: list[str] | None = None):
         return read_catalog(self.dataset.layout.catalog_dir, partitions)
 
-    def with_settings(self, **changes) -> "Project":
+    def with_settings(self, **changes) -> Project:
         dataset = DatasetResource(**{**self.dataset.model_dump(), **changes})
-        return Project(self.root, self.emulator, self.instance, dataset,
-                       make_definitions(self.defs.resources["fal"], dataset))
+        return Project(
+            self.root,
+            self.emulator,
+            self.instance,
+            dataset,
+            make_definitions(self.defs.resources["fal"], dataset),
+        )
 
 
 def dataset_for(root: Path) -> DatasetResource:
     return DatasetResource(data_dir=str(root), lost_request_wait=3)
 
 
-def make_project(root: Path, emulator: EmulatorServer, instance: dg.DagsterInstance, *, samples: bool = True,
-                 **fal_overrides) -> Project:
+def make_project(
+    root: Path,
+    emulator: EmulatorServer,
+    instance: dg.DagsterInstance,
+    *,
+    samples: bool = True,
+    **fal_overrides,
+) -> Project:
     if samples:
         shutil.copytree(SAMPLE_PROMPTS, root / "prompts")
     dataset = dataset_for(root)
-    return Project(root, emulator, instance, dataset,
-                   make_definitions(resource_for(emulator, **fal_overrides), dataset))
+    return Project(
+        root, emulator, instance, dataset, make_definitions(resource_for(emulator, **fal_overrides), dataset)
+    )
 
 
 def write_table(path: Path | UPath, rows: int, prefix: str = "p") -> None:
     """A prompt table of `rows` small square prompts with seeds (a local or object-store path)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as stream:
-        pq.write_table(pa.Table.from_pylist([
-            {"prompt_id": f"{prefix}{i:04d}", "prompt": f"synthetic scene number {i}", "image_size": "square",
-             "seed": i} for i in range(rows)]), stream)
+        pq.write_table(
+            pa.Table.from_pylist(
+                [
+                    {
+                        "prompt_id": f"{prefix}{i:04d}",
+                        "prompt": f"synthetic scene number {i}",
+                        "image_size": "square",
+                        "seed": i,
+                    }
+                    for i in range(rows)
+                ]
+            ),
+            stream,
+        )

@@ -8,17 +8,28 @@ import pytest
 from upath import UPath
 
 from flux_pipeline.dataset.catalog import (
-    PARTITION_COLUMN, CATALOG_SCHEMA, CatalogSummary, iter_partition, partition_file, read_catalog, replace_partition,
+    CATALOG_SCHEMA,
+    PARTITION_COLUMN,
+    CatalogSummary,
+    iter_partition,
+    partition_file,
+    read_catalog,
+    replace_partition,
 )
 
 
 def catalog_rows(partition: str, start: int, count: int) -> pa.RecordBatch:
     values = {field.name: [None] * count for field in CATALOG_SCHEMA}
-    values.update({
-        "image_id": [f"img{i:05d}" for i in range(start, start + count)], "partition": [partition] * count,
-        "file_path": [f"{partition}/images/img{i:05d}.jpg" for i in range(start, start + count)],
-        "cost_usd": [0.04] * count, "billed_megapixels": [1] * count, "nsfw": [i % 10 == 0 for i in range(count)],
-    })
+    values.update(
+        {
+            "image_id": [f"img{i:05d}" for i in range(start, start + count)],
+            "partition": [partition] * count,
+            "file_path": [f"{partition}/images/img{i:05d}.jpg" for i in range(start, start + count)],
+            "cost_usd": [0.04] * count,
+            "billed_megapixels": [1] * count,
+            "nsfw": [i % 10 == 0 for i in range(count)],
+        }
+    )
     return pa.RecordBatch.from_pydict(values, schema=CATALOG_SCHEMA)
 
 
@@ -51,5 +62,7 @@ def test_a_failed_rewrite_keeps_the_partition_as_it_was(tmp_path):
     with pytest.raises(OSError, match="unreadable"):
         replace_partition(root, "big", failing())
     assert partition_file(root, "big").read_bytes() == before
-    assert [p.name for p in partition_file(root, "big").parent.iterdir()] == ["data.parquet"], "no temporary left"
+    assert [p.name for p in partition_file(root, "big").parent.iterdir()] == ["data.parquet"], (
+        "no temporary left"
+    )
     assert list(iter_partition(root, "missing", ["image_id"])) == []

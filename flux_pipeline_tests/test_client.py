@@ -25,17 +25,27 @@ def run(server, coro_fn, **client_kwargs):
     async def main():
         async with FalClient(SECRET_KEY, urls_for(server), **client_kwargs) as fal:
             return await coro_fn(fal)
+
     return asyncio.run(main())
 
 
 def test_text_to_image_round_trip_with_every_field(emulator):
-    data = {"prompt": "Extreme close-up of a tiger eye", "image_size": {"width": 640, "height": 480},
-            "seed": 1234, "sync_mode": False, "num_images": 2, "output_format": "png",
-            "safety_tolerance": 4, "enhance_prompt": True}
+    data = {
+        "prompt": "Extreme close-up of a tiger eye",
+        "image_size": {"width": 640, "height": 480},
+        "seed": 1234,
+        "sync_mode": False,
+        "num_images": 2,
+        "output_format": "png",
+        "safety_tolerance": 4,
+        "enhance_prompt": True,
+    }
     logs = []
 
     async def flow(fal):
-        request_id, output = await fal.subscribe(TEXT_TO_IMAGE, data, on_log=lambda rid, line: logs.append((rid, line)))
+        request_id, output = await fal.subscribe(
+            TEXT_TO_IMAGE, data, on_log=lambda rid, line: logs.append((rid, line))
+        )
         files = [await fal.download(image.url) for image in output.images]
         return request_id, output, files
 
@@ -57,12 +67,23 @@ def test_text_to_image_round_trip_with_every_field(emulator):
 def test_redux_round_trip_with_every_field(emulator):
     async def flow(fal):
         _, parent = await fal.subscribe(TEXT_TO_IMAGE, {"prompt": "a lighthouse", "seed": 7})
-        return await fal.subscribe(REDUX, {
-            "image_url": parent.images[0].url, "prompt": "at night", "image_size": "square",
-            "seed": 99, "sync_mode": False, "num_images": 3, "output_format": "jpeg",
-            "safety_tolerance": "1", "enhance_prompt": False, "num_inference_steps": 12,
-            "guidance_scale": 7.5,
-        }, on_log=lambda rid, line: logs.append(line["message"]))
+        return await fal.subscribe(
+            REDUX,
+            {
+                "image_url": parent.images[0].url,
+                "prompt": "at night",
+                "image_size": "square",
+                "seed": 99,
+                "sync_mode": False,
+                "num_images": 3,
+                "output_format": "jpeg",
+                "safety_tolerance": "1",
+                "enhance_prompt": False,
+                "num_inference_steps": 12,
+                "guidance_scale": 7.5,
+            },
+            on_log=lambda rid, line: logs.append(line["message"]),
+        )
 
     logs: list[str] = []
     _, output = run(emulator, flow)
@@ -76,8 +97,10 @@ def test_redux_round_trip_with_every_field(emulator):
 @pytest.mark.parametrize("output_format,mime", [("jpeg", "image/jpeg"), ("png", "image/png")])
 def test_sync_mode_returns_data_uris(emulator, output_format, mime):
     async def flow(fal):
-        _, output = await fal.subscribe(TEXT_TO_IMAGE, {"prompt": "x", "sync_mode": True, "image_size": "square",
-                                                        "output_format": output_format})
+        _, output = await fal.subscribe(
+            TEXT_TO_IMAGE,
+            {"prompt": "x", "sync_mode": True, "image_size": "square", "output_format": output_format},
+        )
         return output, await fal.download(output.images[0].url)
 
     output, (blob, content_type) = run(emulator, flow)
@@ -88,8 +111,13 @@ def test_sync_mode_returns_data_uris(emulator, output_format, mime):
 
 @pytest.mark.parametrize("num_images", [1, 2, 3, 4])
 def test_num_images_each_with_one_nsfw_flag(emulator, num_images):
-    safe = run(emulator, lambda fal: fal.subscribe(TEXT_TO_IMAGE, {"prompt": "a cat", "num_images": num_images}))[1]
-    flagged = run(emulator, lambda fal: fal.subscribe(TEXT_TO_IMAGE, {"prompt": "an NSFW cat", "num_images": num_images}))[1]
+    safe = run(
+        emulator, lambda fal: fal.subscribe(TEXT_TO_IMAGE, {"prompt": "a cat", "num_images": num_images})
+    )[1]
+    flagged = run(
+        emulator,
+        lambda fal: fal.subscribe(TEXT_TO_IMAGE, {"prompt": "an NSFW cat", "num_images": num_images}),
+    )[1]
     assert len(safe.images) == len(safe.has_nsfw_concepts) == num_images
     assert safe.has_nsfw_concepts == [False] * num_images
     assert flagged.has_nsfw_concepts == [True] * num_images
@@ -97,13 +125,20 @@ def test_num_images_each_with_one_nsfw_flag(emulator, num_images):
 
 def test_seed_determinism(emulator):
     async def image_hash(fal, **extra):
-        _, output = await fal.subscribe(TEXT_TO_IMAGE, {"prompt": "a red fox", "image_size": "square", **extra})
+        _, output = await fal.subscribe(
+            TEXT_TO_IMAGE, {"prompt": "a red fox", "image_size": "square", **extra}
+        )
         blob, _ = await fal.download(output.images[0].url)
         return output.seed, hashlib.sha256(blob).hexdigest()
 
     async def flow(fal):
-        return [await image_hash(fal, seed=42), await image_hash(fal, seed=42), await image_hash(fal, seed=43),
-                await image_hash(fal), await image_hash(fal)]
+        return [
+            await image_hash(fal, seed=42),
+            await image_hash(fal, seed=42),
+            await image_hash(fal, seed=43),
+            await image_hash(fal),
+            await image_hash(fal),
+        ]
 
     same_a, same_b, other_seed, random_a, random_b = run(emulator, flow)
     assert same_a == same_b
@@ -167,6 +202,7 @@ def test_cancel_of_a_queued_request(slow_emulator):
 
 def test_upload_local_image_then_redux(emulator, tmp_path):
     from PIL import Image
+
     source = tmp_path / "source photo.png"
     Image.new("RGB", (300, 200), (10, 120, 200)).save(source)
 
@@ -181,7 +217,10 @@ def test_upload_local_image_then_redux(emulator, tmp_path):
 
 def test_redux_with_unreadable_image_is_a_field_error(emulator):
     with pytest.raises(FalApiError) as caught:
-        run(emulator, lambda fal: fal.subscribe(REDUX, {"image_url": "data:image/png;base64,bm90IGFuIGltYWdl"}))
+        run(
+            emulator,
+            lambda fal: fal.subscribe(REDUX, {"image_url": "data:image/png;base64,bm90IGFuIGltYWdl"}),
+        )
     assert caught.value.status_code == 422 and caught.value.field_errors[0][0] == "image_url"
 
 
@@ -196,8 +235,14 @@ def test_polling_and_stream_give_the_same_logs():
         results = {}
         for mode in ("poll", "stream"):
             lines = []
-            run(server, lambda fal: fal.subscribe(TEXT_TO_IMAGE, {"prompt": "x"}, on_log=lambda r, l: lines.append(l["message"])),
-                status_updates=mode, poll_interval=0.05)
+            run(
+                server,
+                lambda fal, lines=lines: fal.subscribe(
+                    TEXT_TO_IMAGE, {"prompt": "x"}, on_log=lambda _, line: lines.append(line["message"])
+                ),
+                status_updates=mode,
+                poll_interval=0.05,
+            )
             results[mode] = lines
         assert results["poll"] == results["stream"] == [f"step {k}/28" for k in range(1, 29)]
 

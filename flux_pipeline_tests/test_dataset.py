@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
 import math
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -71,11 +71,17 @@ def test_whole_graph_catalog_matches_what_the_emulator_returned(project):
 
     by_prompt = catalog.set_index(["prompt_id", "endpoint", "image_index"])
     assert by_prompt.loc[("owl-01", TEXT_TO_IMAGE, 1), "seed"] == 102, "two images, one seed"
-    assert (by_prompt.loc[("otter-01", TEXT_TO_IMAGE, 0), ["width", "height", "output_format"]].tolist()
-            == [640, 480, "png"])
+    assert by_prompt.loc[("otter-01", TEXT_TO_IMAGE, 0), ["width", "height", "output_format"]].tolist() == [
+        640,
+        480,
+        "png",
+    ]
     heron_parent = by_prompt.loc[("heron-01", TEXT_TO_IMAGE, 0), "image_id"]
     heron_redux = by_prompt.loc[("heron-01", REDUX, 0)]
-    assert heron_redux["parent_image_id"] == heron_parent and heron_redux["prompt"] == "the same heron, watercolour"
+    assert (
+        heron_redux["parent_image_id"] == heron_parent
+        and heron_redux["prompt"] == "the same heron, watercolour"
+    )
     coast_redux = by_prompt.loc[("coast-01", REDUX, 0)]
     assert pd.isna(coast_redux["parent_image_id"])
     assert coast_redux["parent_source"].endswith("source_images/lighthouse.png")
@@ -84,7 +90,9 @@ def test_whole_graph_catalog_matches_what_the_emulator_returned(project):
     assert desert["returned_prompt"] != desert["prompt"], "enhance_prompt returns the enhanced prompt"
     assert "lynx-01" not in set(catalog["prompt_id"])
 
-    report = pd.read_parquet(project.dataset.layout.reports_dir / "cost_report.parquet").set_index("partition")
+    report = pd.read_parquet(project.dataset.layout.reports_dir / "cost_report.parquet").set_index(
+        "partition"
+    )
     assert report.loc["animals", "images"] == 7 and report.loc["landscapes", "images"] == 4
     assert report.loc["TOTAL", "cost_usd"] == pytest.approx(0.44)
     assert report.loc["TOTAL", "redux_images"] == 2
@@ -92,10 +100,15 @@ def test_whole_graph_catalog_matches_what_the_emulator_returned(project):
 
 def test_materialization_metadata(project):
     result = project.run("animals")
-    metadata = {m.asset_key.to_user_string(): m.metadata for m in result.get_asset_materialization_events()
-                and [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]}
+    metadata = {
+        m.asset_key.to_user_string(): m.metadata
+        for m in result.get_asset_materialization_events()
+        and [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]
+    }
     assert metadata["prompts"]["rejected_rows"].value == 1
-    assert metadata["images"]["images"].value == 6 and metadata["images"]["cost_usd"].value == pytest.approx(0.24)
+    assert metadata["images"]["images"].value == 6 and metadata["images"]["cost_usd"].value == pytest.approx(
+        0.24
+    )
     assert metadata["images"]["fal_latency_p50_s"].value > 0
     assert metadata["catalog"]["preview"].value.startswith("![animals contact sheet](data:image/png;base64,")
     assert len(metadata["catalog"]["catalog_preview"].value.records) == 7
@@ -125,23 +138,49 @@ def test_rematerializing_replaces_the_partition_rows(project):
 
 def test_invalid_row_is_rejected_with_its_reason_and_neighbours_succeed(project):
     assert project.run("animals").success
-    rejects = pq.read_table(project.dataset.layout.partition_files("animals").folder / "rejects.parquet").to_pylist()
-    assert rejects == [{"row": 4, "prompt_id": "lynx-01", "field": "num_images",
-                        "reason": "Input should be less than or equal to 4"}]
+    rejects = pq.read_table(
+        project.dataset.layout.partition_files("animals").folder / "rejects.parquet"
+    ).to_pylist()
+    assert rejects == [
+        {
+            "row": 4,
+            "prompt_id": "lynx-01",
+            "field": "num_images",
+            "reason": "Input should be less than or equal to 4",
+        }
+    ]
     assert set(project.catalog()["prompt_id"]) == {"fox-01", "owl-01", "otter-01", "heron-01", "seal-01"}
 
 
 def test_redux_images_must_be_files_inside_the_prompts_folder(project, tmp_path):
     outside = tmp_path / "private.png"
-    outside.write_bytes((project.dataset.layout.prompts_dir / "source_images" / "lighthouse.png").read_bytes())
+    outside.write_bytes(
+        (project.dataset.layout.prompts_dir / "source_images" / "lighthouse.png").read_bytes()
+    )
     (project.dataset.layout.prompts_dir / "source_images" / "link.png").symlink_to(outside)
-    sources = ["../private.png", str(outside), "s3://someone-else/image.png", "source_images/link.png",
-               "source_images/missing.png", "source_images/lighthouse.png"]
-    pq.write_table(pa.table({"prompt_id": [f"r{i}" for i in range(len(sources))], "prompt": ["a lighthouse"] * len(sources),
-                             "image_size": ["square"] * len(sources), "redux_image": sources}),
-                   project.dataset.layout.prompts_dir / "sources.parquet")
+    sources = [
+        "../private.png",
+        str(outside),
+        "s3://someone-else/image.png",
+        "source_images/link.png",
+        "source_images/missing.png",
+        "source_images/lighthouse.png",
+    ]
+    pq.write_table(
+        pa.table(
+            {
+                "prompt_id": [f"r{i}" for i in range(len(sources))],
+                "prompt": ["a lighthouse"] * len(sources),
+                "image_size": ["square"] * len(sources),
+                "redux_image": sources,
+            }
+        ),
+        project.dataset.layout.prompts_dir / "sources.parquet",
+    )
     assert project.run("sources").success
-    rejects = pq.read_table(project.dataset.layout.partition_files("sources").folder / "rejects.parquet").to_pylist()
+    rejects = pq.read_table(
+        project.dataset.layout.partition_files("sources").folder / "rejects.parquet"
+    ).to_pylist()
     assert [(r["prompt_id"], r["field"]) for r in rejects] == [(f"r{i}", "redux_image") for i in range(5)]
     assert all("not a path inside the prompts folder" in r["reason"] for r in rejects[:4])
     assert "not found" in rejects[4]["reason"]
@@ -158,7 +197,9 @@ def test_budget_runs_out_mid_partition(project):
     assert "budget of $0.10" in message and "not sent" in message
     billed = project.emulator.emulator.stats()["cost_usd"]
     assert 0 < billed <= 0.10
-    spent = pq.read_table(limited.dataset.layout.partition_files("animals").folder / "generated.parquet").to_pandas()
+    spent = pq.read_table(
+        limited.dataset.layout.partition_files("animals").folder / "generated.parquet"
+    ).to_pandas()
     assert spent["cost_usd"].sum() == pytest.approx(billed), "what was paid for is kept"
 
 
@@ -188,18 +229,24 @@ def test_checks_catch_duplicate_rows_and_wrong_costs(project):
 
 def run_checks(project, partition: str, checks: list) -> dict[str, dg.AssetCheckEvaluation]:
     """Execute some catalog checks alone on a materialized partition, as from the UI."""
-    checks_job = dg.define_asset_job("catalog_checks", selection=dg.AssetSelection.checks(*checks),
-                                     partitions_def=prompt_tables)
+    checks_job = dg.define_asset_job(
+        "catalog_checks", selection=dg.AssetSelection.checks(*checks), partitions_def=prompt_tables
+    )
     defs = dg.Definitions.merge(project.defs, dg.Definitions(jobs=[checks_job]))
-    # a checks-only job takes its partition as a run tag (Dagster 1.13 cannot infer its partitions from checks)
+    # a checks-only job takes its partition as a run tag (Dagster 1.13 cannot infer it from checks)
     result = defs.resolve_job_def("catalog_checks").execute_in_process(
-        tags={"dagster/partition": partition}, instance=project.instance, raise_on_error=False)
+        tags={"dagster/partition": partition}, instance=project.instance, raise_on_error=False
+    )
     return check_results(result)
 
 
 def test_nsfw_rate_check_warns(project):
-    table = pa.Table.from_pylist([{"prompt_id": f"p{i}", "prompt": "nsfw test" if i < 2 else "calm lake",
-                                   "image_size": "square"} for i in range(4)])
+    table = pa.Table.from_pylist(
+        [
+            {"prompt_id": f"p{i}", "prompt": "nsfw test" if i < 2 else "calm lake", "image_size": "square"}
+            for i in range(4)
+        ]
+    )
     pq.write_table(table, project.dataset.layout.prompts_dir / "flagged.parquet")
     result = project.run("flagged")
     assert result.success
@@ -209,13 +256,16 @@ def test_nsfw_rate_check_warns(project):
     assert project.catalog(["flagged"])["nsfw"].sum() == 2
 
 
-@pytest.mark.parametrize("content,problem", [
-    (b"not parquet at all", "not a readable Parquet file"),
-    (pa.table({"prompt_id": ["a"]}), "missing required column(s) prompt"),
-    (pa.table({"prompt_id": ["a"], "prompt": [3]}), "column 'prompt' has type int64"),
-    (pa.table({"prompt_id": pa.array([], pa.string()), "prompt": pa.array([], pa.string())}), "no rows"),
-    (pa.table({"prompt_id": ["a"], "prompt": ["x"], "num_image": [2]}), "unknown column(s) num_image"),
-])
+@pytest.mark.parametrize(
+    "content,problem",
+    [
+        (b"not parquet at all", "not a readable Parquet file"),
+        (pa.table({"prompt_id": ["a"]}), "missing required column(s) prompt"),
+        (pa.table({"prompt_id": ["a"], "prompt": [3]}), "column 'prompt' has type int64"),
+        (pa.table({"prompt_id": pa.array([], pa.string()), "prompt": pa.array([], pa.string())}), "no rows"),
+        (pa.table({"prompt_id": ["a"], "prompt": ["x"], "num_image": [2]}), "unknown column(s) num_image"),
+    ],
+)
 def test_malformed_table_fails_naming_file_and_problem(project, content, problem):
     path = project.dataset.layout.prompts_dir / "broken.parquet"
     if isinstance(content, bytes):
@@ -239,14 +289,23 @@ def test_sensor_registers_new_tables_and_reruns_changed_ones(project):
     assert first.dynamic_partitions_requests[0].partition_keys == ["animals", "landscapes"]
     project.instance.add_dynamic_partitions("prompt_tables", ["animals", "landscapes"])
 
-    again = prompt_table_sensor(dg.build_sensor_context(instance=project.instance, cursor=first.cursor,
-                                                        resources={"dataset": dataset}))
+    again = prompt_table_sensor(
+        dg.build_sensor_context(
+            instance=project.instance, cursor=first.cursor, resources={"dataset": dataset}
+        )
+    )
     assert again.run_requests == [] and again.dynamic_partitions_requests == []
 
-    pq.write_table(pa.table({"prompt_id": ["n"], "prompt": ["new prompt"]}), dataset.layout.prompts_dir / "landscapes.parquet")
+    pq.write_table(
+        pa.table({"prompt_id": ["n"], "prompt": ["new prompt"]}),
+        dataset.layout.prompts_dir / "landscapes.parquet",
+    )
     (dataset.layout.prompts_dir / "animals.parquet").unlink()
-    changed = prompt_table_sensor(dg.build_sensor_context(instance=project.instance, cursor=again.cursor,
-                                                          resources={"dataset": dataset}))
+    changed = prompt_table_sensor(
+        dg.build_sensor_context(
+            instance=project.instance, cursor=again.cursor, resources={"dataset": dataset}
+        )
+    )
     assert [r.partition_key for r in changed.run_requests] == ["landscapes"]
     assert changed.dynamic_partitions_requests == [], "a deleted table keeps its partition"
 
@@ -254,7 +313,7 @@ def test_sensor_registers_new_tables_and_reruns_changed_ones(project):
 def test_schedule_requests_only_unmaterialized_partitions(project):
     assert project.run("animals").success
     project.instance.add_dynamic_partitions("prompt_tables", ["landscapes"])
-    context = dg.build_schedule_context(instance=project.instance, scheduled_execution_time=datetime.now(timezone.utc))
+    context = dg.build_schedule_context(instance=project.instance, scheduled_execution_time=datetime.now(UTC))
     requests = list(unmaterialized_partitions(context))
     assert [r.partition_key for r in requests] == ["landscapes"]
 
@@ -266,8 +325,11 @@ def stale_status(project, asset: str, partition: str):
     from dagster._time import get_current_datetime
 
     graph = project.defs.resolve_asset_graph()
-    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-                          instance=project.instance, asset_graph=graph)
+    view = AssetGraphView(
+        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+        instance=project.instance,
+        asset_graph=graph,
+    )
     resolver = CachingStaleStatusResolver(instance=project.instance, asset_graph=graph, loading_context=view)
     return resolver.get_status(dg.AssetKey(asset), partition)
 
@@ -276,8 +338,11 @@ def test_a_changed_table_makes_its_downstream_assets_stale(project):
     from dagster._core.definitions.data_version import StaleStatus
 
     def sense(cursor=None):
-        result = prompt_table_sensor(dg.build_sensor_context(instance=project.instance, cursor=cursor,
-                                                             resources={"dataset": project.dataset}))
+        result = prompt_table_sensor(
+            dg.build_sensor_context(
+                instance=project.instance, cursor=cursor, resources={"dataset": project.dataset}
+            )
+        )
         for request in result.dynamic_partitions_requests:  # what the sensor daemon applies and records
             project.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         for event in result.asset_events:
@@ -288,9 +353,14 @@ def test_a_changed_table_makes_its_downstream_assets_stale(project):
     assert {e.partition for e in first.asset_events} == {"animals", "landscapes"}
     assert {type(e).__name__ for e in first.asset_events} == {"AssetObservation", "AssetMaterialization"}
     assert project.run("animals").success
-    consumed = project.instance.get_latest_materialization_event(dg.AssetKey("prompts")).asset_materialization.tags
+    consumed = project.instance.get_latest_materialization_event(
+        dg.AssetKey("prompts")
+    ).asset_materialization.tags
     table_sha = hashlib.sha256(project.dataset.layout.table("animals").read_bytes()).hexdigest()
-    assert consumed["dagster/input_data_version/prompt_table_files"] == hashlib.sha256(table_sha.encode()).hexdigest()
+    assert (
+        consumed["dagster/input_data_version/prompt_table_files"]
+        == hashlib.sha256(table_sha.encode()).hexdigest()
+    )
     assert stale_status(project, "catalog", "animals") == StaleStatus.FRESH
 
     path = project.dataset.layout.table("animals")
@@ -306,7 +376,12 @@ def test_a_changed_table_makes_its_downstream_assets_stale(project):
 
 
 def test_workspace_loads_like_the_webserver():
-    done = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-                          cwd=REPO, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Validation successful" in done.stdout + done.stderr

@@ -21,8 +21,8 @@ result = fal_client.subscribe(
     "fal-ai/flux-pro/v1.1",
     arguments={"prompt": "a dog on a skateboard", "seed": 3, "num_images": 2},
     with_logs=True,
-    on_queue_update=lambda update: updates.append(
-        {"kind": type(update).__name__, "logs": [l["message"] for l in (getattr(update, "logs", None) or [])]}),
+    on_queue_update=lambda update: updates.append({
+        "kind": type(update).__name__, "logs": [e["message"] for e in getattr(update, "logs", None) or []]}),
 )
 handle = fal_client.submit("fal-ai/flux-pro/v1.1/redux", arguments={"image_url": result["images"][0]["url"]})
 redux = handle.get()
@@ -39,9 +39,17 @@ def test_fal_client_subscribe_with_logs_against_the_emulator(tmp_path):
     ca.cert_pem.write_to_path(str(ca_path))
 
     with EmulatorServer(EmulatorConfig(latency=0.4, queue_delay=0.25), ssl_certfile=str(cert_path)) as server:
-        env = dict(os.environ, FAL_KEY=SECRET_KEY, FAL_RUN_HOST=f"127.0.0.1:{server.port}/run",
-                   FAL_QUEUE_RUN_HOST=f"127.0.0.1:{server.port}", SSL_CERT_FILE=str(ca_path), NO_PROXY="127.0.0.1,localhost")
-        done = subprocess.run([sys.executable, "-c", CLIENT_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+        env = dict(
+            os.environ,
+            FAL_KEY=SECRET_KEY,
+            FAL_RUN_HOST=f"127.0.0.1:{server.port}/run",
+            FAL_QUEUE_RUN_HOST=f"127.0.0.1:{server.port}",
+            SSL_CERT_FILE=str(ca_path),
+            NO_PROXY="127.0.0.1,localhost",
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", CLIENT_SCRIPT], env=env, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
 
@@ -51,7 +59,11 @@ def test_fal_client_subscribe_with_logs_against_the_emulator(tmp_path):
     logs = report["updates"][-1]["logs"]
     assert logs == [f"step {k}/28" for k in range(1, 29)], "Completed carries the cumulative logs"
     result = report["result"]
-    assert result["seed"] == 3 and len(result["images"]) == 2 and result["has_nsfw_concepts"] == [False, False]
-    assert all(image["url"].startswith(f"https://127.0.0.1:{server.port}/files/") for image in result["images"])
+    assert (
+        result["seed"] == 3 and len(result["images"]) == 2 and result["has_nsfw_concepts"] == [False, False]
+    )
+    assert all(
+        image["url"].startswith(f"https://127.0.0.1:{server.port}/files/") for image in result["images"]
+    )
     assert report["redux_images"] == 1 and isinstance(report["redux_seed"], int)
     assert SECRET_KEY not in done.stderr

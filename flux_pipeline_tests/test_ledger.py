@@ -4,7 +4,7 @@ shared by concurrent processes."""
 from __future__ import annotations
 
 import multiprocessing
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -45,9 +45,13 @@ def test_lifecycle_and_webhooks(location):
     ledger.record_webhook(token, "rid-1", "OK")
     ledger.record_webhook(token, "rid-1", "OK")  # fal may deliver twice
     assert ledger.webhook_request_id(token) == "rid-1"
-    created = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    created = datetime(2026, 1, 2, tzinfo=UTC)
     ledger.stored("p", "k", "e", "rid-1", [{"image_id": "a", "created_at": created}])
     entry = ledger.entry("p", "k", "e")
-    assert (entry.state, entry.request_id, entry.rows) == ("stored", "rid-1", [{"image_id": "a", "created_at": created}])
+    assert (entry.state, entry.request_id, entry.rows) == (
+        "stored",
+        "rid-1",
+        [{"image_id": "a", "created_at": created}],
+    )
     again = ledger.submitting("p", "k", "e", fingerprint("e", {"prompt": "changed"}))
     assert again != token and ledger.entry("p", "k", "e").rows is None

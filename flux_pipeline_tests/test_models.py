@@ -30,15 +30,20 @@ OUT_OF_RANGE = [
 def test_out_of_range_input_names_the_field(endpoint, data, field):
     with pytest.raises(FalInputError) as caught:
         validate_input(endpoint, data)
-    assert [f for f, _ in caught.value.errors][0].split(".")[0] == field
+    assert caught.value.errors[0][0].split(".")[0] == field
     assert field in str(caught.value)
 
 
 def test_defaults_follow_the_spec():
     t2i = TextToImageInput(prompt="a tiger eye")
     assert t2i.wire() == {
-        "prompt": "a tiger eye", "image_size": "landscape_4_3", "sync_mode": False, "num_images": 1,
-        "output_format": "jpeg", "safety_tolerance": "2", "enhance_prompt": False,
+        "prompt": "a tiger eye",
+        "image_size": "landscape_4_3",
+        "sync_mode": False,
+        "num_images": 1,
+        "output_format": "jpeg",
+        "safety_tolerance": "2",
+        "enhance_prompt": False,
     }
     redux = ReduxInput(image_url="https://x/y.png")
     assert redux.prompt == "" and redux.num_inference_steps == 28 and redux.guidance_scale == 3.5
@@ -57,8 +62,9 @@ def test_custom_size_and_presets():
     assert TextToImageInput(prompt="x", image_size="portrait_16_9").size() == (576, 1024)
 
 
-@pytest.mark.parametrize("width,height,expected", [
-    (1024, 1024, 1), (1024, 768, 1), (512, 512, 1), (1025, 1024, 2), (2048, 2048, 4), (1, 1, 1),
-])
+@pytest.mark.parametrize(
+    "width,height,expected",
+    [(1024, 1024, 1), (1024, 768, 1), (512, 512, 1), (1025, 1024, 2), (2048, 2048, 4), (1, 1, 1)],
+)
 def test_billed_megapixels_round_up(width, height, expected):
     assert billed_megapixels(width, height) == expected

@@ -22,6 +22,7 @@ from flux_pipeline.resources import DatasetResource
 from .conftest import resource_for
 from .dataset_fixtures import SAMPLE_PROMPTS, Project
 
+
 def upload_samples(prompts: UPath) -> None:
     for path in SAMPLE_PROMPTS.rglob("*"):
         if path.is_file():
@@ -30,13 +31,17 @@ def upload_samples(prompts: UPath) -> None:
 
 def test_whole_graph_with_the_dataset_in_a_bucket(s3, bucket, tmp_path):
     root = f"s3://{bucket}/flux"
-    dataset = DatasetResource(data_dir=root, storage_options=s3, ledger=str(tmp_path / "ledger" / "requests.sqlite"))
+    dataset = DatasetResource(
+        data_dir=root, storage_options=s3, ledger=str(tmp_path / "ledger" / "requests.sqlite")
+    )
     upload_samples(dataset.layout.prompts_dir)
     tables = scan_prompt_tables(dataset, logging.getLogger(__name__))  # what the sensor sees
     assert tables["animals"] == hashlib.sha256((SAMPLE_PROMPTS / "animals.parquet").read_bytes()).hexdigest()
     assert sorted(tables) == ["animals", "landscapes"]
     with EmulatorServer(EmulatorConfig(latency=0.05)) as server, dg.instance_for_test() as instance:
-        project = Project(tmp_path, server, instance, dataset, make_definitions(resource_for(server), dataset))
+        project = Project(
+            tmp_path, server, instance, dataset, make_definitions(resource_for(server), dataset)
+        )
         for partition in ("animals", "landscapes"):
             result = project.run(partition)
             assert result.success, partition
@@ -47,13 +52,17 @@ def test_whole_graph_with_the_dataset_in_a_bucket(s3, bucket, tmp_path):
         assert len(catalog) == billed == 11
         assert round(catalog["cost_usd"].sum(), 2) == 0.44
         for row in catalog.itertuples():
-            served = server.emulator.own_file(server.emulator.requests[row.request_id].body["images"][row.image_index]["url"])
+            served = server.emulator.own_file(
+                server.emulator.requests[row.request_id].body["images"][row.image_index]["url"]
+            )
             stored = (dataset.layout.outputs_dir / row.file_path).read_bytes()
             assert stored == served.data and hashlib.sha256(stored).hexdigest() == row.content_hash
         coast = catalog.set_index("prompt_id").loc["coast-01"]
         coast_redux = coast[coast["endpoint"].str.endswith("/redux")].iloc[0]
         assert coast_redux["parent_source"] == f"{root}/prompts/source_images/lighthouse.png"
-        report = pd.read_parquet(f"{root}/reports/cost_report.parquet", storage_options=s3).set_index("partition")
+        report = pd.read_parquet(f"{root}/reports/cost_report.parquet", storage_options=s3).set_index(
+            "partition"
+        )
         assert report.loc["TOTAL", "images"] == 11
         assert (dataset.layout.partition_files("animals").folder / "contact_sheet.png").is_file()
         assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger"], "only the ledger is local"
@@ -65,10 +74,9 @@ def test_whole_graph_with_the_dataset_in_a_bucket(s3, bucket, tmp_path):
 
 def test_an_object_appears_whole_or_not_at_all(s3, bucket):
     folder = UPath(f"s3://{bucket}/atomic", **s3)
-    with pytest.raises(RuntimeError):
-        with atomic_writer(folder / "streamed.parquet") as stream:
-            stream.write(b"x" * (1 << 20))
-            raise RuntimeError("the writer failed half way")
+    with pytest.raises(RuntimeError), atomic_writer(folder / "streamed.parquet") as stream:
+        stream.write(b"x" * (1 << 20))
+        raise RuntimeError("the writer failed half way")
     assert not (folder / "streamed.parquet").exists()
     with atomic_writer(folder / "streamed.parquet") as stream:
         stream.write(b"y" * (1 << 20))

@@ -40,21 +40,46 @@ def test_two_runs_share_the_fal_pool_on_postgres(tmp_path, postgres_url, s3, buc
         write_table(UPath(f"{data}/prompts/{table}.parquet", **s3), 12, prefix=f"{table}-")
 
     with EmulatorServer(EmulatorConfig(latency=0.4)) as server:
-        env = dict(os.environ, DAGSTER_HOME=str(home), DAGSTER_PG_URL=postgres_url, FAL_KEY=SECRET_KEY,
-                   FAL_QUEUE_URL=server.url, FAL_RUN_URL=f"{server.url}/run", FAL_STORAGE_URL=server.url,
-                   FLUX_DATA_DIR=data, FLUX_LEDGER=postgres_url, AWS_ENDPOINT_URL=s3["endpoint_url"],
-                   FLUX_MAX_CONCURRENCY=str(MAX_CONCURRENCY))
+        env = dict(
+            os.environ,
+            DAGSTER_HOME=str(home),
+            DAGSTER_PG_URL=postgres_url,
+            FAL_KEY=SECRET_KEY,
+            FAL_QUEUE_URL=server.url,
+            FAL_RUN_URL=f"{server.url}/run",
+            FAL_STORAGE_URL=server.url,
+            FLUX_DATA_DIR=data,
+            FLUX_LEDGER=postgres_url,
+            AWS_ENDPOINT_URL=s3["endpoint_url"],
+            FLUX_MAX_CONCURRENCY=str(MAX_CONCURRENCY),
+        )
         with dg.DagsterInstance.from_config(str(home)) as instance:
             instance.add_dynamic_partitions("prompt_tables", ["alpha", "beta"])
             # as deploy/dagster.yaml says: set the pool once (`dagster instance concurrency set fal 1`)
             instance.event_log_storage.set_concurrency_slots("fal", 1)
 
         def execute(*partitions: str) -> list[tuple[str, int]]:
-            runs = [subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m",
-                                      "flux_pipeline.definitions", "-j", "build_dataset",
-                                      "--tags", json.dumps({"dagster/partition": key})], cwd=tmp_path, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                    for key in partitions]
+            runs = [
+                subprocess.Popen(
+                    [
+                        str(Path(sys.executable).parent / "dagster"),
+                        "job",
+                        "execute",
+                        "-m",
+                        "flux_pipeline.definitions",
+                        "-j",
+                        "build_dataset",
+                        "--tags",
+                        json.dumps({"dagster/partition": key}),
+                    ],
+                    cwd=tmp_path,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+                for key in partitions
+            ]
             return [(run.communicate(timeout=600)[0], run.returncode) for run in runs]
 
         outcomes = execute("alpha", "beta")
@@ -73,11 +98,15 @@ def test_two_runs_share_the_fal_pool_on_postgres(tmp_path, postgres_url, s3, buc
     assert not list(tmp_path.glob("**/*.parquet")), "nothing of the dataset on local disk"
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        records = sorted(instance.get_run_records(dg.RunsFilter(job_name="build_dataset")), key=lambda r: r.start_time)
+        records = sorted(
+            instance.get_run_records(dg.RunsFilter(job_name="build_dataset")), key=lambda r: r.start_time
+        )
         assert [r.dagster_run.status for r in records] == [dg.DagsterRunStatus.SUCCESS] * 3
         first, second, _ = records
-        assert {first.dagster_run.tags["dagster/partition"], second.dagster_run.tags["dagster/partition"]} == {
-            "alpha", "beta"}
+        assert {
+            first.dagster_run.tags["dagster/partition"],
+            second.dagster_run.tags["dagster/partition"],
+        } == {"alpha", "beta"}
         assert second.start_time < first.end_time, "the two runs executed concurrently"
         assert instance.get_materialized_partitions(dg.AssetKey("catalog")) == {"alpha", "beta"}
 
@@ -93,7 +122,7 @@ def test_one_pool_slot_goes_to_one_of_many_simultaneous_claims(postgres_url):
             barrier = threading.Barrier(claimers)
             run_ids = [f"run-{trial}-{i}" for i in range(claimers)]
 
-            def claim(run_id: str) -> bool:
+            def claim(run_id: str, barrier: threading.Barrier = barrier) -> bool:
                 barrier.wait()
                 return storage.claim_concurrency_slot("fal", run_id, "images").is_claimed
 
@@ -108,5 +137,5 @@ def test_one_pool_slot_goes_to_one_of_many_simultaneous_claims(postgres_url):
 
 def test_the_pool_patch_refuses_a_dagster_postgres_it_was_not_written_for():
     check_version("0.29.27")
-    with pytest.raises(RuntimeError, match="written for dagster-postgres 0.29.x, not 0.30.0"):
+    with pytest.raises(RuntimeError, match=r"written for dagster-postgres 0\.29\.x, not 0\.30\.0"):
         check_version("0.30.0")

@@ -36,9 +36,19 @@ def assert_each_request_billed_once(project, expected_images: int) -> None:
 
 def test_200_rows_under_20_percent_faults_of_every_kind(tmp_path):
     faults = FaultConfig.spread(0.2, seed=11, slow_status_seconds=1.5, retry_after_seconds=0.1)
-    with EmulatorServer(EmulatorConfig(latency=0.05, faults=faults)) as server, dg.instance_for_test() as instance:
-        project = make_project(tmp_path, server, instance, samples=False, http_timeout=1.0,
-                               webhook_port=free_port(), max_concurrency=8)
+    with (
+        EmulatorServer(EmulatorConfig(latency=0.05, faults=faults)) as server,
+        dg.instance_for_test() as instance,
+    ):
+        project = make_project(
+            tmp_path,
+            server,
+            instance,
+            samples=False,
+            http_timeout=1.0,
+            webhook_port=free_port(),
+            max_concurrency=8,
+        )
         write_table(project.dataset.layout.prompts_dir / "faulty.parquet", 200)
         result = project.run("faulty")
         assert result.success
@@ -52,7 +62,10 @@ def test_200_rows_under_20_percent_faults_of_every_kind(tmp_path):
 
 def test_lost_submit_responses_are_found_through_the_webhook(tmp_path):
     faults = FaultConfig(lost_submit=1.0)  # every submit is queued and billed, every response lost
-    with EmulatorServer(EmulatorConfig(latency=0.05, faults=faults)) as server, dg.instance_for_test() as instance:
+    with (
+        EmulatorServer(EmulatorConfig(latency=0.05, faults=faults)) as server,
+        dg.instance_for_test() as instance,
+    ):
         project = make_project(tmp_path, server, instance, samples=False, webhook_port=free_port())
         write_table(project.dataset.layout.prompts_dir / "lost.parquet", 12)
         assert project.run("lost").success
@@ -62,13 +75,17 @@ def test_lost_submit_responses_are_found_through_the_webhook(tmp_path):
 
 def test_without_webhooks_a_lost_submit_is_not_resent(tmp_path):
     faults = FaultConfig(lost_submit=1.0)
-    with EmulatorServer(EmulatorConfig(latency=0.05, faults=faults)) as server, dg.instance_for_test() as instance:
+    with (
+        EmulatorServer(EmulatorConfig(latency=0.05, faults=faults)) as server,
+        dg.instance_for_test() as instance,
+    ):
         project = make_project(tmp_path, server, instance, samples=False)
         write_table(project.dataset.layout.prompts_dir / "lost.parquet", 3)
         assert project.run("lost").success
         assert server.emulator.submitted == 3
-        failures = (project.dataset.layout.partition_files("lost").folder / "generated_failures.parquet")
+        failures = project.dataset.layout.partition_files("lost").folder / "generated_failures.parquet"
         import pyarrow.parquet as pq
+
         errors = pq.read_table(failures).column("error").to_pylist()
         assert len(errors) == 3 and all("response was lost" in e for e in errors)
 
@@ -100,10 +117,16 @@ with dg.DagsterInstance.ephemeral() as instance:
 def test_sigkill_halfway_then_rerun_pays_once_and_loses_nothing(tmp_path):
     rows, port = 40, free_port()
     with EmulatorServer(EmulatorConfig(latency=0.4)) as server, dg.instance_for_test() as instance:
-        project = make_project(tmp_path, server, instance, samples=False, webhook_port=port, max_concurrency=4)
+        project = make_project(
+            tmp_path, server, instance, samples=False, webhook_port=port, max_concurrency=4
+        )
         write_table(project.dataset.layout.prompts_dir / "crash.parquet", rows)
-        worker = subprocess.Popen([sys.executable, "-c", KILLED_RUN, server.url, str(tmp_path), str(port)], cwd=REPO,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        worker = subprocess.Popen(
+            [sys.executable, "-c", KILLED_RUN, server.url, str(tmp_path), str(port)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 120
         while server.emulator.submitted < rows // 2:
             assert worker.poll() is None and time.monotonic() < deadline, "the run ended before it was killed"
@@ -130,7 +153,9 @@ def test_second_materialization_of_a_finished_partition_bills_nothing(tmp_path):
         before = server.emulator.stats()
         assert project.run("landscapes").success
         assert server.emulator.stats() == before
-        metadata = project.instance.get_latest_materialization_event(dg.AssetKey("images")).asset_materialization.metadata
+        metadata = project.instance.get_latest_materialization_event(
+            dg.AssetKey("images")
+        ).asset_materialization.metadata
         assert metadata["requests_reused"].value == 3
 
 
@@ -142,17 +167,29 @@ def test_a_deleted_image_is_fetched_again_for_free(tmp_path):
         (project.dataset.layout.outputs_dir / row.file_path).unlink()
         billed = server.emulator.stats()["requests_billed"]
         assert project.run("landscapes").success
-        assert server.emulator.stats()["requests_billed"] == billed, "resumed by request id: result, no new request"
+        assert server.emulator.stats()["requests_billed"] == billed, (
+            "resumed by request id: result, no new request"
+        )
         assert (project.dataset.layout.outputs_dir / row.file_path).is_file()
 
 
 def test_retry_after_is_honoured_up_to_its_cap():
     response = httpx.Response(429, headers={"retry-after": "2.5"})
     assert retry_after_seconds(response) == 2.5
-    assert RetryPolicy(max_delay=1.0).delay(1, retry_after_seconds(response)) == 2.5, "not cut to the backoff cap"
-    assert RetryPolicy(max_retry_after=2.0).delay(1, retry_after_seconds(response)) is None, "beyond the cap: no retry"
-    assert retry_after_seconds(httpx.Response(429, headers={"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0
-    assert all(0 <= RetryPolicy(base_delay=0.1, max_delay=5).delay(n) <= min(5, 0.1 * 2 ** (n - 1)) for n in range(1, 12))
+    assert RetryPolicy(max_delay=1.0).delay(1, retry_after_seconds(response)) == 2.5, (
+        "not cut to the backoff cap"
+    )
+    assert RetryPolicy(max_retry_after=2.0).delay(1, retry_after_seconds(response)) is None, (
+        "beyond the cap: no retry"
+    )
+    assert (
+        retry_after_seconds(httpx.Response(429, headers={"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}))
+        == 0
+    )
+    assert all(
+        0 <= RetryPolicy(base_delay=0.1, max_delay=5).delay(n) <= min(5, 0.1 * 2 ** (n - 1))
+        for n in range(1, 12)
+    )
 
 
 def test_client_errors_are_not_retried(emulator):
@@ -185,12 +222,18 @@ def test_client_errors_are_not_retried(emulator):
 def test_an_interrupted_run_cancels_queued_requests_and_a_rerun_completes_them(tmp_path, interrupted):
     rows, port = 12, free_port()
     with EmulatorServer(EmulatorConfig(latency=1.0, runners=1)) as server, dg.instance_for_test() as instance:
-        project = make_project(tmp_path, server, instance, samples=False, webhook_port=port, max_concurrency=4)
+        project = make_project(
+            tmp_path, server, instance, samples=False, webhook_port=port, max_concurrency=4
+        )
         write_table(project.dataset.layout.prompts_dir / "crash.parquet", rows)
         log = tmp_path / "worker.log"
         with log.open("w") as stderr:
-            worker = subprocess.Popen([sys.executable, "-c", KILLED_RUN, server.url, str(tmp_path), str(port),
-                                       interrupted], cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr)
+            worker = subprocess.Popen(
+                [sys.executable, "-c", KILLED_RUN, server.url, str(tmp_path), str(port), interrupted],
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         if interrupted == "waiting":
             deadline = time.monotonic() + 60
             while server.emulator.submitted < 4:
@@ -200,7 +243,9 @@ def test_an_interrupted_run_cancels_queued_requests_and_a_rerun_completes_them(t
             worker.send_signal(signal.SIGINT)  # what Dagster's run termination delivers to a run worker
         worker.wait(timeout=60)
         cancelled = {r.id for r in server.emulator.requests.values() if r.cancelled}
-        assert len(cancelled) >= 2, f"the queued requests were cancelled at fal; worker: {log.read_text()[-3000:]}"
+        assert len(cancelled) >= 2, (
+            f"the queued requests were cancelled at fal; worker: {log.read_text()[-3000:]}"
+        )
 
         assert project.run("crash").success
         billed = {b.request_id for b in server.emulator.billing}

@@ -16,8 +16,10 @@ from .conftest import SECRET_KEY, decode, resource_for
 
 
 def t2i_jobs(count: int, **fields) -> list[GenerationJob]:
-    return [GenerationJob(f"row-{i}", TEXT_TO_IMAGE, TextToImageInput(prompt=f"prompt {i}", seed=i, **fields))
-            for i in range(count)]
+    return [
+        GenerationJob(f"row-{i}", TEXT_TO_IMAGE, TextToImageInput(prompt=f"prompt {i}", seed=i, **fields))
+        for i in range(count)
+    ]
 
 
 def test_runs_concurrently_up_to_the_limit():
@@ -64,6 +66,7 @@ def test_stopping_early_cancels_queued_requests():
 
 def test_upload_file(emulator, tmp_path):
     from PIL import Image
+
     path = tmp_path / "photo.jpg"
     Image.new("RGB", (64, 64), "red").save(path)
     url = resource_for(emulator).upload_file(path)
@@ -84,7 +87,9 @@ def test_without_a_key_the_embedded_emulator_is_used_and_says_so():
         return sum(isinstance(o, Generation) for o in outcomes)
 
     with dg.instance_for_test() as instance:
-        result = dg.materialize([one_image], resources={"fal": EmulatedFalResource(latency=0.01)}, instance=instance)
+        result = dg.materialize(
+            [one_image], resources={"fal": EmulatedFalResource(latency=0.01)}, instance=instance
+        )
         messages = [e.message for e in instance.all_logs(result.run_id) if e.message]
     assert result.output_for_node("one_image") == 2
     assert any("FAL_KEY is not set" in m and "embedded fal emulator" in m for m in messages)

@@ -16,21 +16,31 @@ from .conftest import SECRET_KEY, free_port
 from .dataset_fixtures import SAMPLE_PROMPTS, dataset_for
 
 
-def test_key_is_absent_from_logs_events_metadata_catalog_ledger_and_errors(tmp_path, monkeypatch, caplog, capfd):
+def test_key_is_absent_from_logs_events_metadata_catalog_ledger_and_errors(
+    tmp_path, monkeypatch, caplog, capfd
+):
     caplog.set_level(logging.DEBUG)
     faults = FaultConfig.spread(0.3, seed=3, slow_status_seconds=1.5)
-    with EmulatorServer(EmulatorConfig(latency=0.02, faults=faults)) as server, dg.instance_for_test() as instance:
+    with (
+        EmulatorServer(EmulatorConfig(latency=0.02, faults=faults)) as server,
+        dg.instance_for_test() as instance,
+    ):
         monkeypatch.setenv("FAL_KEY", SECRET_KEY)
         monkeypatch.setenv("FAL_QUEUE_URL", server.url)
         monkeypatch.setenv("FAL_RUN_URL", f"{server.url}/run")
         monkeypatch.setenv("FAL_STORAGE_URL", server.url)
         fal = fal_from_env().model_copy(update={"http_timeout": 1.0, "webhook_port": free_port()})
         import shutil
+
         shutil.copytree(SAMPLE_PROMPTS, tmp_path / "prompts")
         defs = make_definitions(fal, dataset_for(tmp_path))
         instance.add_dynamic_partitions("prompt_tables", ["animals", "landscapes"])
-        runs = [defs.resolve_job_def("build_dataset").execute_in_process(
-            partition_key=key, instance=instance, raise_on_error=False) for key in ("animals", "landscapes")]
+        runs = [
+            defs.resolve_job_def("build_dataset").execute_in_process(
+                partition_key=key, instance=instance, raise_on_error=False
+            )
+            for key in ("animals", "landscapes")
+        ]
         assert all(run.success for run in runs)
         assert server.emulator.stats()["faults_injected"], "the run went through failures and retries"
 

@@ -16,34 +16,36 @@ from upath import UPath
 
 from .storage import arrow_location, atomic_writer, parquet_batches
 
-CATALOG_SCHEMA = pa.schema([
-    ("image_id", pa.string()),
-    ("partition", pa.string()),
-    ("prompt_id", pa.string()),
-    ("prompt", pa.string()),
-    ("returned_prompt", pa.string()),
-    ("endpoint", pa.string()),
-    ("request_id", pa.string()),
-    ("image_index", pa.int32()),
-    ("seed", pa.int64()),
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("output_format", pa.string()),
-    ("content_hash", pa.string()),
-    ("file_path", pa.string()),
-    ("file_bytes", pa.int64()),
-    ("nsfw", pa.bool_()),
-    ("billed_megapixels", pa.int32()),
-    ("price_per_megapixel", pa.float64()),
-    ("megapixel_size", pa.int64()),
-    ("cost_usd", pa.float64()),
-    ("parent_image_id", pa.string()),
-    ("parent_source", pa.string()),
-    ("latency_s", pa.float64()),
-    ("run_id", pa.string()),
-    ("code_version", pa.string()),
-    ("created_at", pa.timestamp("us", tz="UTC")),
-])
+CATALOG_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("partition", pa.string()),
+        ("prompt_id", pa.string()),
+        ("prompt", pa.string()),
+        ("returned_prompt", pa.string()),
+        ("endpoint", pa.string()),
+        ("request_id", pa.string()),
+        ("image_index", pa.int32()),
+        ("seed", pa.int64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("output_format", pa.string()),
+        ("content_hash", pa.string()),
+        ("file_path", pa.string()),
+        ("file_bytes", pa.int64()),
+        ("nsfw", pa.bool_()),
+        ("billed_megapixels", pa.int32()),
+        ("price_per_megapixel", pa.float64()),
+        ("megapixel_size", pa.int64()),
+        ("cost_usd", pa.float64()),
+        ("parent_image_id", pa.string()),
+        ("parent_source", pa.string()),
+        ("latency_s", pa.float64()),
+        ("run_id", pa.string()),
+        ("code_version", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
 """`file_path` is relative to the output root; `content_hash` is the SHA-256 of the file;
 `parent_source` is the path or URL a Redux image varied when its parent is not in the catalog."""
 
@@ -63,12 +65,15 @@ def replace_partition(catalog_root: UPath, partition: str, batches: Iterable[pa.
     path = partition_file(catalog_root, partition)
     with atomic_writer(path) as stream, pq.ParquetWriter(stream, FILE_SCHEMA) as writer:
         for batch in batches:
-            writer.write_table(pa.Table.from_batches([batch]).cast(CATALOG_SCHEMA).drop_columns([PARTITION_COLUMN]))
+            writer.write_table(
+                pa.Table.from_batches([batch]).cast(CATALOG_SCHEMA).drop_columns([PARTITION_COLUMN])
+            )
     return path
 
 
-def iter_partition(catalog_root: UPath, partition: str, columns: list[str],
-                   batch_rows: int = 8192) -> Iterator[pa.RecordBatch]:
+def iter_partition(
+    catalog_root: UPath, partition: str, columns: list[str], batch_rows: int = 8192
+) -> Iterator[pa.RecordBatch]:
     """One partition's rows (without the `partition` column), a batch at a time."""
     return parquet_batches(partition_file(catalog_root, partition), columns, batch_rows)
 
@@ -102,22 +107,29 @@ class CatalogSummary:
         return pa.Table.from_batches(self.head, schema=CATALOG_SCHEMA)
 
 
-def read_catalog(catalog_root: UPath, partitions: list[str] | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+def read_catalog(
+    catalog_root: UPath, partitions: list[str] | None = None, columns: list[str] | None = None
+) -> pd.DataFrame:
     """The whole catalog (or some partitions) as one DataFrame."""
     if not catalog_root.is_dir():
         return CATALOG_SCHEMA.empty_table().to_pandas()
     where, filesystem = arrow_location(catalog_root)
     partitioning = ds.partitioning(pa.schema([CATALOG_SCHEMA.field(PARTITION_COLUMN)]), flavor="hive")
-    dataset = ds.dataset(where, filesystem=filesystem, format="parquet", schema=CATALOG_SCHEMA, partitioning=partitioning)
+    dataset = ds.dataset(
+        where, filesystem=filesystem, format="parquet", schema=CATALOG_SCHEMA, partitioning=partitioning
+    )
     filter_ = ds.field(PARTITION_COLUMN).isin(partitions) if partitions is not None else None
     return dataset.to_table(columns=columns, filter=filter_).to_pandas()
 
 
 def cost_report(catalog_root: UPath) -> pd.DataFrame:
     """Cost, billed megapixels, image and NSFW counts per partition, with a TOTAL row."""
-    catalog = read_catalog(catalog_root, columns=["partition", "cost_usd", "billed_megapixels", "nsfw", "endpoint"])
+    catalog = read_catalog(
+        catalog_root, columns=["partition", "cost_usd", "billed_megapixels", "nsfw", "endpoint"]
+    )
     counts = catalog.assign(
-        images=1, nsfw_images=catalog["nsfw"].astype("int64"),
+        images=1,
+        nsfw_images=catalog["nsfw"].astype("int64"),
         redux_images=catalog["endpoint"].str.endswith("/redux").astype("int64"),
         billed_megapixels=catalog["billed_megapixels"].astype("int64"),
     )

@@ -40,7 +40,7 @@ def sha256_of(path: UPath) -> str:
 
 
 def file_problem(path: UPath, content_hash: str) -> str | None:
-    """"missing", "hash mismatch", or None when the file is there with the recorded hash."""
+    """ "missing", "hash mismatch", or None when the file is there with the recorded hash."""
     if not path.is_file():
         return "missing"
     return None if sha256_of(path) == content_hash else "hash mismatch"

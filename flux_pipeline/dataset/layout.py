@@ -1,10 +1,10 @@
 """Where a dataset's files live under its root folder (local or an fsspec URL):
 
-    prompts/KEY.parquet                 the prompt tables, one per partition
-    outputs/KEY/                        a partition's files (PartitionFiles)
-    catalog/partition=KEY/data.parquet  the lineage catalog
-    reports/                            dataset-wide reports
-    ledger/requests.sqlite              the request ledger, unless it lives in PostgreSQL
+prompts/KEY.parquet                 the prompt tables, one per partition
+outputs/KEY/                        a partition's files (PartitionFiles)
+catalog/partition=KEY/data.parquet  the lineage catalog
+reports/                            dataset-wide reports
+ledger/requests.sqlite              the request ledger, unless it lives in PostgreSQL
 """
 
 from __future__ import annotations
@@ -68,12 +68,19 @@ class PartitionFiles:
         """prompt_id → the image_id, file_path and content_hash of its first image in a step."""
         table = self.read_step(step, ["prompt_id", "image_index", "image_id", "file_path", "content_hash"])
         first = table.filter(pc.equal(table["image_index"], 0))
-        return dict(zip(first["prompt_id"].to_pylist(), first.select(["image_id", "file_path", "content_hash"]).to_pylist()))
+        return dict(
+            zip(
+                first["prompt_id"].to_pylist(),
+                first.select(["image_id", "file_path", "content_hash"]).to_pylist(),
+            )
+        )
 
     def read_step(self, step: str, columns: list[str]) -> pa.Table:
         path = self.step_rows(step)
         schema = pa.schema([CATALOG_SCHEMA.field(c) for c in columns])
-        return parquet_file(path).read(columns=columns).cast(schema) if path.is_file() else schema.empty_table()
+        return (
+            parquet_file(path).read(columns=columns).cast(schema) if path.is_file() else schema.empty_table()
+        )
 
 
 @dataclass(frozen=True)

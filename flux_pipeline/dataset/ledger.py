@@ -2,7 +2,8 @@
 so that nothing is paid for twice across retries, crashes and re-runs.
 
 It is kept in a SQLite file beside the catalog, or in PostgreSQL when runs execute on several
-machines (ledger_stores); each write commits before the call returns. A row moves submitting (intent recorded, token for the webhook) → submitted (fal's request id)
+machines (ledger_stores); each write commits before the call returns. A row moves
+submitting (intent recorded, token for the webhook) → submitted (fal's request id)
 → stored (the catalog rows of its files), or → failed. Its fingerprint is a hash of the endpoint
 and the full input, so an edited row is a new request. Webhooks are kept by token.
 
@@ -32,7 +33,8 @@ LEDGER_TABLES = [
         rows_json TEXT, error TEXT, updated_at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (partition, job_key, endpoint))""",
     """CREATE TABLE IF NOT EXISTS webhooks (
-        token TEXT PRIMARY KEY, request_id TEXT NOT NULL, status TEXT, received_at DOUBLE PRECISION NOT NULL)""",
+        token TEXT PRIMARY KEY, request_id TEXT NOT NULL, status TEXT,
+        received_at DOUBLE PRECISION NOT NULL)""",
 ]
 
 
@@ -61,7 +63,7 @@ class RequestLedger:
     def close(self) -> None:
         self._store.close()
 
-    def __enter__(self) -> "RequestLedger":
+    def __enter__(self) -> RequestLedger:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -73,7 +75,9 @@ class RequestLedger:
     def entry(self, partition: str, job_key: str, endpoint: str) -> LedgerEntry | None:
         row = self._store.fetchone(
             "SELECT fingerprint, state, token, request_id, rows_json, updated_at FROM requests "
-            "WHERE partition=? AND job_key=? AND endpoint=?", (partition, job_key, endpoint))
+            "WHERE partition=? AND job_key=? AND endpoint=?",
+            (partition, job_key, endpoint),
+        )
         if row is None:
             return None
         rows = json.loads(row[4]) if row[4] else None
@@ -85,38 +89,48 @@ class RequestLedger:
         token = uuid.uuid4().hex
         self._write(
             "INSERT INTO requests (partition, job_key, endpoint, fingerprint, state, token, updated_at) "
-            "VALUES (?, ?, ?, ?, 'submitting', ?, ?) ON CONFLICT (partition, job_key, endpoint) DO UPDATE SET "
+            "VALUES (?, ?, ?, ?, 'submitting', ?, ?) "
+            "ON CONFLICT (partition, job_key, endpoint) DO UPDATE SET "
             "fingerprint=excluded.fingerprint, state='submitting', token=excluded.token, request_id=NULL, "
             "rows_json=NULL, error=NULL, updated_at=excluded.updated_at",
-            (partition, job_key, endpoint, fingerprint_, token, time.time()))
+            (partition, job_key, endpoint, fingerprint_, token, time.time()),
+        )
         return token
 
     def submitted(self, partition: str, job_key: str, endpoint: str, request_id: str) -> None:
-        self._write("UPDATE requests SET state='submitted', request_id=?, updated_at=? "
-                    "WHERE partition=? AND job_key=? AND endpoint=?",
-                    (request_id, time.time(), partition, job_key, endpoint))
+        self._write(
+            "UPDATE requests SET state='submitted', request_id=?, updated_at=? "
+            "WHERE partition=? AND job_key=? AND endpoint=?",
+            (request_id, time.time(), partition, job_key, endpoint),
+        )
 
     def stored(self, partition: str, job_key: str, endpoint: str, request_id: str, rows: list[dict]) -> None:
-        self._write("UPDATE requests SET state='stored', request_id=?, rows_json=?, error=NULL, updated_at=? "
-                    "WHERE partition=? AND job_key=? AND endpoint=?",
-                    (request_id, json.dumps(rows, default=_isoformat), time.time(), partition, job_key, endpoint))
+        self._write(
+            "UPDATE requests SET state='stored', request_id=?, rows_json=?, error=NULL, updated_at=? "
+            "WHERE partition=? AND job_key=? AND endpoint=?",
+            (request_id, json.dumps(rows, default=_isoformat), time.time(), partition, job_key, endpoint),
+        )
 
     def failed(self, partition: str, job_key: str, endpoint: str, error: str) -> None:
         """A request that ended without files; it is not billed, so a re-run may send it again."""
-        self._write("UPDATE requests SET state='failed', error=?, updated_at=? "
-                    "WHERE partition=? AND job_key=? AND endpoint=?",
-                    (error, time.time(), partition, job_key, endpoint))
+        self._write(
+            "UPDATE requests SET state='failed', error=?, updated_at=? "
+            "WHERE partition=? AND job_key=? AND endpoint=?",
+            (error, time.time(), partition, job_key, endpoint),
+        )
 
     def record_webhook(self, token: str, request_id: str, status: str | None) -> None:
-        self._write("INSERT INTO webhooks (token, request_id, status, received_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (token) DO NOTHING",
-                    (token, request_id, status, time.time()))
+        self._write(
+            "INSERT INTO webhooks (token, request_id, status, received_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (token) DO NOTHING",
+            (token, request_id, status, time.time()),
+        )
 
     def webhook_request_id(self, token: str) -> str | None:
         row = self._store.fetchone("SELECT request_id FROM webhooks WHERE token=?", (token,))
         return row[0] if row else None
 
-    def partition(self, partition: str, lost_wait: float) -> "PartitionLedger":
+    def partition(self, partition: str, lost_wait: float) -> PartitionLedger:
         return PartitionLedger(self, partition, lost_wait)
 
 

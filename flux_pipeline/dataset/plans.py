@@ -53,12 +53,19 @@ def text_to_image_job(row: PromptRow) -> GenerationJob:
 
 def redux_job(row: PromptRow, source: ReduxSource) -> GenerationJob:
     data = row.redux if source.upload_path else row.redux.model_copy(update={"image_url": source.url})
-    return GenerationJob(row.prompt_id, REDUX, data, fingerprint(REDUX, {**row.redux.wire(), "image_url": source.identity}),
-                         upload_path=source.upload_path, origin=source.lineage)
+    return GenerationJob(
+        row.prompt_id,
+        REDUX,
+        data,
+        fingerprint(REDUX, {**row.redux.wire(), "image_url": source.identity}),
+        upload_path=source.upload_path,
+        origin=source.lineage,
+    )
 
 
-def redux_jobs(rows: Iterable[PromptRow], outputs_dir: UPath,
-               first_images: Callable[[], dict[str, dict]]) -> Iterator[GenerationJob | RowFailure]:
+def redux_jobs(
+    rows: Iterable[PromptRow], outputs_dir: UPath, first_images: Callable[[], dict[str, dict]]
+) -> Iterator[GenerationJob | RowFailure]:
     """`first_images()`: prompt_id → the row's first generated image (catalog columns image_id,
     file_path, content_hash); called once, and only if a row varies its generated image."""
     parents = None
@@ -70,10 +77,15 @@ def redux_jobs(rows: Iterable[PromptRow], outputs_dir: UPath,
             if (parent := parents.get(row.prompt_id)) is None:
                 yield RowFailure(row.prompt_id, REDUX, "redux_image", "the row's generated image is missing")
                 continue
-            source = ReduxSource(parent["content_hash"], Lineage(parent_image_id=parent["image_id"]),
-                                 upload_path=outputs_dir / parent["file_path"])
+            source = ReduxSource(
+                parent["content_hash"],
+                Lineage(parent_image_id=parent["image_id"]),
+                upload_path=outputs_dir / parent["file_path"],
+            )
         elif row.redux_source.startswith(("http://", "https://")):
-            source = ReduxSource(row.redux_source, Lineage(parent_source=row.redux_source), url=row.redux_source)
+            source = ReduxSource(
+                row.redux_source, Lineage(parent_source=row.redux_source), url=row.redux_source
+            )
         else:
             local = open_location(row.redux_source, outputs_dir.storage_options)
             source = ReduxSource(sha256_of(local), Lineage(parent_source=row.redux_source), upload_path=local)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+
 from PIL import Image
 from upath import UPath
 
@@ -19,7 +20,9 @@ def contact_sheet(paths: list[UPath], *, thumb: int = 96, columns: int = 6, limi
         with path.open("rb") as stream, Image.open(stream) as image:
             image.thumbnail((thumb, thumb))
             x, y = (position % columns) * thumb, (position // columns) * thumb
-            sheet.paste(image.convert("RGB"), (x + (thumb - image.width) // 2, y + (thumb - image.height) // 2))
+            sheet.paste(
+                image.convert("RGB"), (x + (thumb - image.width) // 2, y + (thumb - image.height) // 2)
+            )
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()

@@ -97,8 +97,9 @@ def _value(row: pd.Series, name: str):
     return value.item() if hasattr(value, "item") else value
 
 
-def plan_rows(table: pq.ParquetFile, defaults: dict, prompts_dir: UPath,
-              batch_rows: int = 1024) -> Iterator[PromptRow | Reject]:
+def plan_rows(
+    table: pq.ParquetFile, defaults: dict, prompts_dir: UPath, batch_rows: int = 1024
+) -> Iterator[PromptRow | Reject]:
     """Validate every row on its own: good rows become requests, bad rows become rejects."""
     seen: set[str] = set()
     offset = 0
@@ -141,7 +142,9 @@ def _plan_row(row: pd.Series, prompt_id: str, defaults: dict, prompts_dir: UPath
     text_to_image = _validated(TEXT_TO_IMAGE, request)
 
     source = _value(row, "redux_image")
-    redux_fields = {name: _value(row, name) for name in ("redux_prompt", "num_inference_steps", "guidance_scale")}
+    redux_fields = {
+        name: _value(row, name) for name in ("redux_prompt", "num_inference_steps", "guidance_scale")
+    }
     if source is None:
         given = [name for name, value in redux_fields.items() if value is not None]
         if given:
@@ -173,24 +176,40 @@ def _resolve_source(source: str, prompts_dir: UPath) -> str:
     relative = PurePosixPath(source)
     escapes = "://" in source or relative.is_absolute() or ".." in relative.parts
     path = prompts_dir if escapes else prompts_dir / relative.as_posix()
-    if escapes or (is_local(path) and not path.resolve().is_relative_to(prompts_dir.resolve())):  # a symlink out
+    if escapes or (
+        is_local(path) and not path.resolve().is_relative_to(prompts_dir.resolve())
+    ):  # a symlink out
         raise _RowError("redux_image", f"local image {source!r} is not a path inside the prompts folder")
     if not path.is_file():
         raise _RowError("redux_image", f"local image {source!r} not found in {prompts_dir}")
     return str(path)
 
 
-PROMPT_ROW_SCHEMA = pa.schema([("prompt_id", pa.string()), ("text_to_image", pa.string()), ("redux", pa.string()),
-                            ("redux_source", pa.string())])
+PROMPT_ROW_SCHEMA = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("text_to_image", pa.string()),
+        ("redux", pa.string()),
+        ("redux_source", pa.string()),
+    ]
+)
 
 
 def prompt_row_record(row: PromptRow) -> dict:
     """One row of prompts.parquet: what will be sent, as JSON."""
-    return {"prompt_id": row.prompt_id, "text_to_image": json.dumps(row.text_to_image.wire()),
-            "redux": json.dumps(row.redux.wire()) if row.redux else None, "redux_source": row.redux_source}
+    return {
+        "prompt_id": row.prompt_id,
+        "text_to_image": json.dumps(row.text_to_image.wire()),
+        "redux": json.dumps(row.redux.wire()) if row.redux else None,
+        "redux_source": row.redux_source,
+    }
 
 
 def prompt_row_from_record(record: dict) -> PromptRow:
     redux = record.get("redux")
-    return PromptRow(record["prompt_id"], TextToImageInput.model_validate_json(record["text_to_image"]),
-                      ReduxInput.model_validate_json(redux) if redux else None, record.get("redux_source"))
+    return PromptRow(
+        record["prompt_id"],
+        TextToImageInput.model_validate_json(record["text_to_image"]),
+        ReduxInput.model_validate_json(redux) if redux else None,
+        record.get("redux_source"),
+    )

@@ -74,8 +74,9 @@ def parquet_file(path: UPath) -> pq.ParquetFile:
     return pq.ParquetFile(str(path) if is_local(path) else path.fs.open(path.path, "rb"))
 
 
-def parquet_batches(path: UPath, columns: list[str] | None = None,
-                    batch_rows: int = 8192) -> Iterator[pa.RecordBatch]:
+def parquet_batches(
+    path: UPath, columns: list[str] | None = None, batch_rows: int = 8192
+) -> Iterator[pa.RecordBatch]:
     """A Parquet file's rows a batch at a time (none when there is no file)."""
     if path.is_file():
         yield from parquet_file(path).iter_batches(batch_size=batch_rows, columns=columns)

@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -67,8 +67,14 @@ def create_app(emulator: Emulator):
         now = time.monotonic()
         state = found.state(now)
         root = f"{found.base_url}/{AppId.parse(found.endpoint).requests_prefix}/{found.id}"
-        body = {"status": state, "request_id": found.id, "response_url": root,
-                "status_url": f"{root}/status", "cancel_url": f"{root}/cancel", "logs": logs}
+        body = {
+            "status": state,
+            "request_id": found.id,
+            "response_url": root,
+            "status_url": f"{root}/status",
+            "cancel_url": f"{root}/cancel",
+            "logs": logs,
+        }
         if state == "IN_QUEUE":
             body["queue_position"] = emulator.queue_position(found, now)
         if state == "COMPLETED":
@@ -96,7 +102,9 @@ def create_app(emulator: Emulator):
         if isinstance(call, Response):
             return call
         app_id, payload = call
-        found = emulator.submit(app_id, payload, base_url(request), webhook_url=request.query_params.get("fal_webhook"))
+        found = emulator.submit(
+            app_id, payload, base_url(request), webhook_url=request.query_params.get("fal_webhook")
+        )
         body = status_body(found, logs=None)
         return JSONResponse(body, headers={"x-fal-request-id": found.id})
 
@@ -122,13 +130,20 @@ def create_app(emulator: Emulator):
                 logs = found.logs(now)
                 state = found.state(now)
                 if state != last_state or len(logs) > sent_logs:
-                    yield f"data: {json.dumps(status_body(found, logs=logs[sent_logs:] if want_logs else None))}\n\n"
+                    body = status_body(found, logs=logs[sent_logs:] if want_logs else None)
+                    yield f"data: {json.dumps(body)}\n\n"
                     sent_logs, last_state = len(logs), state
                 if state == "COMPLETED":
                     return  # fal closes the stream after COMPLETED
-                wake = found.start_at if state == "IN_QUEUE" else now + (found.finish_at - found.start_at) / found.steps
+                wake = (
+                    found.start_at
+                    if state == "IN_QUEUE"
+                    else now + (found.finish_at - found.start_at) / found.steps
+                )
                 try:
-                    await asyncio.wait_for(found.done.wait(), timeout=min(max(wake - now, 0.005), SSE_KEEPALIVE_SECONDS))
+                    await asyncio.wait_for(
+                        found.done.wait(), timeout=min(max(wake - now, 0.005), SSE_KEEPALIVE_SECONDS)
+                    )
                 except TimeoutError:
                     if not want_logs and state == "IN_PROGRESS":
                         yield ": keep-alive\n\n"
@@ -158,7 +173,9 @@ def create_app(emulator: Emulator):
         app_id, payload = call
         request_id = str(uuid.uuid4())
         await asyncio.sleep(emulator.config.queue_delay + emulator.config.latency)
-        code, body = await emulator.generate(app_id, payload, base_url(request), store=False, request_id=request_id)
+        code, body = await emulator.generate(
+            app_id, payload, base_url(request), store=False, request_id=request_id
+        )
         return JSONResponse(body, status_code=code, headers={"x-fal-request-id": request_id})
 
     async def upload_initiate(request: Request) -> Response:
@@ -168,8 +185,12 @@ def create_app(emulator: Emulator):
         file_id = f"upload-{uuid.uuid4()}"
         pending_uploads[file_id] = body.get("content_type") or "application/octet-stream"
         base = base_url(request)
-        return JSONResponse({"upload_url": f"{base}/storage/upload/put/{file_id}",
-                             "file_url": f"{base}/files/{file_id}/upload"})
+        return JSONResponse(
+            {
+                "upload_url": f"{base}/storage/upload/put/{file_id}",
+                "file_url": f"{base}/files/{file_id}/upload",
+            }
+        )
 
     async def upload_put(request: Request) -> Response:
         file_id = request.path_params["file_id"]
@@ -183,15 +204,23 @@ def create_app(emulator: Emulator):
     async def storage_token(request: Request) -> Response:
         if denied := unauthorised(request):
             return denied
-        expires = datetime.now(timezone.utc) + timedelta(hours=1)
-        return JSONResponse({"token": uuid.uuid4().hex, "token_type": "Bearer",
-                             "base_url": base_url(request), "expires_at": expires.isoformat()})
+        expires = datetime.now(UTC) + timedelta(hours=1)
+        return JSONResponse(
+            {
+                "token": uuid.uuid4().hex,
+                "token_type": "Bearer",
+                "base_url": base_url(request),
+                "expires_at": expires.isoformat(),
+            }
+        )
 
     async def cdn_upload(request: Request) -> Response:
         if denied := unauthorised(request):
             return denied
         file_id = f"upload-{uuid.uuid4()}"
-        emulator.store_file(file_id, await request.body(), request.headers.get("content-type", "application/octet-stream"))
+        emulator.store_file(
+            file_id, await request.body(), request.headers.get("content-type", "application/octet-stream")
+        )
         return JSONResponse({"access_url": f"{base_url(request)}/files/{file_id}/upload"})
 
     async def serve_file(request: Request) -> Response:
@@ -219,7 +248,9 @@ def create_app(emulator: Emulator):
         Route("/run/{app:path}", run_sync, methods=["POST"]),
     ]
     for prefix in ("/{owner}/{alias}/requests/{rid}", "/{owner}/{alias}/{endpoint_path:path}/requests/{rid}"):
-        routes += [Route(prefix + suffix, handler, methods=methods) for suffix, handler, methods in request_routes]
+        routes += [
+            Route(prefix + suffix, handler, methods=methods) for suffix, handler, methods in request_routes
+        ]
     routes.append(Route("/{app:path}", submit, methods=["POST"]))
     app = Starlette(routes=routes)
     if emulator.config.faults.any():

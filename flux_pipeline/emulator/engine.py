@@ -19,7 +19,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 from PIL import Image
@@ -80,14 +80,18 @@ class QueuedRequest:
         if self.cancelled or now < self.start_at:
             return []
         run_time = max(self.finish_at - self.start_at, 1e-9)
-        done_steps = self.steps if self.done.is_set() else min(self.steps, int((now - self.start_at) / run_time * self.steps))
+        done_steps = (
+            self.steps
+            if self.done.is_set()
+            else min(self.steps, int((now - self.start_at) / run_time * self.steps))
+        )
         return [
             {
                 "message": f"step {k}/{self.steps}",
                 "level": "INFO",
                 "source": "USER",
                 "timestamp": datetime.fromtimestamp(
-                    self.start_at_wall + k * run_time / self.steps, timezone.utc
+                    self.start_at_wall + k * run_time / self.steps, UTC
                 ).isoformat(),
             }
             for k in range(1, done_steps + 1)
@@ -127,19 +131,30 @@ class Emulator:
 
     # -- queue ---------------------------------------------------------------------------------
 
-    def submit(self, endpoint: str, payload: dict, base_url: str, webhook_url: str | None = None) -> QueuedRequest:
+    def submit(
+        self, endpoint: str, payload: dict, base_url: str, webhook_url: str | None = None
+    ) -> QueuedRequest:
         now = time.monotonic()
         start = now + self.config.queue_delay
-        if self.config.runners:
-            if len(self._runner_free_at) >= self.config.runners:
-                start = max(start, heapq.heappop(self._runner_free_at))
+        if self.config.runners and len(self._runner_free_at) >= self.config.runners:
+            start = max(start, heapq.heappop(self._runner_free_at))
         finish = start + self.config.latency
         if self.config.runners:
             heapq.heappush(self._runner_free_at, finish)
-        steps = payload.get("num_inference_steps", TEXT_TO_IMAGE_STEPS) if endpoint == REDUX else TEXT_TO_IMAGE_STEPS
+        steps = (
+            payload.get("num_inference_steps", TEXT_TO_IMAGE_STEPS)
+            if endpoint == REDUX
+            else TEXT_TO_IMAGE_STEPS
+        )
         request = QueuedRequest(
-            id=str(uuid.uuid4()), endpoint=endpoint, payload=payload, base_url=base_url.rstrip("/"),
-            submitted_at=now, start_at=start, finish_at=finish, webhook_url=webhook_url,
+            id=str(uuid.uuid4()),
+            endpoint=endpoint,
+            payload=payload,
+            base_url=base_url.rstrip("/"),
+            submitted_at=now,
+            start_at=start,
+            finish_at=finish,
+            webhook_url=webhook_url,
             steps=steps if isinstance(steps, int) and 0 < steps <= 50 else TEXT_TO_IMAGE_STEPS,
         )
         self.requests[request.id] = request
@@ -156,7 +171,8 @@ class Emulator:
 
     def queue_position(self, request: QueuedRequest, now: float) -> int:
         return sum(
-            1 for other in self.requests.values()
+            1
+            for other in self.requests.values()
             if other.start_at < request.start_at and other.state(now) == "IN_QUEUE" and not other.cancelled
         )
 
@@ -173,7 +189,9 @@ class Emulator:
         await asyncio.sleep(max(0.0, request.finish_at - time.monotonic()))
         if request.done.is_set():
             return  # cancelled while queued
-        status_code, body = await self.generate(request.endpoint, request.payload, request.base_url, store=True, request_id=request.id)
+        status_code, body = await self.generate(
+            request.endpoint, request.payload, request.base_url, store=True, request_id=request.id
+        )
         self._finish(request, status_code, body)
 
     def _finish(self, request: QueuedRequest, status_code: int, body: dict) -> None:
@@ -187,8 +205,13 @@ class Emulator:
         """POST the outcome to the submit's `fal_webhook` URL, retrying until it is taken
         (protocol.md 3.7: receivers must be idempotent)."""
         ok = request.status_code == 200
-        body = {"request_id": request.id, "gateway_request_id": request.id, "status": "OK" if ok else "ERROR",
-                "payload": request.body, "error": None if ok else f"Invalid status code: {request.status_code}"}
+        body = {
+            "request_id": request.id,
+            "gateway_request_id": request.id,
+            "status": "OK" if ok else "ERROR",
+            "payload": request.body,
+            "error": None if ok else f"Invalid status code: {request.status_code}",
+        }
         async with httpx.AsyncClient(timeout=15) as client:
             for _ in range(self.config.webhook_attempts):
                 try:
@@ -201,30 +224,43 @@ class Emulator:
 
     # -- the model -----------------------------------------------------------------------------
 
-    async def generate(self, endpoint: str, payload: dict, base_url: str, *, store: bool,
-                       request_id: str) -> tuple[int, dict]:
+    async def generate(
+        self, endpoint: str, payload: dict, base_url: str, *, store: bool, request_id: str
+    ) -> tuple[int, dict]:
         """Run the model on one input: (HTTP status, body) as fal's result endpoint answers."""
         try:
             data = input_model(endpoint).model_validate(payload)
         except ValidationError as exc:
-            return 422, {"detail": [
-                {"loc": ["body", *err["loc"]], "msg": err["msg"], "type": err["type"]} for err in exc.errors()
-            ]}
+            return 422, {
+                "detail": [
+                    {"loc": ["body", *err["loc"]], "msg": err["msg"], "type": err["type"]}
+                    for err in exc.errors()
+                ]
+            }
         source_sha = None
         if endpoint == REDUX:
             try:
                 source = await self._load_source(data.image_url)
             except Exception as exc:  # any unreadable source is the caller's input error
-                return 422, {"detail": [{"loc": ["body", "image_url"], "msg": f"Could not load image: {exc}",
-                                         "type": "image_load_error"}]}
+                return 422, {
+                    "detail": [
+                        {
+                            "loc": ["body", "image_url"],
+                            "msg": f"Could not load image: {exc}",
+                            "type": "image_load_error",
+                        }
+                    ]
+                }
             source_sha = hashlib.sha256(source).hexdigest()
         seed = data.seed if data.seed is not None else self._rng.randrange(2**32)
         params = data.model_copy(update={"seed": seed, "sync_mode": False}).wire()
         width, height = data.size()
         sync = data.sync_mode or not store
         images = await asyncio.to_thread(
-            lambda: [render_image(image_digest(params, i, source_sha), width, height, data.output_format)
-                     for i in range(data.num_images)]
+            lambda: [
+                render_image(image_digest(params, i, source_sha), width, height, data.output_format)
+                for i in range(data.num_images)
+            ]
         )
         content_type = CONTENT_TYPES[data.output_format]
         outputs = []
@@ -238,8 +274,15 @@ class Emulator:
             outputs.append({"url": url, "content_type": content_type, "width": width, "height": height})
         flagged = bool(NSFW_PATTERN.search(data.prompt))
         megapixels = billed_megapixels(width, height, self.config.megapixel_size) * data.num_images
-        self.billing.append(Billing(request_id, endpoint, data.num_images, megapixels,
-                                    round(megapixels * self.config.price_per_megapixel, 6)))
+        self.billing.append(
+            Billing(
+                request_id,
+                endpoint,
+                data.num_images,
+                megapixels,
+                round(megapixels * self.config.price_per_megapixel, 6),
+            )
+        )
         return 200, {
             "images": outputs,
             "timings": {"inference": self.config.latency},

@@ -38,12 +38,16 @@ class FaultConfig:
     seed: int = 0
 
     @classmethod
-    def spread(cls, total: float, **extra) -> "FaultConfig":
+    def spread(cls, total: float, **extra) -> FaultConfig:
         """`total` chance of some fault on every kind of call, split evenly among the kinds."""
         return cls(**{kind: total / 4 for kind in cls().injected_kinds()}, **extra)  # a call meets 4 kinds
 
     def injected_kinds(self) -> list[str]:
-        return [f.name for f in fields(self) if f.name not in ("retry_after_seconds", "slow_status_seconds", "seed")]
+        return [
+            f.name
+            for f in fields(self)
+            if f.name not in ("retry_after_seconds", "slow_status_seconds", "seed")
+        ]
 
     def any(self) -> bool:
         return any(getattr(self, kind) > 0 for kind in self.injected_kinds())
@@ -58,9 +62,13 @@ def call_kind(method: str, path: str) -> str | None:
     if method == "POST" and "/".join(parts) in ENDPOINTS:
         return "submit"
     if "requests" in parts:
-        tail = parts[parts.index("requests") + 2:]
-        return {(): "result", ("status",): "status", ("status", "stream"): "status",
-                ("cancel",): "cancel"}.get(tuple(tail))
+        tail = parts[parts.index("requests") + 2 :]
+        return {
+            (): "result",
+            ("status",): "status",
+            ("status", "stream"): "status",
+            ("cancel",): "cancel",
+        }.get(tuple(tail))
     return None
 
 
@@ -84,11 +92,17 @@ class FaultInjector:
             return await self.app(scope, receive, send)
         if kind != "download":
             if self._roll("rate_limit"):
-                return await _json(send, 429, {"detail": "Too many requests"},
-                                   [(b"retry-after", str(self.config.retry_after_seconds).encode())])
+                return await _json(
+                    send,
+                    429,
+                    {"detail": "Too many requests"},
+                    [(b"retry-after", str(self.config.retry_after_seconds).encode())],
+                )
             if self._roll("server_error"):
                 status = self.rng.choice((500, 503))
-                return await _json(send, status, {"detail": "Injected server error", "error_type": "runner_disconnected"})
+                return await _json(
+                    send, status, {"detail": "Injected server error", "error_type": "runner_disconnected"}
+                )
         if self._roll("connection_reset"):
             return await _drop(send, kind)
         if kind == "status" and self._roll("slow_status"):
@@ -96,8 +110,10 @@ class FaultInjector:
         if kind == "result" and self._roll("result_error"):
             return await _json(send, 500, {"detail": "Injected result error"})
         if kind == "submit" and self._roll("lost_submit"):
+
             async def swallow(message):
                 pass
+
             await self.app(scope, receive, swallow)
             return await _drop(send, "submit response lost after queueing")
         if kind == "download" and self._roll("corrupt_download"):
@@ -108,17 +124,30 @@ class FaultInjector:
 async def _drop(send, why: str) -> None:
     """Close the connection mid-response. (Raising before a response starts would make uvicorn
     answer 500, which a client rightly retries: not a dropped connection.)"""
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+        }
+    )
     await send({"type": "http.response.body", "body": b'{"status": ', "more_body": True})
     raise DroppedConnection(why)
 
 
 async def _json(send, status: int, body: dict, headers: list | None = None) -> None:
     data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            *(headers or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 

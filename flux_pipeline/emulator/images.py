@@ -35,5 +35,7 @@ def render_image(digest: bytes, width: int, height: int, output_format: str) -> 
         fill = tuple(rng.randrange(256) for _ in range(3))
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=fill)
     buffer = io.BytesIO()
-    image.save(buffer, format=PIL_FORMATS[output_format], **({"quality": 90} if output_format == "jpeg" else {}))
+    image.save(
+        buffer, format=PIL_FORMATS[output_format], **({"quality": 90} if output_format == "jpeg" else {})
+    )
     return buffer.getvalue()

@@ -13,13 +13,26 @@ from .engine import Emulator, EmulatorConfig
 class EmulatorServer(BackgroundServer):
     """A running emulator. `with EmulatorServer() as server: server.url, server.emulator`."""
 
-    def __init__(self, config: EmulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 ssl_certfile: str | None = None, ssl_keyfile: str | None = None):
+    def __init__(
+        self,
+        config: EmulatorConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+    ):
         self.emulator = Emulator(config)
         # injected dropped connections would each log a traceback
         quiet = self.emulator.config.faults.any()
-        super().__init__(create_app(self.emulator), host=host, port=port, ssl_certfile=ssl_certfile,
-                         ssl_keyfile=ssl_keyfile, log_level="critical" if quiet else "warning")
+        super().__init__(
+            create_app(self.emulator),
+            host=host,
+            port=port,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+            log_level="critical" if quiet else "warning",
+        )
 
 
 def serve_forever(config: EmulatorConfig, host: str, port: int) -> None:

@@ -116,20 +116,20 @@ class Uploads:
         self._fal = fal
         self._urls: dict[str, asyncio.Task[str]] = {}
 
-    def url(self, path: str | PathLike) -> "asyncio.Task[str]":
+    def url(self, path: str | PathLike) -> asyncio.Task[str]:
         if str(path) not in self._urls:
             self._urls[str(path)] = asyncio.ensure_future(self._fal.upload_file(path))
         return self._urls[str(path)]
 
 
-async def _submit(fal: FalClient, job: GenerationJob, ledger: Ledger | None,
-                  options: BatchOptions, uploads: Uploads) -> str:
+async def _submit(
+    fal: FalClient, job: GenerationJob, ledger: Ledger | None, options: BatchOptions, uploads: Uploads
+) -> str:
     """Submit once, never twice: a submit whose response was lost is looked for through its
     webhook, and only sent again once the webhook's silence shows it never reached fal."""
     webhooks = ledger is not None and options.webhook_base is not None
-    if job.lost_token and webhooks:
-        if found := await ledger.find_lost(job, job.lost_token):
-            return found
+    if job.lost_token and webhooks and (found := await ledger.find_lost(job, job.lost_token)):
+        return found
     data = job.input
     if job.upload_path:
         data = data.model_copy(update={"image_url": await uploads.url(job.upload_path)})
@@ -155,16 +155,22 @@ async def _download_verified(fal: FalClient, job: GenerationJob, url: str, max_b
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
         data, content_type = await fal.download(url)
         try:
-            verify_image(data, content_type, output_format=job.input.output_format, size=job.input.size(),
-                         max_bytes=max_bytes)
+            verify_image(
+                data,
+                content_type,
+                output_format=job.input.output_format,
+                size=job.input.size(),
+                max_bytes=max_bytes,
+            )
             return GeneratedFile(data, content_type, url)
         except InvalidImageError:
             if attempt == DOWNLOAD_ATTEMPTS:
                 raise
 
 
-async def _complete(fal: FalClient, job: GenerationJob, ledger: Ledger | None,
-                    options: BatchOptions, uploads: Uploads) -> Outcome:
+async def _complete(
+    fal: FalClient, job: GenerationJob, ledger: Ledger | None, options: BatchOptions, uploads: Uploads
+) -> Outcome:
     started = time.monotonic()
     request_id = job.request_id
     finished = False
@@ -183,11 +189,14 @@ async def _complete(fal: FalClient, job: GenerationJob, ledger: Ledger | None,
                 raise
             # A resumed request that ended cancelled (its earlier run was stopped) was never
             # billed: send it again rather than lose the row.
-            request_id = await _submit(fal, dataclasses.replace(job, request_id=None, lost_token=None), ledger,
-                                       options, uploads)
+            request_id = await _submit(
+                fal, dataclasses.replace(job, request_id=None, lost_token=None), ledger, options, uploads
+            )
             output = await _wait_and_fetch(fal, job, request_id, options, on_log)
         finished = True
-        files = [await _download_verified(fal, job, image.url, options.max_file_bytes) for image in output.images]
+        files = [
+            await _download_verified(fal, job, image.url, options.max_file_bytes) for image in output.images
+        ]
         return Generation(job, request_id, output, files, time.monotonic() - started, logs)
     except FalApiError as exc:
         finished = True
@@ -201,18 +210,22 @@ async def _complete(fal: FalClient, job: GenerationJob, ledger: Ledger | None,
                 await asyncio.shield(fal.cancel(job.endpoint, request_id))
 
 
-async def _wait_and_fetch(fal: FalClient, job: GenerationJob, request_id: str, options: BatchOptions,
-                          on_log: LogSink | None) -> FluxOutput:
+async def _wait_and_fetch(
+    fal: FalClient, job: GenerationJob, request_id: str, options: BatchOptions, on_log: LogSink | None
+) -> FluxOutput:
     try:
         async with asyncio.timeout(options.deadline_s):
             await fal.wait(job.endpoint, request_id, on_log)
     except TimeoutError:
-        raise FalTimeoutError(f"request {request_id} did not complete within {options.deadline_s:g} s") from None
+        raise FalTimeoutError(
+            f"request {request_id} did not complete within {options.deadline_s:g} s"
+        ) from None
     return await fal.result(job.endpoint, request_id)
 
 
-async def run_batch(fal: FalClient, jobs: AsyncIterator[GenerationJob], options: BatchOptions, *,
-                    ledger: Ledger | None = None) -> AsyncIterator[Outcome]:
+async def run_batch(
+    fal: FalClient, jobs: AsyncIterator[GenerationJob], options: BatchOptions, *, ledger: Ledger | None = None
+) -> AsyncIterator[Outcome]:
     """Yield one Outcome per job, in completion order. Jobs are drawn lazily, one per free slot."""
     slots = asyncio.Semaphore(options.max_concurrency)
     finished: asyncio.Queue[Outcome | None] = asyncio.Queue()

@@ -16,7 +16,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +30,7 @@ from .errors import FalApiError, FalError, FalInputError, FalSubmitUncertain
 from .models import FluxInput, FluxOutput, input_model
 
 LOG = logging.getLogger("flux_pipeline.fal")
+DEFAULT_URLS = FalUrls()
 LogSink = Callable[[str, dict], None]
 """Called with (request_id, log entry) for every new queue log line."""
 
@@ -113,7 +114,7 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
     except ValueError:
         pass
     try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
     except (TypeError, ValueError):
         return None
 
@@ -129,7 +130,7 @@ class FalClient:
     def __init__(
         self,
         key: str,
-        urls: FalUrls = FalUrls(),
+        urls: FalUrls = DEFAULT_URLS,
         *,
         poll_interval: float = 0.25,
         max_poll_interval: float = 2.0,
@@ -146,7 +147,9 @@ class FalClient:
         self.max_poll_interval = max_poll_interval
         self.status_updates = status_updates
         self._http_timeout = http_timeout
-        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self._api: httpx.AsyncClient | None = None
         self._public: httpx.AsyncClient | None = None
         self.retry = retry or RetryPolicy()
@@ -156,7 +159,7 @@ class FalClient:
     def __repr__(self) -> str:
         return f"FalClient(urls={self.urls!r})"
 
-    async def __aenter__(self) -> "FalClient":
+    async def __aenter__(self) -> FalClient:
         timeout = httpx.Timeout(self._http_timeout)
         self._api = httpx.AsyncClient(
             headers={"Authorization": f"Key {self._key}", "User-Agent": "flux-pipeline"},
@@ -184,9 +187,18 @@ class FalClient:
         await asyncio.sleep(delay)
         return True
 
-    async def _send(self, kind: str, method: str, url: str, *, api: bool = True, idempotent: bool = True,
-                    endpoint: str | None = None, request_id: str | None = None,
-                    **kwargs: Any) -> httpx.Response:
+    async def _send(
+        self,
+        kind: str,
+        method: str,
+        url: str,
+        *,
+        api: bool = True,
+        idempotent: bool = True,
+        endpoint: str | None = None,
+        request_id: str | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
         """One logical call with retries. A non-idempotent call (submit, sync run) is retried
         only when it certainly did not reach fal; otherwise FalSubmitUncertain is raised."""
         client = self._api if api else self._public
@@ -218,14 +230,25 @@ class FalClient:
         response was lost (FalSubmitUncertain)."""
         payload = validate_input(endpoint, data).wire()
         params = {"fal_webhook": webhook_url} if webhook_url else None
-        response = await self._send("submit", "POST", self.urls.submit(endpoint), json=payload, params=params,
-                                    endpoint=endpoint, idempotent=False)
+        response = await self._send(
+            "submit",
+            "POST",
+            self.urls.submit(endpoint),
+            json=payload,
+            params=params,
+            endpoint=endpoint,
+            idempotent=False,
+        )
         return response.json()["request_id"]
 
     async def status(self, endpoint: str, request_id: str, *, logs: bool = False) -> QueueStatus:
         response = await self._send(
-            "status", "GET", self.urls.request(endpoint, request_id, "/status"),
-            params={"logs": int(logs)}, endpoint=endpoint, request_id=request_id,
+            "status",
+            "GET",
+            self.urls.request(endpoint, request_id, "/status"),
+            params={"logs": int(logs)},
+            endpoint=endpoint,
+            request_id=request_id,
         )
         return QueueStatus.model_validate(response.json())
 
@@ -240,7 +263,9 @@ class FalClient:
                 break  # the server does not stream status: poll instead
             except (httpx.TransportError, FalApiError) as exc:
                 retryable = isinstance(exc, httpx.TransportError) or exc.status_code in RETRYABLE_STATUS
-                reason = type(exc).__name__ if isinstance(exc, httpx.TransportError) else f"HTTP {exc.status_code}"
+                reason = (
+                    type(exc).__name__ if isinstance(exc, httpx.TransportError) else f"HTTP {exc.status_code}"
+                )
                 if not (retryable and await self._backoff("status", attempt, reason)):
                     raise
         return await self._wait_poll(endpoint, request_id, on_log)
@@ -286,16 +311,22 @@ class FalClient:
     async def cancel(self, endpoint: str, request_id: str) -> bool:
         """Ask fal to cancel; False when the request had already completed."""
         try:
-            await self._send("cancel", "PUT", self.urls.request(endpoint, request_id, "/cancel"),
-                             endpoint=endpoint, request_id=request_id)
+            await self._send(
+                "cancel",
+                "PUT",
+                self.urls.request(endpoint, request_id, "/cancel"),
+                endpoint=endpoint,
+                request_id=request_id,
+            )
         except FalApiError as exc:
             if exc.status_code == 400:
                 return False
             raise
         return True
 
-    async def subscribe(self, endpoint: str, data: FluxInput | dict,
-                        on_log: LogSink | None = None) -> tuple[str, FluxOutput]:
+    async def subscribe(
+        self, endpoint: str, data: FluxInput | dict, on_log: LogSink | None = None
+    ) -> tuple[str, FluxOutput]:
         """Submit, wait and fetch the result: (request id, output)."""
         request_id = await self.submit(endpoint, data)
         await self.wait(endpoint, request_id, on_log)
@@ -304,8 +335,15 @@ class FalClient:
     async def run(self, endpoint: str, data: FluxInput | dict) -> FluxOutput:
         """The sync endpoint: one blocking call, no queue."""
         payload = validate_input(endpoint, data).wire()
-        response = await self._send("run", "POST", self.urls.run_sync(endpoint), json=payload,
-                                    endpoint=endpoint, timeout=None, idempotent=False)
+        response = await self._send(
+            "run",
+            "POST",
+            self.urls.run_sync(endpoint),
+            json=payload,
+            endpoint=endpoint,
+            timeout=None,
+            idempotent=False,
+        )
         return FluxOutput.model_validate(response.json())
 
     # -- files ---------------------------------------------------------------------------------
@@ -313,12 +351,20 @@ class FalClient:
     async def upload(self, data: bytes, content_type: str, file_name: str) -> str:
         """Put bytes in fal storage; returns the public URL a request can reference."""
         response = await self._send(
-            "upload", "POST", self.urls.upload_initiate(),
+            "upload",
+            "POST",
+            self.urls.upload_initiate(),
             json={"content_type": content_type, "file_name": file_name},
         )
         target = response.json()
-        await self._send("upload", "PUT", target["upload_url"], api=False, content=data,
-                         headers={"Content-Type": content_type})
+        await self._send(
+            "upload",
+            "PUT",
+            target["upload_url"],
+            api=False,
+            content=data,
+            headers={"Content-Type": content_type},
+        )
         return target["file_url"]
 
     async def upload_file(self, path: str | Path) -> str:
@@ -333,4 +379,6 @@ class FalClient:
         if url.startswith("data:"):
             return decode_data_uri(url)
         response = await self._send("download", "GET", url, api=False)
-        return response.content, response.headers.get("content-type", "application/octet-stream").split(";")[0]
+        return response.content, response.headers.get("content-type", "application/octet-stream").split(";")[
+            0
+        ]

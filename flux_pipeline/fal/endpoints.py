@@ -15,7 +15,7 @@ class AppId:
     namespace: str | None = None
 
     @classmethod
-    def parse(cls, endpoint_id: str) -> "AppId":
+    def parse(cls, endpoint_id: str) -> AppId:
         parts = endpoint_id.strip("/").split("/")
         namespace = None
         if parts[0] in NAMESPACES:
@@ -45,7 +45,7 @@ class FalUrls:
     storage: str = "https://rest.fal.ai"
 
     @classmethod
-    def single_base(cls, base: str) -> "FalUrls":
+    def single_base(cls, base: str) -> FalUrls:
         base = base.rstrip("/")
         return cls(queue=base, run=f"{base}/run", storage=base)
 

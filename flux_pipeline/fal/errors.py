@@ -19,10 +19,9 @@ class FalInputError(FalError, ValueError):
         super().__init__(f"invalid input for {endpoint}: {fields}")
 
     @classmethod
-    def from_pydantic(cls, endpoint: str, exc: Any) -> "FalInputError":
+    def from_pydantic(cls, endpoint: str, exc: Any) -> FalInputError:
         return cls(
-            endpoint,
-            [(".".join(str(p) for p in e["loc"]) or "input", e["msg"]) for e in exc.errors()],
+            endpoint, [(".".join(str(p) for p in e["loc"]) or "input", e["msg"]) for e in exc.errors()]
         )
 
 
@@ -61,8 +60,9 @@ class FalApiError(FalError):
         return pairs
 
     @classmethod
-    def from_response(cls, response: Any, *, endpoint: str | None = None,
-                      request_id: str | None = None) -> "FalApiError":
+    def from_response(
+        cls, response: Any, *, endpoint: str | None = None, request_id: str | None = None
+    ) -> FalApiError:
         detail: Any = None
         error_type = response.headers.get("x-fal-error-type")
         try:
@@ -89,8 +89,9 @@ class FalSubmitUncertain(FalError):
 
     def __init__(self, endpoint: str, cause: Exception):
         self.endpoint = endpoint
-        super().__init__(f"submit to {endpoint} may have been queued but its response was lost "
-                         f"({type(cause).__name__})")
+        super().__init__(
+            f"submit to {endpoint} may have been queued but its response was lost ({type(cause).__name__})"
+        )
 
 
 class FalTimeoutError(FalError):

@@ -47,9 +47,7 @@ def _tolerance_as_text(value: object) -> object:
     return value
 
 
-SafetyTolerance = Annotated[
-    Literal["1", "2", "3", "4", "5", "6"], BeforeValidator(_tolerance_as_text)
-]
+SafetyTolerance = Annotated[Literal["1", "2", "3", "4", "5", "6"], BeforeValidator(_tolerance_as_text)]
 
 
 def _not_blank(text: str) -> str:

@@ -13,8 +13,9 @@ class InvalidImageError(ValueError):
     """A downloaded file is not the image that was asked for."""
 
 
-def verify_image(data: bytes, content_type: str, *, output_format: str, size: tuple[int, int],
-                 max_bytes: int) -> None:
+def verify_image(
+    data: bytes, content_type: str, *, output_format: str, size: tuple[int, int], max_bytes: int
+) -> None:
     """Content type, size limit, and that the bytes decode to an image of `size`."""
     expected_type = CONTENT_TYPES[output_format]
     if content_type != expected_type:

@@ -19,20 +19,24 @@ class DatasetResource(dg.ConfigurableResource):
     """`data_dir` may be a local folder or an fsspec URL (s3://bucket/prefix, gs://, az://);
     its layout is dataset.layout.DatasetLayout."""
 
-    data_dir: str = Field(default=DEFAULT_DATA_DIR, description="Root folder of the dataset (or an fsspec URL).")
+    data_dir: str = Field(
+        default=DEFAULT_DATA_DIR, description="Root folder of the dataset (or an fsspec URL)."
+    )
     storage_options: dict[str, Any] = Field(
         default_factory=dict,
-        description="fsspec options for a URL data_dir, e.g. {'endpoint_url': ...}; prefer the filesystem's own "
-        "environment variables for credentials.",
+        description="fsspec options for a URL data_dir, e.g. {'endpoint_url': ...}; prefer the "
+        "filesystem's own environment variables for credentials.",
     )
     ledger: str | None = Field(
         default=None,
-        description="The request ledger: a SQLite file, or a postgresql:// URL that every machine running the "
-        "dataset's steps reaches. Default: ledger/requests.sqlite under a local data_dir.",
+        description="The request ledger: a SQLite file, or a postgresql:// URL that every machine "
+        "running the dataset's steps reaches. Default: ledger/requests.sqlite under a local data_dir.",
     )
     lost_request_wait: float = Field(
-        default=120.0, ge=0, description="Seconds to wait for the webhook of a submit whose response was lost "
-        "before giving up on it for this run."
+        default=120.0,
+        ge=0,
+        description="Seconds to wait for the webhook of a submit whose response was lost "
+        "before giving up on it for this run.",
     )
     image_size: str = Field(default="landscape_4_3", description="Default preset size for rows without one.")
     num_images: int = Field(default=1, description="Default images per row.")
@@ -41,9 +45,15 @@ class DatasetResource(dg.ConfigurableResource):
     enhance_prompt: bool = Field(default=False)
     price_per_megapixel: float = Field(default=0.04, ge=0, description="USD per billed megapixel.")
     megapixel_size: int = Field(default=1024 * 1024, gt=0, description="Pixels in one billed megapixel.")
-    budget_usd: float | None = Field(default=None, ge=0, description="Most a partition may spend; None: no limit.")
-    nsfw_warn_rate: float = Field(default=0.2, ge=0, le=1, description="NSFW share above which a check warns.")
-    max_download_bytes: int = Field(default=DEFAULT_MAX_FILE_BYTES, gt=0, description="Largest result file accepted.")
+    budget_usd: float | None = Field(
+        default=None, ge=0, description="Most a partition may spend; None: no limit."
+    )
+    nsfw_warn_rate: float = Field(
+        default=0.2, ge=0, le=1, description="NSFW share above which a check warns."
+    )
+    max_download_bytes: int = Field(
+        default=DEFAULT_MAX_FILE_BYTES, gt=0, description="Largest result file accepted."
+    )
 
     @property
     def layout(self) -> DatasetLayout:
@@ -54,13 +64,20 @@ class DatasetResource(dg.ConfigurableResource):
             return self.ledger
         layout = self.layout
         if not is_local(layout.root):
-            raise ValueError(f"data_dir is {self.data_dir}: set the ledger to a postgresql:// URL that every machine "
-                             "reaches (or to a local SQLite file when all runs execute on this host)")
+            raise ValueError(
+                f"data_dir is {self.data_dir}: set the ledger to a postgresql:// URL that every machine "
+                "reaches (or to a local SQLite file when all runs execute on this host)"
+            )
         return str(layout.default_ledger)
 
     def request_defaults(self) -> dict:
-        return {"image_size": self.image_size, "num_images": self.num_images, "output_format": self.output_format,
-                "safety_tolerance": self.safety_tolerance, "enhance_prompt": self.enhance_prompt}
+        return {
+            "image_size": self.image_size,
+            "num_images": self.num_images,
+            "output_format": self.output_format,
+            "safety_tolerance": self.safety_tolerance,
+            "enhance_prompt": self.enhance_prompt,
+        }
 
     def cost_of(self, megapixels: int) -> float:
         return round(megapixels * self.price_per_megapixel, 6)

@@ -30,16 +30,24 @@ class BaseFalResource(dg.ConfigurableResource):
     status_updates: Literal["stream", "poll"] = Field(
         default="stream", description="Wait on fal's status stream (one call per request) or poll."
     )
-    poll_interval: float = Field(default=0.25, gt=0, description="First poll delay in seconds; grows 1.5x per poll.")
+    poll_interval: float = Field(
+        default=0.25, gt=0, description="First poll delay in seconds; grows 1.5x per poll."
+    )
     max_poll_interval: float = Field(default=2.0, gt=0)
     http_timeout: float = Field(default=60.0, gt=0, description="Seconds for one HTTP call.")
     request_deadline: float = Field(
-        default=900.0, gt=0, description="Seconds a request may take from submit to COMPLETED before it is cancelled."
+        default=900.0,
+        gt=0,
+        description="Seconds a request may take from submit to COMPLETED before it is cancelled.",
     )
-    max_attempts: int = Field(default=8, ge=1, description="Tries per HTTP call (429, 5xx, dropped connections).")
+    max_attempts: int = Field(
+        default=8, ge=1, description="Tries per HTTP call (429, 5xx, dropped connections)."
+    )
     retry_budget: int = Field(default=10_000, ge=0, description="Retries allowed across one batch.")
     max_retry_after: float = Field(
-        default=120.0, ge=0, description="Longest Retry-After honoured; a call asked to wait longer is not retried."
+        default=120.0,
+        ge=0,
+        description="Longest Retry-After honoured; a call asked to wait longer is not retried.",
     )
     webhook_port: int | None = Field(
         default=None,
@@ -58,20 +66,35 @@ class BaseFalResource(dg.ConfigurableResource):
     def _receives_webhooks(self) -> bool:
         return self.webhook_port is not None
 
-    def client(self, usage: FalUsage | None = None, log: logging.Logger | logging.LoggerAdapter = LOG) -> FalClient:
+    def client(
+        self, usage: FalUsage | None = None, log: logging.Logger | logging.LoggerAdapter = LOG
+    ) -> FalClient:
         """A FalClient for this configuration (use with `async with`)."""
         key, urls = self._connection()
         return FalClient(
-            key, urls, poll_interval=self.poll_interval, max_poll_interval=self.max_poll_interval,
-            status_updates=self.status_updates, http_timeout=self.http_timeout,
-            max_connections=max(2 * self.max_concurrency, 8), usage=usage, log=log,
-            retry=RetryPolicy(max_attempts=self.max_attempts, budget=self.retry_budget,
-                              max_retry_after=self.max_retry_after),
+            key,
+            urls,
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            status_updates=self.status_updates,
+            http_timeout=self.http_timeout,
+            max_connections=max(2 * self.max_concurrency, 8),
+            usage=usage,
+            log=log,
+            retry=RetryPolicy(
+                max_attempts=self.max_attempts, budget=self.retry_budget, max_retry_after=self.max_retry_after
+            ),
         )
 
-    def generate(self, jobs: Iterable[GenerationJob], *, ledger: Ledger | None = None, usage: FalUsage | None = None,
-                 log: logging.Logger | logging.LoggerAdapter = LOG,
-                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Iterator[Outcome]:
+    def generate(
+        self,
+        jobs: Iterable[GenerationJob],
+        *,
+        ledger: Ledger | None = None,
+        usage: FalUsage | None = None,
+        log: logging.Logger | logging.LoggerAdapter = LOG,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    ) -> Iterator[Outcome]:
         """Run the jobs concurrently (up to `max_concurrency`), yielding each outcome as it
         finishes. Jobs are drawn, on the caller's thread, one per free slot. Closing the iterator
         early, or an interrupt, cancels the requests still in flight."""
@@ -79,13 +102,24 @@ class BaseFalResource(dg.ConfigurableResource):
         if ledger is not None and self._receives_webhooks():
             from ..fal.webhooks import WebhookReceiver  # the server stack loads only when it listens
 
-            receiver = WebhookReceiver(ledger.webhook_received, host=self.webhook_host,
-                                       port=self.webhook_port or 0, public_url=self.webhook_public_url)
-        options = BatchOptions(self.max_concurrency, self.request_deadline, max_file_bytes,
-                               receiver.base_url if receiver else None)
+            receiver = WebhookReceiver(
+                ledger.webhook_received,
+                host=self.webhook_host,
+                port=self.webhook_port or 0,
+                public_url=self.webhook_public_url,
+            )
+        options = BatchOptions(
+            self.max_concurrency,
+            self.request_deadline,
+            max_file_bytes,
+            receiver.base_url if receiver else None,
+        )
 
         async def outcomes(queued: AsyncIterator[GenerationJob]) -> AsyncIterator[Outcome]:
-            async with self.client(usage, log) as fal, aclosing(run_batch(fal, queued, options, ledger=ledger)) as run:
+            async with (
+                self.client(usage, log) as fal,
+                aclosing(run_batch(fal, queued, options, ledger=ledger)) as run,
+            ):
                 async for outcome in run:
                     yield outcome
 
