@@ -107,7 +107,24 @@ def is_retryable(response: httpx.Response) -> bool:
     return response.status_code in RETRYABLE_STATUS and not response.headers.get("x-fal-request-timeout-type")
 
 
-class FalClient:
+class RetryAccounting:
+    """Counts attempts (`calls`) and retries (`retries`) by kind of call, within the attempt
+    limit and the session budget of `retry`."""
+
+    def __init__(self, retry: RetryPolicy | None):
+        self.retry = retry or RetryPolicy()
+        self.calls: dict[str, int] = {}
+        self.retries: dict[str, int] = {}
+
+    def _may_retry(self, kind: str, attempt: int) -> bool:
+        if attempt >= self.retry.max_attempts or self.retry.budget <= 0:
+            return False
+        self.retry.budget -= 1
+        self.retries[kind] = self.retries.get(kind, 0) + 1
+        return True
+
+
+class FalClient(RetryAccounting):
     """One connection pool to fal. Use as `async with FalClient(...) as fal:`."""
 
     def __init__(
@@ -131,9 +148,7 @@ class FalClient:
         self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._api: httpx.AsyncClient | None = None
         self._public: httpx.AsyncClient | None = None
-        self.retry = retry or RetryPolicy()
-        self.calls: dict[str, int] = {}
-        self.retries: dict[str, int] = {}
+        super().__init__(retry)
 
     def __repr__(self) -> str:
         return f"FalClient(urls={self.urls!r})"
@@ -153,13 +168,6 @@ class FalClient:
         await self._public.aclose()
 
     # -- plumbing ------------------------------------------------------------------------------
-
-    def _may_retry(self, kind: str, attempt: int) -> bool:
-        if attempt >= self.retry.max_attempts or self.retry.budget <= 0:
-            return False
-        self.retry.budget -= 1
-        self.retries[kind] = self.retries.get(kind, 0) + 1
-        return True
 
     async def _send(self, kind: str, method: str, url: str, *, api: bool = True, idempotent: bool = True,
                     endpoint: str | None = None, request_id: str | None = None,
