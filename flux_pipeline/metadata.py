@@ -38,9 +38,9 @@ def step_metadata(tally: StepTally, rows: CatalogRowWriter) -> dict:
         "cost_usd": round(totals.cost_usd, 6),
         "billed_megapixels": totals.billed_megapixels,
         "nsfw_images": totals.nsfw_images,
-        "fal_calls": sum(tally.usage.calls.values()),
-        "fal_retries": sum(tally.usage.retries.values()),
-        "fal_calls_by_kind": dg.MetadataValue.json(dict(tally.usage.calls)),
+        "fal_calls": sum(tally.call_counts.calls.values()),
+        "fal_retries": sum(tally.call_counts.retries.values()),
+        "fal_calls_by_kind": dg.MetadataValue.json(dict(tally.call_counts.calls)),
         "failures": table_preview(pd.DataFrame(tally.failures, columns=FAILURE_SCHEMA.names)),
     }
     if latencies := sorted(tally.latencies):

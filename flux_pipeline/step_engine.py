@@ -28,8 +28,8 @@ from .dataset.ledger import LedgerEntry, PartitionLedger, RequestLedger
 from .dataset.plans import Lineage, RowFailure
 from .dataset.rows import CatalogRowWriter
 from .fal.batch import Generation, GenerationFailure, GenerationJob, Outcome
-from .fal.client import FalUsage
 from .fal.models import billed_megapixels
+from .fal.retries import CallCounts
 from .resources import BaseFalResource, DatasetResource
 
 FAILURE_SCHEMA = pa.schema(
@@ -72,7 +72,7 @@ class StepTally:
     not_sent: int = 0
     reused: int = 0
     resumed: int = 0
-    usage: FalUsage = field(default_factory=FalUsage)
+    call_counts: CallCounts = field(default_factory=CallCounts)
 
 
 def failure_row(
@@ -281,7 +281,7 @@ def run_generation_step(
         outcomes = fal.generate(
             jobs_to_send(planned, out, budget_left, tally),
             ledger=out.ledger,
-            usage=tally.usage,
+            call_counts=tally.call_counts,
             log=context.log,
             max_file_bytes=dataset.max_download_bytes,
         )

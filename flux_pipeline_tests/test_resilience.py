@@ -16,7 +16,7 @@ import pytest
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.faults import FaultConfig
 from flux_pipeline.emulator.server import EmulatorServer
-from flux_pipeline.fal.client import RetryPolicy, retry_after_seconds
+from flux_pipeline.fal.retries import RetryPolicy, retry_after_seconds
 
 from .conftest import free_port
 from .dataset_fixtures import make_project, write_table
@@ -211,7 +211,12 @@ def test_client_errors_are_not_retried(emulator):
             await fal.wait(TEXT_TO_IMAGE, bad)
             with pytest.raises(FalApiError) as invalid:
                 await fal.result(TEXT_TO_IMAGE, bad)
-            return unknown.value.status_code, invalid.value.status_code, fal.usage.calls, fal.usage.retries
+            return (
+                unknown.value.status_code,
+                invalid.value.status_code,
+                fal.call_counts.calls,
+                fal.call_counts.retries,
+            )
 
     unknown, invalid, made, retried = asyncio.run(calls())
     assert (unknown, invalid) == (404, 422)

@@ -1,5 +1,6 @@
 """fal's HTTP surface over an Emulator (layout of protocol.md section 10): the queue API at the
-root, the sync API under /run, storage under /storage and /files, accounting at /_emulator."""
+root, the sync API under /run, storage under /storage and /files, the Platform APIs under /v1
+(emulator/platform.py), accounting at /_emulator."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from datetime import UTC, datetime, timedelta
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from ..fal.endpoints import AppId
 from ..fal.models import ENDPOINTS
 from .engine import Emulator, QueuedRequest
 from .faults import FaultInjector, call_kind
+from .platform import platform_routes
 
 SSE_KEEPALIVE_SECONDS = 15.0
 
@@ -239,6 +241,7 @@ def create_app(emulator: Emulator):
         ("", result, ["GET"]),
     ]
     routes = [
+        Mount("/v1", routes=platform_routes(emulator)),
         Route("/_emulator/stats", stats, methods=["GET"]),
         Route("/storage/upload/initiate", upload_initiate, methods=["POST"]),
         Route("/storage/upload/put/{file_id}", upload_put, methods=["PUT"]),

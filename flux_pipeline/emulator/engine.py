@@ -5,6 +5,11 @@ meaning unlimited), then runs for `latency` seconds. NSFW rule: every image of a
 prompt contains the word "nsfw" (any case) is flagged. Failed and cancelled requests are not
 billed; a request cancelled while in progress still runs to the end and is billed (the model
 ignores the cancel signal, the conservative reading of protocol.md 3.6).
+
+History: every queued request keeps its wall-clock sent, start and end times, status code and
+input as received, and every billed request its billing time, for the Platform APIs
+(emulator/platform.py). Under the `lost_image` fault a request is billed but its files are never
+kept, so their download answers 404.
 """
 
 from __future__ import annotations
@@ -42,6 +47,15 @@ class EmulatorConfig:
     runners: int | None = None
     random_seed: int = 0
     price_per_megapixel: float = 0.04
+    """The unit price, per `unit`."""
+    unit: str = "megapixels"
+    """The billing unit: `megapixels` (rounded up per image) or `image`."""
+    percent_discount: float | None = None
+    """The account's discount, applied to billing events."""
+    billing_delay: float = 0.0
+    """Seconds after billing before a billing event is listed."""
+    admin_keys: tuple[str, ...] = ()
+    """Keys that may call the admin-only Platform APIs (billing events, usage)."""
     megapixel_size: int = 1024 * 1024
     faults: FaultConfig = field(default_factory=FaultConfig)
     webhook_retry_seconds: float = 0.5
@@ -69,6 +83,11 @@ class QueuedRequest:
     cancelled: bool = False
     status_code: int | None = None
     body: dict | None = None
+    sent_at: float = field(default_factory=time.time)
+    """Wall-clock seconds since the epoch, as are `started_at` and `ended_at`, both set when the
+    request completes (`started_at` stays None for a request cancelled in the queue)."""
+    started_at: float | None = None
+    ended_at: float | None = None
 
     def state(self, now: float) -> str:
         if self.done.is_set():
@@ -109,6 +128,7 @@ class Billing:
     images: int
     megapixels: int
     cost_usd: float
+    billed_at: float = field(default_factory=time.time)
 
 
 class Emulator:
@@ -127,6 +147,7 @@ class Emulator:
         self.peak_in_flight = 0
         self._runner_free_at: list[float] = []
         self._rng = random.Random(self.config.random_seed)
+        self._fault_rng = random.Random(self.config.faults.seed)
         self._tasks: set[asyncio.Task] = set()
 
     # -- queue ---------------------------------------------------------------------------------
@@ -196,6 +217,9 @@ class Emulator:
 
     def _finish(self, request: QueuedRequest, status_code: int, body: dict) -> None:
         request.status_code, request.body = status_code, body
+        request.ended_at = time.time()
+        if not request.cancelled:
+            request.started_at = request.sent_at + (request.start_at - request.submitted_at)
         request.done.set()
         self.in_flight -= 1
         if request.webhook_url:
@@ -256,6 +280,7 @@ class Emulator:
         params = data.model_copy(update={"seed": seed, "sync_mode": False}).wire()
         width, height = data.size()
         sync = data.sync_mode or not store
+        lost = not sync and self._lose_image()
         images = await asyncio.to_thread(
             lambda: [
                 render_image(image_digest(params, i, source_sha), width, height, data.output_format)
@@ -269,7 +294,8 @@ class Emulator:
                 url = f"data:{content_type};base64,{base64.b64encode(blob).decode()}"
             else:
                 file_id = f"{request_id}-{index}"
-                self.files[file_id] = StoredFile(blob, content_type)
+                if not lost:
+                    self.files[file_id] = StoredFile(blob, content_type)
                 url = f"{base_url}/files/{file_id}/image.{data.output_format}"
             outputs.append({"url": url, "content_type": content_type, "width": width, "height": height})
         flagged = bool(NSFW_PATTERN.search(data.prompt))
@@ -290,6 +316,13 @@ class Emulator:
             "has_nsfw_concepts": [flagged] * data.num_images,
             "prompt": data.prompt + ENHANCED_SUFFIX if data.enhance_prompt else data.prompt,
         }
+
+    def _lose_image(self) -> bool:
+        """Roll the `lost_image` fault for one request."""
+        hit = self.config.faults.lost_image > 0 and self._fault_rng.random() < self.config.faults.lost_image
+        if hit:
+            self.faults_injected["lost_image"] = self.faults_injected.get("lost_image", 0) + 1
+        return hit
 
     async def _load_source(self, image_url: str) -> bytes:
         if image_url.startswith("data:"):

@@ -1,5 +1,7 @@
 """Injected faults: an ASGI middleware that, by seeded chance, answers a call the way a bad day
-at fal would. Each kind applies to the calls it names; probabilities are per call."""
+at fal would. Each kind applies to the calls it names; probabilities are per call, except
+`lost_image`, which the engine rolls per request. Platform API calls (under /v1) meet the same
+429, 5xx and dropped connections as queue calls."""
 
 from __future__ import annotations
 
@@ -20,11 +22,11 @@ class DroppedConnection(Exception):
 @dataclass
 class FaultConfig:
     rate_limit: float = 0.0
-    """Queue calls answer 429 with Retry-After."""
+    """Queue and platform calls answer 429 with Retry-After."""
     server_error: float = 0.0
-    """Queue calls answer 500 or 503 (not queued, not billed)."""
+    """Queue and platform calls answer 500 or 503 (a submit is not queued, not billed)."""
     connection_reset: float = 0.0
-    """Queue calls and downloads: the connection drops before any response."""
+    """Queue calls, platform calls and downloads: the connection drops before any response."""
     slow_status: float = 0.0
     """Status calls answer only after `slow_status_seconds`."""
     result_error: float = 0.0
@@ -33,30 +35,40 @@ class FaultConfig:
     """File downloads serve truncated bytes."""
     lost_submit: float = 0.0
     """Submit queues (and will bill) the request, then the response is lost."""
+    lost_image: float = 0.0
+    """Per request: billed, but its image files are gone (their download answers 404)."""
     retry_after_seconds: float = 0.2
     slow_status_seconds: float = 3.0
     seed: int = 0
 
     @classmethod
+    def kinds(cls) -> list[str]:
+        """Every kind of fault (the probability fields)."""
+        settings = ("retry_after_seconds", "slow_status_seconds", "seed")
+        return [f.name for f in fields(cls) if f.name not in settings]
+
+    @classmethod
     def spread(cls, total: float, **extra) -> FaultConfig:
-        """`total` chance of some fault on every kind of call, split evenly among the kinds."""
-        return cls(**{kind: total / 4 for kind in cls().injected_kinds()}, **extra)  # a call meets 4 kinds
+        """`total` chance of some fault on every kind of call, split evenly among the kinds.
+        `lost_image` is left out: a billed image that can never be stored is a loss no client
+        can recover from, while a spread run must still catalog every billed image."""
+        spread = [kind for kind in cls.kinds() if kind != "lost_image"]
+        return cls(**{kind: total / 4 for kind in spread}, **extra)  # a call meets 4 kinds
 
     def injected_kinds(self) -> list[str]:
-        return [
-            f.name
-            for f in fields(self)
-            if f.name not in ("retry_after_seconds", "slow_status_seconds", "seed")
-        ]
+        """The kinds this configuration may inject (probability above 0)."""
+        return [kind for kind in self.kinds() if getattr(self, kind) > 0]
 
     def any(self) -> bool:
-        return any(getattr(self, kind) > 0 for kind in self.injected_kinds())
+        return bool(self.injected_kinds())
 
 
 def call_kind(method: str, path: str) -> str | None:
     parts = path.strip("/").split("/")
     if method == "GET" and parts[0] == "files":
         return "download"
+    if parts[0] == "v1":
+        return "platform"
     if parts[0] in RESERVED:
         return None
     if method == "POST" and "/".join(parts) in ENDPOINTS:

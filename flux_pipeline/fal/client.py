@@ -12,12 +12,7 @@ import base64
 import binascii
 import logging
 import mimetypes
-import random
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,10 +21,10 @@ from httpx_sse import SSEError, aconnect_sse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .endpoints import FalUrls
-from .errors import FalApiError, FalError, FalInputError, FalSubmitUncertain
+from .errors import FalApiError, FalError, FalInputError
 from .models import FluxInput, FluxOutput, input_model
+from .retries import LOG, RETRYABLE_STATUS, CallCounts, Retrier, RetryPolicy
 
-LOG = logging.getLogger("flux_pipeline.fal")
 DEFAULT_URLS = FalUrls()
 LogSink = Callable[[str, dict], None]
 """Called with (request_id, log entry) for every new queue log line."""
@@ -72,58 +67,6 @@ def decode_data_uri(uri: str) -> tuple[bytes, str]:
     return data, media_type
 
 
-RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
-UNSENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-"""Transport errors raised before a request left this machine: safe to retry even a submit."""
-
-
-@dataclass
-class RetryPolicy:
-    """Exponential backoff with full jitter, or the server's Retry-After up to `max_retry_after`
-    (beyond it the call is not retried, as openai-python does); `budget` caps retries across one
-    client session."""
-
-    max_attempts: int = 8
-    base_delay: float = 0.2
-    max_delay: float = 20.0
-    max_retry_after: float = 120.0
-    budget: int = 10_000
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float | None:
-        """Seconds to wait before the next attempt; None when the server asks for longer than the cap."""
-        if retry_after is not None:
-            return retry_after if retry_after <= self.max_retry_after else None
-        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
-
-
-@dataclass
-class FalUsage:
-    """HTTP calls and retries by kind (submit, status, result, cancel, download, upload), for
-    the step's metadata."""
-
-    calls: Counter = field(default_factory=Counter)
-    retries: Counter = field(default_factory=Counter)
-
-
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return None
-
-
-def is_retryable(response: httpx.Response) -> bool:
-    # fal marks a caller's own start deadline with this header: retrying cannot help (protocol.md 7).
-    return response.status_code in RETRYABLE_STATUS and not response.headers.get("x-fal-request-timeout-type")
-
-
 class FalClient:
     """One connection pool to fal. Use as `async with FalClient(...) as fal:`."""
 
@@ -138,7 +81,7 @@ class FalClient:
         http_timeout: float = 60.0,
         max_connections: int = 64,
         retry: RetryPolicy | None = None,
-        usage: FalUsage | None = None,
+        call_counts: CallCounts | None = None,
         log: logging.Logger | logging.LoggerAdapter = LOG,
     ):
         self._key = key
@@ -152,9 +95,8 @@ class FalClient:
         )
         self._api: httpx.AsyncClient | None = None
         self._public: httpx.AsyncClient | None = None
-        self.retry = retry or RetryPolicy()
-        self.usage = usage or FalUsage()
-        self._log = log
+        self._retrier = Retrier(retry, call_counts, log)
+        self.call_counts = self._retrier.call_counts
 
     def __repr__(self) -> str:
         return f"FalClient(urls={self.urls!r})"
@@ -175,52 +117,10 @@ class FalClient:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    async def _backoff(self, kind: str, attempt: int, reason: str, retry_after: float | None = None) -> bool:
-        """Wait before retrying a failed attempt, logging why; False when no retry is allowed
-        (attempts or budget spent, or a Retry-After beyond the cap)."""
-        delay = self.retry.delay(attempt, retry_after)
-        if attempt >= self.retry.max_attempts or self.retry.budget <= 0 or delay is None:
-            return False
-        self.retry.budget -= 1
-        self.usage.retries[kind] += 1
-        self._log.warning(f"fal {kind} attempt {attempt} failed ({reason}); retrying in {delay:.2f} s")
-        await asyncio.sleep(delay)
-        return True
-
     async def _send(
-        self,
-        kind: str,
-        method: str,
-        url: str,
-        *,
-        api: bool = True,
-        idempotent: bool = True,
-        endpoint: str | None = None,
-        request_id: str | None = None,
-        **kwargs: Any,
+        self, kind: str, method: str, url: str, *, api: bool = True, **kwargs: Any
     ) -> httpx.Response:
-        """One logical call with retries. A non-idempotent call (submit, sync run) is retried
-        only when it certainly did not reach fal; otherwise FalSubmitUncertain is raised."""
-        client = self._api if api else self._public
-        attempt = 0
-        while True:
-            attempt += 1
-            self.usage.calls[kind] += 1
-            try:
-                response = await client.request(method, url, **kwargs)
-            except httpx.TransportError as exc:
-                if not idempotent and not isinstance(exc, UNSENT_ERRORS):
-                    raise FalSubmitUncertain(endpoint or url, exc) from None
-                if not await self._backoff(kind, attempt, type(exc).__name__):
-                    raise
-                continue
-            if response.is_error and is_retryable(response):
-                reason = f"HTTP {response.status_code}"
-                if await self._backoff(kind, attempt, reason, retry_after_seconds(response)):
-                    continue
-            if response.is_error:
-                raise FalApiError.from_response(response, endpoint=endpoint, request_id=request_id)
-            return response
+        return await self._retrier.send(self._api if api else self._public, kind, method, url, **kwargs)
 
     # -- queue protocol ------------------------------------------------------------------------
 
@@ -266,13 +166,13 @@ class FalClient:
                 reason = (
                     type(exc).__name__ if isinstance(exc, httpx.TransportError) else f"HTTP {exc.status_code}"
                 )
-                if not (retryable and await self._backoff("status", attempt, reason)):
+                if not (retryable and await self._retrier.backoff("status", attempt, reason)):
                     raise
         return await self._wait_poll(endpoint, request_id, on_log)
 
     async def _wait_stream(self, endpoint: str, request_id: str, on_log: LogSink | None) -> QueueStatus:
         # Stream events carry only new log lines (protocol.md 3.4).
-        self.usage.calls["status"] += 1
+        self.call_counts.calls["status"] += 1
         url = self.urls.request(endpoint, request_id, "/status/stream")
         last: QueueStatus | None = None
         async with aconnect_sse(self._api, "GET", url, params={"logs": int(on_log is not None)}) as events:

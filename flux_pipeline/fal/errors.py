@@ -94,6 +94,18 @@ class FalSubmitUncertain(FalError):
         )
 
 
+class AmbiguousLostRequest(FalError):
+    """More than one request in fal's history matches a submit whose response was lost, so
+    which one is ours cannot be told."""
+
+    def __init__(self, endpoint: str, matches: int):
+        self.endpoint = endpoint
+        self.matches = matches
+        super().__init__(
+            f"{matches} requests to {endpoint} match the lost submit's input: cannot tell which one is ours"
+        )
+
+
 class FalTimeoutError(FalError):
     """A request did not complete within the configured deadline (it was cancelled)."""
 

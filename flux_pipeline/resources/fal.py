@@ -17,8 +17,9 @@ from pydantic import Field, PrivateAttr
 
 from ..fal.batch import DEFAULT_MAX_FILE_BYTES, BatchOptions, GenerationJob, Ledger, Outcome, run_batch
 from ..fal.bridge import drive
-from ..fal.client import LOG, FalClient, FalUsage, RetryPolicy
+from ..fal.client import FalClient
 from ..fal.endpoints import FalUrls
+from ..fal.retries import LOG, CallCounts, RetryPolicy
 
 REDACTED = "**********"
 
@@ -67,7 +68,7 @@ class BaseFalResource(dg.ConfigurableResource):
         return self.webhook_port is not None
 
     def client(
-        self, usage: FalUsage | None = None, log: logging.Logger | logging.LoggerAdapter = LOG
+        self, call_counts: CallCounts | None = None, log: logging.Logger | logging.LoggerAdapter = LOG
     ) -> FalClient:
         """A FalClient for this configuration (use with `async with`)."""
         key, urls = self._connection()
@@ -79,7 +80,7 @@ class BaseFalResource(dg.ConfigurableResource):
             status_updates=self.status_updates,
             http_timeout=self.http_timeout,
             max_connections=max(2 * self.max_concurrency, 8),
-            usage=usage,
+            call_counts=call_counts,
             log=log,
             retry=RetryPolicy(
                 max_attempts=self.max_attempts, budget=self.retry_budget, max_retry_after=self.max_retry_after
@@ -91,7 +92,7 @@ class BaseFalResource(dg.ConfigurableResource):
         jobs: Iterable[GenerationJob],
         *,
         ledger: Ledger | None = None,
-        usage: FalUsage | None = None,
+        call_counts: CallCounts | None = None,
         log: logging.Logger | logging.LoggerAdapter = LOG,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> Iterator[Outcome]:
@@ -117,7 +118,7 @@ class BaseFalResource(dg.ConfigurableResource):
 
         async def outcomes(queued: AsyncIterator[GenerationJob]) -> AsyncIterator[Outcome]:
             async with (
-                self.client(usage, log) as fal,
+                self.client(call_counts, log) as fal,
                 aclosing(run_batch(fal, queued, options, ledger=ledger)) as run,
             ):
                 async for outcome in run:
