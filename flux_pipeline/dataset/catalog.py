@@ -4,6 +4,7 @@ expect), readable as one dataset with pandas, pyarrow, DuckDB or Spark."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -47,6 +48,9 @@ SCHEMA = pa.schema([
 """`file_path` is relative to the output root; `content_hash` is the SHA-256 of the file;
 `parent_source` is the path or URL a Redux image varied when its parent is not in the catalog."""
 
+
+PARTITION_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+"""A prompt table's file stem becomes its partition key and a folder name, so it must be safe."""
 
 PARTITION_COLUMN = "partition"
 FILE_SCHEMA = SCHEMA.remove(SCHEMA.get_field_index(PARTITION_COLUMN))

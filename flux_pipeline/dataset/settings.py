@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import dagster as dg
@@ -10,10 +9,8 @@ from pydantic import Field
 from upath import UPath
 
 from ..fal.batch import DEFAULT_MAX_FILE_BYTES
+from .catalog import PARTITION_KEY
 from .storage import open_location
-
-PARTITION_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-"""A prompt table's file stem becomes its partition key and a folder name, so it must be safe."""
 
 
 class DatasetSettings(dg.ConfigurableResource):
