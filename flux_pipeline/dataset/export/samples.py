@@ -45,9 +45,15 @@ def catalog_samples(catalog_root: UPath, output_root: UPath, partition: str, ima
 
 
 def read_sample(output_root: UPath, row: dict) -> Sample:
+    metadata = {column: row[column] for column in METADATA_COLUMNS}
+    return Sample(metadata, verified_file(output_root, row),
+                  PurePosixPath(row["file_path"]).suffix.removeprefix(".").lower())
+
+
+def verified_file(output_root: UPath, row: dict) -> bytes:
+    """The bytes of the row's file, which must match its `content_hash`."""
     path = output_root / row["file_path"]
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != row["content_hash"]:
         raise ValueError(f"{path} does not match the catalog's content hash of image {row['image_id']}")
-    metadata = {column: row[column] for column in METADATA_COLUMNS}
-    return Sample(metadata, data, PurePosixPath(row["file_path"]).suffix.removeprefix(".").lower())
+    return data

@@ -4,11 +4,13 @@ content hash), near duplicate (perceptual hash within a Hamming distance). Among
 by image_id stays, so the choice does not depend on the catalog's row order.
 
 The catalog is read a batch at a time, only the columns the filters need. What is held is per row
-(ids and hashes), never image bytes: a candidate's file is decoded for its perceptual hash and let go."""
+(ids and hashes), never image bytes: a candidate's file is checked against its content hash and
+decoded for its perceptual hash, then let go."""
 
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -20,6 +22,7 @@ from upath import UPath
 from ..catalog import FILE_SCHEMA, iter_partition
 from .near_duplicates import NearDuplicateIndex, perceptual_hash
 from .options import ExportOptions
+from .samples import verified_file
 
 FILTERS = ("nsfw", "min_size", "exact_duplicate", "near_duplicate")
 CANDIDATE_COLUMNS = ["image_id", "content_hash", "file_path"]
@@ -57,7 +60,7 @@ def select_images(catalog_root: UPath, output_root: UPath, partition: str, optio
             continue
         seen_hashes.add(row["content_hash"])
         if similar is not None:
-            with (output_root / row["file_path"]).open("rb") as stream, Image.open(stream) as image:
+            with Image.open(io.BytesIO(verified_file(output_root, row))) as image:
                 fingerprint = perceptual_hash(image)
             if similar.near(fingerprint):
                 selection.removed["near_duplicate"] += 1
