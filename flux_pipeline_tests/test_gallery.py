@@ -3,14 +3,17 @@ from disk (`file://`) as a person would open it, with the images it links relati
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from upath import UPath
 
 from flux_pipeline.dataset.gallery import relative_link, write_gallery
+from flux_pipeline.dataset.preview import LABEL_HEIGHT, contact_sheet
 
 from .catalog_fixtures import HOSTILE_PROMPT, PARTITION, make_shots
 
@@ -86,3 +89,22 @@ def test_the_gallery_links_images_relatively_in_a_bucket(s3, bucket):
                for link, file_path in links.items())
     with pytest.raises(ValueError, match="same filesystem"):
         relative_link(page_path, UPath("/tmp/elsewhere.png"))
+
+
+def test_the_contact_sheet_labels_each_tile_with_its_prompt_id(tmp_path):
+    root = UPath(tmp_path)
+    shots, _ = make_shots(root / "catalog", root / "outputs", ordinary=0)
+    paths = [shots.output_root / row["file_path"] for row in shots.rows]
+    prompt_ids = [row["prompt_id"] for row in shots.rows]
+    plain = Image.open(io.BytesIO(contact_sheet(paths, thumb=64, columns=5)))
+    sheet = Image.open(io.BytesIO(contact_sheet(paths, thumb=64, columns=5, labels=prompt_ids))).convert("L")
+    assert plain.size == (5 * 64, 2 * 64) and sheet.size == (5 * 64, 2 * (64 + LABEL_HEIGHT))
+
+    def label(position: int) -> bytes:
+        x, y = (position % 5) * 64, (position // 5) * (64 + LABEL_HEIGHT) + 64
+        return sheet.crop((x, y, x + 64, y + LABEL_HEIGHT)).tobytes()
+
+    assert all(min(label(i)) < 128 for i in range(len(paths))), "text under every tile"
+    assert prompt_ids[:3] == ["cat"] * 3 and label(0) == label(1) == label(2) != label(3)
+    with pytest.raises(ValueError, match="2 labels for 10 images"):
+        contact_sheet(paths, labels=["a", "b"])
