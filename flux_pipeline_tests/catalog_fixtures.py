@@ -32,8 +32,8 @@ def smooth_noise(seed: int, size: tuple[int, int] = (64, 48)) -> np.ndarray:
 
 def encode(pixels: np.ndarray, output_format: str) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=output_format.upper(), **({"quality": 95} if output_format == "jpeg"
-                                                                          else {}))
+    options = {"quality": 95} if output_format == "jpeg" else {}
+    Image.fromarray(pixels).save(buffer, format=output_format.upper(), **options)
     return buffer.getvalue()
 
 
@@ -54,11 +54,12 @@ class Shots:
         prompt = prompt or f"a picture for {prompt_id}"
         self.rows.append({
             "image_id": identifier, "partition": PARTITION, "prompt_id": prompt_id, "prompt": prompt,
-            "returned_prompt": f"{prompt} (enhanced)", "endpoint": endpoint, "request_id": f"req-{identifier[:8]}",
-            "image_index": index, "seed": 1000 + len(self.rows), "width": width, "height": height,
-            "output_format": output_format, "content_hash": hashlib.sha256(data).hexdigest(), "file_path": file_path,
-            "file_bytes": len(data), "nsfw": nsfw, "billed_megapixels": 1, "price_per_megapixel": 0.04,
-            "megapixel_size": 1048576, "cost_usd": 0.04 + 0.001 * len(self.rows), "parent_image_id": parent})
+            "returned_prompt": f"{prompt} (enhanced)", "endpoint": endpoint,
+            "request_id": f"req-{identifier[:8]}", "image_index": index, "seed": 1000 + len(self.rows),
+            "width": width, "height": height, "output_format": output_format,
+            "content_hash": hashlib.sha256(data).hexdigest(), "file_path": file_path, "file_bytes": len(data),
+            "nsfw": nsfw, "billed_megapixels": 1, "price_per_megapixel": 0.04, "megapixel_size": 1048576,
+            "cost_usd": 0.04 + 0.001 * len(self.rows), "parent_image_id": parent})
         return identifier
 
     def row(self, identifier: str) -> dict:
@@ -94,7 +95,8 @@ def make_shots(catalog_root: UPath, output_root: UPath, ordinary: int = 12) -> t
                   for i in range(2)]
     nsfw = shots.add("flagged", encode(smooth_noise(4), "jpeg"), nsfw=True)
     original = encode(smooth_noise(5), "jpeg")
-    duplicate_pair = Cases.kept_and_dropped(shots.add("original", original), shots.add("same-bytes", original))
+    duplicate_pair = Cases.kept_and_dropped(shots.add("original", original),
+                                            shots.add("same-bytes", original))
     base = smooth_noise(6)
     touched = base.copy()
     touched[20:23, 30:33] = 255 - touched[20:23, 30:33]

@@ -52,7 +52,8 @@ def hf_split(folder: UPath, manifest: ExportManifest, split: str, cache: str) ->
 
 def exported_splits(manifest: ExportManifest, folder: UPath) -> dict[str, str]:
     """image_id → split, read from the WebDataset shards."""
-    return {sample["__key__"]: split for split in SPLITS for sample in shard_samples(folder, manifest, split, False)}
+    return {sample["__key__"]: split
+            for split in SPLITS for sample in shard_samples(folder, manifest, split, decode=False)}
 
 
 def test_filters_drop_exactly_their_rows(local):
@@ -92,9 +93,11 @@ def test_webdataset_shards_round_trip_images_and_metadata(local):
             extension = "png" if row["output_format"] == "png" else "jpg"
             assert plain[extension] == (shots.output_root / row["file_path"]).read_bytes(), "not re-encoded"
             assert hashlib.sha256(plain[extension]).hexdigest() == row["content_hash"]
-            assert isinstance(sample[extension], Image.Image) and sample[extension].size == (row["width"], row["height"])
+            assert isinstance(sample[extension], Image.Image)
+            assert sample[extension].size == (row["width"], row["height"])
             assert sample["json"] == {column: row[column] for column in METADATA_COLUMNS}
-    hostile = next(s for s in shard_samples(folder, manifest, split_of("hostile", 0.3)) if s["__key__"] == cases.hostile)
+    hostile_split = shard_samples(folder, manifest, split_of("hostile", 0.3))
+    hostile = next(sample for sample in hostile_split if sample["__key__"] == cases.hostile)
     assert hostile["json"]["prompt"] == shots.row(cases.hostile)["prompt"]
 
 
@@ -108,8 +111,9 @@ def test_hugging_face_parquet_and_dataset_card(local, tmp_path):
         assert rows.features["image"] == datasets.Image()
         for record in rows:
             row = shots.row(record["image_id"])
-            assert isinstance(record["image"], Image.Image) and record["image"].size == (row["width"], row["height"])
-            assert {column: record[column] for column in METADATA_COLUMNS} == {c: row[c] for c in METADATA_COLUMNS}
+            assert isinstance(record["image"], Image.Image)
+            assert record["image"].size == (row["width"], row["height"])
+            assert all(record[column] == row[column] for column in METADATA_COLUMNS)
         stored = rows.cast_column("image", datasets.Image(decode=False))
         for record in stored:
             row = shots.row(record["image_id"])
@@ -119,13 +123,14 @@ def test_hugging_face_parquet_and_dataset_card(local, tmp_path):
     card = (folder / manifest.dataset_card).read_text()
     front_matter = yaml.safe_load(card.split("---\n")[1])
     splits = {s["name"]: s for s in front_matter["dataset_info"]["splits"]}
-    assert {name: s["num_examples"] for name, s in splits.items()} == {s: manifest.splits[s].samples for s in SPLITS}
+    samples = {split: manifest.splits[split].samples for split in SPLITS}
+    assert {name: s["num_examples"] for name, s in splits.items()} == samples
     assert all(s["num_bytes"] > 0 for s in splits.values())
     assert front_matter["dataset_info"]["features"][0] == {"name": "image", "dtype": "image"}
     assert front_matter["configs"][0]["data_files"] == [
         {"split": s, "path": manifest.splits[s].parquet.file.removeprefix("hf/")} for s in SPLITS]
     from_card = datasets.load_dataset(str(folder / "hf"), cache_dir=str(tmp_path / "card-cache"))
-    assert {split: len(rows) for split, rows in from_card.items()} == {s: manifest.splits[s].samples for s in SPLITS}
+    assert {split: len(rows) for split, rows in from_card.items()} == samples
 
 
 def test_splits_follow_the_prompt_id_and_survive_a_re_export(local):
@@ -149,7 +154,8 @@ def test_a_re_export_replaces_the_previous_one_whole(local):
     assert second.version > first.version
     assert sorted(p.name for p in exports.iterdir()) == [POINTER, second.version], "the old version is gone"
     assert read_latest(export_root, PARTITION) == second
-    assert ExportManifest.model_validate_json((exports / second.version / "manifest.json").read_text()) == second
+    in_folder = (exports / second.version / "manifest.json").read_bytes()
+    assert ExportManifest.model_validate_json(in_folder) == second
 
     broken = shots.row(cases.parent)
     write_bytes_atomically(shots.output_root / broken["file_path"], b"not the image the catalog hashed")
@@ -182,7 +188,8 @@ def test_the_same_export_on_object_storage(s3, bucket, local, tmp_path):
     folder.fs.get(folder.path, str(copy), recursive=True)
     assert exported_splits(second, copy) == exported_splits(expected, version_folder(local_exports, expected))
     rows = hf_split(copy, second, "train", str(tmp_path / "cache"))  # offline, `datasets` reads no URL
-    assert sorted(rows["image_id"]) == sorted(i for i, s in exported_splits(second, copy).items() if s == "train")
+    train = sorted(image for image, split in exported_splits(second, copy).items() if split == "train")
+    assert sorted(rows["image_id"]) == train
     assert all(isinstance(image, Image.Image) for image in rows["image"])
 
 
@@ -191,7 +198,8 @@ def test_image_bytes_are_streamed_not_gathered(tmp_path):
     shots = Shots(root / "catalog", root / "outputs")
     noise = np.random.default_rng(0)
     for i in range(30):
-        shots.add(f"noise-{i:02d}", encode(noise.integers(0, 256, (384, 384, 3), dtype=np.uint8), "png"), "png")
+        pixels = noise.integers(0, 256, (384, 384, 3), dtype=np.uint8)
+        shots.add(f"noise-{i:02d}", encode(pixels, "png"), "png")
     shots.write_catalog()
     total = sum(row["file_bytes"] for row in shots.rows)
     perceptual_hash(Image.new("RGB", (8, 8)))  # imports scipy's FFT first: what it allocates is no image

@@ -56,8 +56,8 @@ def test_the_gallery_shows_every_image_with_its_labels_and_variations(browser, t
         assert labels == {"seed": str(row["seed"]), "size": f"{row['width']}×{row['height']}",
                           "nsfw": "yes" if row["nsfw"] else "no", "cost": f"${row['cost_usd']:.4f}"}
         assert card.locator(".prompt").inner_text() == row["prompt"]
-        assert card.locator("img").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [row["width"],
-                                                                                                 row["height"]]
+        natural = card.locator("img").evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        assert natural == [row["width"], row["height"]]
     assert page.locator(f'[data-image-id="{cases.hostile}"] .prompt').inner_text() == HOSTILE_PROMPT
     assert page.evaluate("window.injected") is None and page.locator("img").count() == len(shots.rows), \
         "the prompt's markup stays text"

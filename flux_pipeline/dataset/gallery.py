@@ -32,7 +32,8 @@ body {{ font-family: system-ui, sans-serif; margin: 1rem; background: #fafafa; }
 main {{ display: flex; flex-wrap: wrap; gap: .75rem; align-items: flex-start; }}
 .group {{ display: flex; flex-wrap: wrap; gap: .5rem; padding: .5rem;
           border: 1px solid #ddd; border-radius: 6px; background: #fff; }}
-.variations {{ display: flex; flex-wrap: wrap; gap: .5rem; padding-left: .5rem; border-left: 3px solid #9ab; }}
+.variations {{ display: flex; flex-wrap: wrap; gap: .5rem; padding-left: .5rem;
+               border-left: 3px solid #9ab; }}
 .card {{ width: 200px; margin: 0; font-size: 12px; }}
 .card img {{ width: 200px; height: 160px; object-fit: contain; background: #eee; display: block; }}
 .card .prompt {{ margin: .25rem 0; overflow-wrap: anywhere; }}
@@ -60,7 +61,8 @@ apply();
 """
 
 
-def write_gallery(catalog_root: UPath, output_root: UPath, partition: str, destination: UPath | None = None) -> UPath:
+def write_gallery(catalog_root: UPath, output_root: UPath, partition: str,
+                  destination: UPath | None = None) -> UPath:
     """Writes the page (whole or not at all) and returns where. `destination` must be on the same
     filesystem (and bucket) as `output_root`, or the links could not be relative."""
     destination = destination or output_root / partition / GALLERY_FILE
@@ -88,7 +90,8 @@ def image_groups(rows: list[dict]) -> list[list[dict]]:
     members: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         members[root(row)].append(row)
-    return [[by_id[first], *(row for row in group if row["image_id"] != first)] for first, group in members.items()]
+    return [[by_id[first], *(row for row in group if row["image_id"] != first)]
+            for first, group in members.items()]
 
 
 def relative_link(page: UPath, target: UPath) -> str:
@@ -99,20 +102,23 @@ def relative_link(page: UPath, target: UPath) -> str:
 
 
 def _group(group: list[dict], page: UPath, output_root: UPath) -> str:
-    generated, *variations = (_card(row, relative_link(page, output_root / row["file_path"])) for row in group)
+    generated, *variations = (_card(row, relative_link(page, output_root / row["file_path"]))
+                              for row in group)
     nested = f'\n<div class="variations">\n{"".join(variations)}</div>' if variations else ""
-    return f'<section class="group" data-root-image-id="{escape(group[0]["image_id"])}">\n{generated}{nested}\n</section>'
+    root = escape(group[0]["image_id"])
+    return f'<section class="group" data-root-image-id="{root}">\n{generated}{nested}\n</section>'
 
 
 def _card(row: dict, link: str) -> str:
     prompt = escape(row["prompt"] or "")
     parent = row["parent_image_id"]
-    labels = {"seed": row["seed"], "size": f"{row['width']}×{row['height']}", "NSFW": "yes" if row["nsfw"] else "no",
-              "cost": f"${row['cost_usd'] or 0:.4f}"}
+    labels = {"seed": row["seed"], "size": f"{row['width']}×{row['height']}",
+              "NSFW": "yes" if row["nsfw"] else "no", "cost": f"${row['cost_usd'] or 0:.4f}"}
     label_html = "".join(f'<dt>{name}</dt><dd class="{name.lower()}">{escape(str(value))}</dd>'
                          for name, value in labels.items())
     return (f'<figure class="card" data-image-id="{escape(row["image_id"])}" '
-            f'data-prompt-id="{escape(row["prompt_id"] or "")}" data-nsfw="{"true" if row["nsfw"] else "false"}"'
+            f'data-prompt-id="{escape(row["prompt_id"] or "")}" '
+            f'data-nsfw="{"true" if row["nsfw"] else "false"}"'
             + (f' data-parent-image-id="{escape(parent)}"' if parent else "") + ">\n"
             f'<a href="{escape(link)}"><img src="{escape(link)}" alt="{prompt}" loading="lazy" '
             f'width="{int(row["width"] or 0)}" height="{int(row["height"] or 0)}"></a>\n'

@@ -1,5 +1,5 @@
 """A small contact sheet of a partition's images for the Dagster UI: thumbnails in a grid, each with
-its label (the lead passes prompt ids) in small text under it."""
+its label (e.g. its prompt_id) in small text under it."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def contact_sheet(paths: list[UPath], *, thumb: int = 96, columns: int = 6, limi
             sheet.paste(image.convert("RGB"), (x + (thumb - image.width) // 2, y + (thumb - image.height) // 2))
         if labels:
             text = _fit(draw, font, labels[position], thumb - 4)
-            draw.text((x + (thumb - draw.textlength(text, font=font)) // 2, y + thumb + 1), text, fill="black",
-                      font=font)
+            left = x + (thumb - draw.textlength(text, font=font)) // 2
+            draw.text((left, y + thumb + 1), text, fill="black", font=font)
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
@@ -44,3 +44,7 @@ def _fit(draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont, text: str, width:
     while draw.textlength(text, font=font) > width and len(text) > 1:
         text = text[:-2] + "…"
     return text
+
+
+def markdown_image(png: bytes, alt: str) -> str:
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"

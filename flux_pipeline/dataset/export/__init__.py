@@ -25,8 +25,8 @@ from .splits import SPLITS, TRAIN, VALIDATION, split_of
 from .versions import POINTER, new_version, publish, read_latest, version_folder
 from .writer import write_splits
 
-__all__ = ["FILTERS", "POINTER", "SPLITS", "TRAIN", "VALIDATION", "ExportManifest", "ExportOptions", "FileInfo",
-           "SplitExport", "export_partition", "read_latest", "split_of", "version_folder"]
+__all__ = ["FILTERS", "POINTER", "SPLITS", "TRAIN", "VALIDATION", "ExportManifest", "ExportOptions",
+           "FileInfo", "SplitExport", "export_partition", "read_latest", "split_of", "version_folder"]
 
 
 def export_partition(catalog_root: UPath, output_root: UPath, export_root: UPath, partition: str,

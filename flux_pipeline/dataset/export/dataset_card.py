@@ -15,20 +15,22 @@ from .manifest import ExportManifest
 
 def dataset_card(manifest: ExportManifest, parquet: dict[str, ParquetSink]) -> str:
     """`parquet`: the non-empty splits' Parquet files, as written."""
-    card = DatasetCardData(pretty_name=f"flux_pipeline {manifest.partition}", task_categories=["text-to-image"],
-                           tags=["synthetic", "flux"])
+    card = DatasetCardData(pretty_name=f"flux_pipeline {manifest.partition}",
+                           task_categories=["text-to-image"], tags=["synthetic", "flux"])
     splits = SplitDict()
     for split, sink in parquet.items():
         splits.add(SplitInfo(name=split, num_bytes=sink.arrow_bytes, num_examples=sink.samples))
-    info = DatasetInfo(features=FEATURES, splits=splits, download_size=sum(s.file_bytes for s in parquet.values()),
+    info = DatasetInfo(features=FEATURES, splits=splits,
+                       download_size=sum(s.file_bytes for s in parquet.values()),
                        dataset_size=sum(s.arrow_bytes for s in parquet.values()))
     DatasetInfosDict({"default": info}).to_dataset_card_data(card)
     data_files = [{"split": split, "path": data_file(split)} for split in parquet]
     MetadataConfigs({"default": {"data_files": data_files}}).to_dataset_card_data(card)
     removed = ", ".join(f"{name}: {count}" for name, count in manifest.removed.items())
     return (f"---\n{card.to_yaml()}\n---\n\n# flux_pipeline: {manifest.partition}\n\n"
-            f"Synthetic images generated with fal.ai FLUX1.1 [pro] from the prompt table `{manifest.partition}` "
-            f"(export version `{manifest.version}`, {manifest.created_at.isoformat()}).\n\n"
+            "Synthetic images generated with fal.ai FLUX1.1 [pro] from the prompt table "
+            f"`{manifest.partition}` (export version `{manifest.version}`, "
+            f"{manifest.created_at.isoformat()}).\n\n"
             f"{manifest.exported} of {manifest.catalog_rows} catalog images; dropped by filter: {removed}.\n"
             "Each row keeps its catalog `image_id`; a Redux variation names its parent in `parent_image_id` "
             "and is in the same split (splits are assigned by a hash of `prompt_id`).\n")

@@ -19,8 +19,10 @@ from ..storage import atomic_writer
 from .manifest import HF_DIR, FileInfo
 from .samples import METADATA_COLUMNS, Sample
 
-FEATURES = Features({"image": Image(),
-                     **{name: generate_from_arrow_type(FILE_SCHEMA.field(name).type) for name in METADATA_COLUMNS}})
+FEATURES = Features({
+    "image": Image(),
+    **{name: generate_from_arrow_type(FILE_SCHEMA.field(name).type) for name in METADATA_COLUMNS},
+})
 ARROW_SCHEMA = FEATURES.arrow_schema
 """With the `huggingface` schema metadata that `datasets` reads the features from."""
 

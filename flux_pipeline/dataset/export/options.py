@@ -11,7 +11,8 @@ class ExportOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     drop_nsfw: bool = Field(True, description="Drop images fal flagged as NSFW.")
-    drop_exact_duplicates: bool = Field(True, description="Keep one image per content hash (the first by image_id).")
+    drop_exact_duplicates: bool = Field(
+        True, description="Keep one image per content hash (the first by image_id).")
     near_duplicate_distance: int | None = Field(
         4, ge=0, le=32,
         description="Drop an image whose perceptual hash (imagehash.phash, 64 bits) is within this Hamming "

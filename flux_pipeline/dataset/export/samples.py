@@ -15,8 +15,8 @@ from upath import UPath
 
 from ..catalog import iter_partition
 
-METADATA_COLUMNS = ["image_id", "prompt_id", "prompt", "returned_prompt", "seed", "width", "height", "endpoint",
-                    "request_id", "parent_image_id", "nsfw", "cost_usd", "content_hash"]
+METADATA_COLUMNS = ["image_id", "prompt_id", "prompt", "returned_prompt", "seed", "width", "height",
+                    "endpoint", "request_id", "parent_image_id", "nsfw", "cost_usd", "content_hash"]
 
 
 @dataclass(frozen=True)

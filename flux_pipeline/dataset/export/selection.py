@@ -43,13 +43,15 @@ class Selection:
         return batch.filter(pc.invert(mask))
 
 
-def select_images(catalog_root: UPath, output_root: UPath, partition: str, options: ExportOptions) -> Selection:
+def select_images(catalog_root: UPath, output_root: UPath, partition: str,
+                  options: ExportOptions) -> Selection:
     selection = Selection()
     candidates = []
     for batch in iter_partition(catalog_root, partition, [*CANDIDATE_COLUMNS, "nsfw", "width", "height"],
                                 options.batch_rows):
         selection.catalog_rows += batch.num_rows
-        batch = selection.drop(batch, pc.fill_null(batch["nsfw"], False) if options.drop_nsfw else None, "nsfw")
+        nsfw = pc.fill_null(batch["nsfw"], False) if options.drop_nsfw else None
+        batch = selection.drop(batch, nsfw, "nsfw")
         batch = selection.drop(batch, _too_small(batch, options), "min_size")
         candidates.append(batch.select(CANDIDATE_COLUMNS))
     seen_hashes: set[str] = set()

@@ -26,8 +26,9 @@ class ShardSink:
         self.shards: list[FileInfo] = []
         self._shard = ExitStack()
         self._stream: BinaryIO | None = None
-        self._writer = webdataset.ShardWriter(f"{split}-%06d.tar", maxcount=max_samples, maxsize=max_bytes,
-                                              opener=self._open, post=self._complete, verbose=0, encoder=False)
+        self._writer = webdataset.ShardWriter(
+            f"{split}-%06d.tar", maxcount=max_samples, maxsize=max_bytes, opener=self._open,
+            post=self._complete, verbose=0, encoder=False)
 
     def write(self, sample: Sample) -> None:
         self._writer.write({"__key__": sample.image_id, sample.extension: sample.data,
