@@ -76,6 +76,12 @@ def test_filters_drop_exactly_their_rows(local):
     assert set(exported_splits(manifest, version_folder(export_root, manifest))) == (
         {row["image_id"] for row in shots.rows} - {cases.duplicate_pair[1], cases.near_pair[1]})
 
+    nothing = export(shots, export_root, ExportOptions(min_width=4096))
+    assert (nothing.exported, nothing.removed["nsfw"], nothing.removed["min_size"]) == (0, 1, 21)
+    assert nothing.dataset_card is None and all(not split.webdataset for split in nothing.splits.values())
+    assert read_latest(export_root, PARTITION) == nothing
+    assert sorted(p.name for p in version_folder(export_root, nothing).iterdir()) == ["manifest.json"]
+
 
 def test_webdataset_shards_round_trip_images_and_metadata(local):
     shots, cases, export_root = local
