@@ -13,6 +13,10 @@ from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.endpoints import FalUrls
 from flux_pipeline.resources import FalResource
 
+# no test reaches the Hugging Face Hub (`datasets` reads these when it is imported)
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 SECRET_KEY = "fal-test-key-7c1e55d0-SECRET"
 """Sent on every call in the tests; no log, error, metadata or catalog may ever contain it."""
 

@@ -4,6 +4,7 @@ as universal-pathlib paths, so every machine of a deployment can reach the same 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,3 +86,11 @@ def parquet_batches(
 def arrow_location(path: UPath) -> tuple[str, object | None]:
     """(path, filesystem) as pyarrow wants them: its own local filesystem, else the fsspec one."""
     return (str(path), None) if is_local(path) else (path.path, path.fs)
+
+
+def remove_tree(path: UPath) -> None:
+    """A folder and everything under it (on object storage: every object under its prefix)."""
+    if is_local(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.fs.rm(path.path, recursive=True)

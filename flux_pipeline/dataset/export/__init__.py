@@ -1,0 +1,91 @@
+"""Training-ready exports of one catalog partition, free of Dagster:
+
+    export_partition(catalog_root, output_root, export_root, partition, options) -> ExportManifest
+
+filters the partition's images (selection), splits them by prompt id (splits), and writes
+`export_root/<partition>/<version>/` with WebDataset tar shards (`webdataset/`), a Hugging Face
+`datasets` Parquet file per split and its dataset card (`hf/`) and `manifest.json`; then the pointer
+`export_root/<partition>/latest.json` switches to it and older versions go (versions). Works on local
+folders and on object storage (UPath)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from upath import UPath
+
+from ..catalog import partition_file
+from ..layout import PARTITION_KEY
+from ..storage import remove_tree, write_bytes_atomically
+from .dataset_card import dataset_card
+from .manifest import DATASET_CARD, ExportManifest, FileInfo, SplitExport
+from .options import ExportOptions
+from .samples import catalog_samples
+from .selection import FILTERS, select_images
+from .splits import SPLITS, TRAIN, VALIDATION, split_of
+from .versions import POINTER, new_version, publish, read_latest, version_folder
+from .writer import write_splits
+
+__all__ = [
+    "FILTERS",
+    "POINTER",
+    "SPLITS",
+    "TRAIN",
+    "VALIDATION",
+    "ExportManifest",
+    "ExportOptions",
+    "FileInfo",
+    "SplitExport",
+    "export_partition",
+    "read_latest",
+    "split_of",
+    "version_folder",
+]
+
+
+def export_partition(
+    catalog_root: UPath,
+    output_root: UPath,
+    export_root: UPath,
+    partition: str,
+    options: ExportOptions | None = None,
+) -> ExportManifest:
+    """Exports the partition's images (files under `output_root`, as the catalog names them) and
+    returns the manifest that `export_root/<partition>/latest.json` now holds. Raises before the
+    pointer moves (leaving the previous export in place) when the partition is not in the catalog or
+    a file is missing or does not match its content hash."""
+    options = options or ExportOptions()
+    if not PARTITION_KEY.match(partition):
+        raise ValueError(f"unsafe partition key {partition!r}")
+    if not partition_file(catalog_root, partition).is_file():
+        raise FileNotFoundError(f"no catalog partition {partition!r} in {catalog_root}")
+    selection = select_images(catalog_root, output_root, partition, options)
+    created_at = datetime.now(UTC)
+    manifest = ExportManifest(
+        partition=partition,
+        version=new_version(created_at),
+        created_at=created_at,
+        catalog_rows=selection.catalog_rows,
+        exported=0,
+        removed=selection.removed,
+        splits={},
+        options=options,
+    )
+    folder = version_folder(export_root, manifest)
+    try:
+        samples = catalog_samples(catalog_root, output_root, partition, selection.kept, options.batch_rows)
+        splits, parquet = write_splits(folder, samples, options)
+        manifest = manifest.model_copy(
+            update={
+                "splits": splits,
+                "exported": sum(s.samples for s in splits.values()),
+                "dataset_card": DATASET_CARD if parquet else None,
+            }
+        )
+        if parquet:
+            write_bytes_atomically(folder / DATASET_CARD, dataset_card(manifest, parquet).encode())
+    except BaseException:
+        remove_tree(folder)
+        raise
+    publish(export_root, manifest)
+    return manifest

@@ -1,0 +1,79 @@
+"""One split of the Hugging Face `datasets` export: the Parquet file
+`data/{split}-00000-of-00001.parquet` whose `image` column has the `datasets.Image` layout (a struct
+of the file's bytes, as generated, and its name) and whose schema carries the `datasets` feature
+metadata, so `datasets.load_dataset("parquet", data_files=…)` returns PIL images and every column
+typed. Rows are written a row group at a time; the file appears whole or not at all."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets import Features, Image
+from datasets.features.features import generate_from_arrow_type
+from upath import UPath
+
+from ..catalog import FILE_SCHEMA
+from ..storage import atomic_writer
+from .manifest import HF_DIR, FileInfo
+from .samples import METADATA_COLUMNS, Sample
+
+FEATURES = Features(
+    {
+        "image": Image(),
+        **{name: generate_from_arrow_type(FILE_SCHEMA.field(name).type) for name in METADATA_COLUMNS},
+    }
+)
+ARROW_SCHEMA = FEATURES.arrow_schema
+"""With the `huggingface` schema metadata that `datasets` reads the features from."""
+
+
+def data_file(split: str) -> str:
+    return f"data/{split}-00000-of-00001.parquet"
+
+
+class ParquetSink:
+    """A context manager: leaving it normally completes the file, an exception discards it."""
+
+    def __init__(self, version_folder: UPath, split: str, row_group_rows: int):
+        self.name = data_file(split)
+        self.row_group_rows = row_group_rows
+        self.samples = 0
+        self.arrow_bytes = 0
+        """The split's size in Arrow (what a dataset card calls its `num_bytes`)."""
+        self.file_bytes = 0
+        self._rows: list[dict] = []
+        self._file = ExitStack()
+        self._stream = self._file.enter_context(atomic_writer(version_folder / HF_DIR / self.name))
+        self._file.callback(self._measure)
+        self._writer = self._file.enter_context(pq.ParquetWriter(self._stream, ARROW_SCHEMA))
+
+    @property
+    def info(self) -> FileInfo:
+        return FileInfo(file=f"{HF_DIR}/{self.name}", samples=self.samples, bytes=self.file_bytes)
+
+    def write(self, sample: Sample) -> None:
+        self._rows.append({"image": {"bytes": sample.data, "path": sample.file_name}, **sample.metadata})
+        if len(self._rows) >= self.row_group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows:
+            table = pa.Table.from_pylist(self._rows, schema=ARROW_SCHEMA)
+            self._writer.write_table(table)
+            self.samples += table.num_rows
+            self.arrow_bytes += table.nbytes
+            self._rows = []
+
+    def _measure(self) -> None:
+        """Runs once the Parquet footer is written, before the file is committed."""
+        self.file_bytes = self._stream.tell()
+
+    def __enter__(self) -> ParquetSink:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if exc_info[0] is None:
+            self._flush()
+        self._file.__exit__(*exc_info)

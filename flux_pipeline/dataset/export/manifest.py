@@ -1,0 +1,44 @@
+"""The manifest of one partition's export (JSON): what was kept and dropped, and every file written,
+relative to the version folder that holds it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from .options import ExportOptions
+
+WEBDATASET_DIR = "webdataset"
+HF_DIR = "hf"
+DATASET_CARD = f"{HF_DIR}/README.md"
+
+
+class FileInfo(BaseModel):
+    file: str
+    """Relative to the version folder."""
+    samples: int
+    bytes: int
+
+
+class SplitExport(BaseModel):
+    samples: int = 0
+    webdataset: list[FileInfo] = []
+    """The split's tar shards, in order."""
+    parquet: FileInfo | None = None
+    """The split's Hugging Face Parquet file (none when the split is empty)."""
+
+
+class ExportManifest(BaseModel):
+    partition: str
+    version: str
+    """The folder beside the pointer that holds this export."""
+    created_at: datetime
+    catalog_rows: int
+    exported: int
+    removed: dict[str, int]
+    """Rows each filter dropped (a row counts against the first filter that drops it)."""
+    splits: dict[str, SplitExport]
+    options: ExportOptions
+    dataset_card: str | None = None
+    """The Hugging Face dataset card (README.md); none when nothing was exported."""

@@ -1,0 +1,40 @@
+"""What a training export keeps and how it is cut: filters, validation fraction, shard and batch sizes."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MIB = 1 << 20
+
+
+class ExportOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    drop_nsfw: bool = Field(True, description="Drop images fal flagged as NSFW.")
+    drop_exact_duplicates: bool = Field(
+        True, description="Keep one image per content hash (the first by image_id)."
+    )
+    near_duplicate_distance: int | None = Field(
+        4,
+        ge=0,
+        le=32,
+        description="Drop an image whose perceptual hash (imagehash.phash, 64 bits) is within this Hamming "
+        "distance of an image kept before it by image_id; 0 or None disables.",
+    )
+    min_width: int | None = Field(None, ge=1, description="Drop images narrower than this.")
+    min_height: int | None = Field(None, ge=1, description="Drop images lower than this.")
+    validation_fraction: float = Field(
+        0.1, ge=0, le=1, description="Share of prompt ids (with all their images) in the validation split."
+    )
+    shard_max_samples: int = Field(1000, ge=1, description="WebDataset: samples per tar shard at most.")
+    shard_max_bytes: int = Field(
+        512 * MIB, ge=1, description="WebDataset: a new shard starts once a shard's content reaches this."
+    )
+    parquet_row_group_rows: int = Field(
+        100, ge=1, description="Hugging Face Parquet: rows per row group (what the Hub uses for images)."
+    )
+    batch_rows: int = Field(1024, ge=1, description="Catalog rows read at a time.")
+
+    @property
+    def near_duplicates(self) -> bool:
+        return bool(self.near_duplicate_distance)

@@ -1,0 +1,89 @@
+"""Which rows of a catalog partition a training export keeps. The filters run in this order and a
+dropped row counts against the first one that drops it: NSFW, minimum size, exact duplicate (same
+content hash), near duplicate (perceptual hash within a Hamming distance). Among duplicates the first
+by image_id stays, so the choice does not depend on the catalog's row order.
+
+The catalog is read a batch at a time, only the columns the filters need. What is held is per row
+(ids and hashes), never image bytes: a candidate's file is checked against its content hash and
+decoded for its perceptual hash, then let go."""
+
+from __future__ import annotations
+
+import functools
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from PIL import Image
+from upath import UPath
+
+from ..catalog import FILE_SCHEMA, iter_partition
+from .near_duplicates import NearDuplicateIndex, perceptual_hash
+from .options import ExportOptions
+from .samples import verified_file
+
+FILTERS = ("nsfw", "min_size", "exact_duplicate", "near_duplicate")
+CANDIDATE_COLUMNS = ["image_id", "content_hash", "file_path"]
+CANDIDATE_SCHEMA = pa.schema([FILE_SCHEMA.field(name) for name in CANDIDATE_COLUMNS])
+
+
+@dataclass
+class Selection:
+    catalog_rows: int = 0
+    removed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FILTERS, 0))
+    kept: set[str] = field(default_factory=set)
+
+    def drop(self, batch: pa.RecordBatch, mask: pa.Array | None, name: str) -> pa.RecordBatch:
+        """`batch` without the rows `mask` marks, counted against filter `name`."""
+        if mask is None:
+            return batch
+        self.removed[name] += pc.sum(mask).as_py() or 0
+        return batch.filter(pc.invert(mask))
+
+
+def select_images(
+    catalog_root: UPath, output_root: UPath, partition: str, options: ExportOptions
+) -> Selection:
+    selection = Selection()
+    candidates = []
+    for batch in iter_partition(
+        catalog_root, partition, [*CANDIDATE_COLUMNS, "nsfw", "width", "height"], options.batch_rows
+    ):
+        selection.catalog_rows += batch.num_rows
+        nsfw = pc.fill_null(batch["nsfw"], False) if options.drop_nsfw else None
+        batch = selection.drop(batch, nsfw, "nsfw")
+        batch = selection.drop(batch, _too_small(batch, options), "min_size")
+        candidates.append(batch.select(CANDIDATE_COLUMNS))
+    seen_hashes: set[str] = set()
+    similar = NearDuplicateIndex(options.near_duplicate_distance) if options.near_duplicates else None
+    for row in _by_image_id(pa.Table.from_batches(candidates, CANDIDATE_SCHEMA), options.batch_rows):
+        if options.drop_exact_duplicates and row["content_hash"] in seen_hashes:
+            selection.removed["exact_duplicate"] += 1
+            continue
+        seen_hashes.add(row["content_hash"])
+        if similar is not None:
+            with Image.open(io.BytesIO(verified_file(output_root, row))) as image:
+                fingerprint = perceptual_hash(image)
+            if similar.near(fingerprint):
+                selection.removed["near_duplicate"] += 1
+                continue
+            similar.add(fingerprint)
+        selection.kept.add(row["image_id"])
+    return selection
+
+
+def _too_small(batch: pa.RecordBatch, options: ExportOptions) -> pa.Array | None:
+    """Rows below the minimum width or height (an unknown size does not meet a minimum)."""
+    masks = [
+        pc.fill_null(pc.less(batch[column], minimum), True)
+        for column, minimum in (("width", options.min_width), ("height", options.min_height))
+        if minimum
+    ]
+    return functools.reduce(pc.or_, masks) if masks else None
+
+
+def _by_image_id(candidates: pa.Table, batch_rows: int) -> Iterator[dict]:
+    for batch in candidates.sort_by("image_id").to_batches(max_chunksize=batch_rows):
+        yield from batch.to_pylist()
