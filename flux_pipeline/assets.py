@@ -12,9 +12,9 @@ import pyarrow.compute as pc
 from .dataset.catalog import CatalogSummary, replace_partition
 from .dataset.catalog import cost_report as compute_cost_report
 from .dataset.files import sha256_of
+from .dataset.gallery import write_gallery
 from .dataset.layout import PartitionFiles
 from .dataset.plans import redux_jobs, text_to_image_job
-from .dataset.preview import contact_sheet, markdown_image
 from .dataset.prompt_table import (
     PROMPT_ROW_SCHEMA,
     PromptTableError,
@@ -24,8 +24,8 @@ from .dataset.prompt_table import (
     prompt_row_record,
 )
 from .dataset.rows import CatalogRowWriter, ParquetRowWriter
-from .dataset.storage import write_bytes_atomically, write_parquet_atomically
-from .metadata import step_metadata, table_preview
+from .dataset.storage import write_parquet_atomically
+from .metadata import preview_metadata, step_metadata, table_preview
 from .partitions import FAL_POOL, GROUP, prompt_tables
 from .resources import BaseFalResource, DatasetResource
 from .step_engine import FAILURE_SCHEMA, run_generation_step
@@ -34,6 +34,17 @@ REJECT_SCHEMA = pa.schema(
     [("row", pa.int64()), ("prompt_id", pa.string()), ("field", pa.string()), ("reason", pa.string())]
 )
 GENERATED_STEP, VARIATIONS_STEP = "generated", "variations"
+CATALOG_PREVIEW_COLUMNS = [
+    "image_id",
+    "prompt_id",
+    "endpoint",
+    "seed",
+    "width",
+    "height",
+    "nsfw",
+    "cost_usd",
+    "parent_image_id",
+]
 
 prompt_table_files = dg.AssetSpec(
     "prompt_table_files",
@@ -130,35 +141,21 @@ def catalog(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.M
     steps = chain(files.step_batches(GENERATED_STEP), files.step_batches(VARIATIONS_STEP))
     path = replace_partition(layout.catalog_dir, key, summary.observe(steps))
     head = summary.head_table()
-    preview = (
-        head.select(
-            [
-                "image_id",
-                "prompt_id",
-                "endpoint",
-                "seed",
-                "width",
-                "height",
-                "nsfw",
-                "cost_usd",
-                "parent_image_id",
-            ]
-        )
-        .slice(0, 20)
-        .to_pandas()
+    gallery = write_gallery(layout.catalog_dir, layout.outputs_dir, key)
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(path)),
+            "gallery": dg.MetadataValue.path(str(gallery)),
+            "images": summary.images,
+            "cost_usd": round(summary.cost_usd, 6),
+            "billed_megapixels": summary.billed_megapixels,
+            "nsfw_images": summary.nsfw_images,
+            "catalog_preview": table_preview(head.select(CATALOG_PREVIEW_COLUMNS).slice(0, 20).to_pandas()),
+            **preview_metadata(
+                layout.outputs_dir, head, f"{key} contact sheet", files.folder / "contact_sheet.png"
+            ),
+        }
     )
-    metadata = {
-        "path": dg.MetadataValue.path(str(path)),
-        "images": summary.images,
-        "cost_usd": round(summary.cost_usd, 6),
-        "billed_megapixels": summary.billed_megapixels,
-        "nsfw_images": summary.nsfw_images,
-        "catalog_preview": table_preview(preview),
-    }
-    if sheet := contact_sheet([layout.outputs_dir / p for p in head["file_path"].to_pylist()]):
-        write_bytes_atomically(files.folder / "contact_sheet.png", sheet)
-        metadata["preview"] = dg.MetadataValue.md(markdown_image(sheet, f"{key} contact sheet"))
-    return dg.MaterializeResult(metadata=metadata)
 
 
 @dg.asset(
@@ -230,6 +227,7 @@ def _generation_step(
         pa.Table.from_pylist(tally.failures, schema=FAILURE_SCHEMA), files.step_failures(step)
     )
     metadata = step_metadata(tally, rows)
+    metadata.update(preview_metadata(dataset.layout.outputs_dir, rows.totals.head_table(), f"{step} images"))
     if tally.budget_stopped:
         raise dg.Failure(
             description=f"budget of ${dataset.budget_usd:.2f} for partition {context.partition_key!r} "

@@ -8,6 +8,7 @@ import dagster as dg
 from .assets import catalog, cost_report, images, prompt_table_files, prompts, redux_variations
 from .dataset.files import sha256_of
 from .dataset.layout import PARTITION_KEY
+from .export_asset import training_export
 from .partitions import prompt_tables
 from .resources import DatasetResource
 
@@ -16,8 +17,10 @@ DATA_VERSION_TAG = "dagster/data_version"
 
 build_dataset = dg.define_asset_job(
     "build_dataset",
-    selection=dg.AssetSelection.assets(prompts, images, redux_variations, catalog, cost_report),
-    description="Prompt table → images → Redux variations → catalog → cost report.",
+    selection=dg.AssetSelection.assets(
+        prompts, images, redux_variations, catalog, training_export, cost_report
+    ),
+    description="Prompt table → images → Redux variations → catalog → training export, cost report.",
 )
 
 ACTIVE_STATUSES = [

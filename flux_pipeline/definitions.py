@@ -18,6 +18,7 @@ import dagster as dg
 from .assets import catalog, cost_report, images, prompt_table_files, prompts, redux_variations
 from .automation import build_dataset, prompt_table_sensor, unmaterialized_partitions
 from .checks import CATALOG_CHECKS
+from .export_asset import training_export
 from .resources import BaseFalResource, DatasetResource, EmulatedFalResource, FalResource
 
 
@@ -52,7 +53,7 @@ def dataset_from_env() -> DatasetResource:
 
 def make_definitions(fal: BaseFalResource, dataset: DatasetResource) -> dg.Definitions:
     return dg.Definitions(
-        assets=[prompt_table_files, prompts, images, redux_variations, catalog, cost_report],
+        assets=[prompt_table_files, prompts, images, redux_variations, catalog, training_export, cost_report],
         asset_checks=CATALOG_CHECKS,
         jobs=[build_dataset],
         sensors=[prompt_table_sensor],

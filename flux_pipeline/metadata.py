@@ -6,8 +6,12 @@ import statistics
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
+from upath import UPath
 
+from .dataset.preview import contact_sheet, markdown_image
 from .dataset.rows import CatalogRowWriter
+from .dataset.storage import write_bytes_atomically
 from .step_engine import FAILURE_SCHEMA, StepTally
 
 
@@ -24,6 +28,18 @@ def table_preview(frame: pd.DataFrame, limit: int = 20) -> dg.MetadataValue:
         for row in head.to_dict("records")
     ]
     return dg.MetadataValue.table(records, schema=dg.TableSchema(columns=columns))
+
+
+def preview_metadata(outputs_dir: UPath, head: pa.Table, title: str, save_to: UPath | None = None) -> dict:
+    """A contact sheet of the first images (labelled with their prompt_id) as Markdown, when
+    there are any; also written to `save_to`."""
+    paths = [outputs_dir / path for path in head["file_path"].to_pylist()]
+    sheet = contact_sheet(paths, labels=head["prompt_id"].to_pylist())
+    if sheet is None:
+        return {}
+    if save_to is not None:
+        write_bytes_atomically(save_to, sheet)
+    return {"preview": dg.MetadataValue.md(markdown_image(sheet, title))}
 
 
 def step_metadata(tally: StepTally, rows: CatalogRowWriter) -> dict:

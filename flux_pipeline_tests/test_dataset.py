@@ -15,13 +15,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flux_pipeline.assets import prompt_tables
 from flux_pipeline.automation import prompt_table_sensor, unmaterialized_partitions
 from flux_pipeline.checks import cost_recomputes, files_match_hashes, unique_image_ids
 from flux_pipeline.dataset.catalog import partition_file
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.models import REDUX, TEXT_TO_IMAGE
+from flux_pipeline.partitions import prompt_tables
 
 from .dataset_fixtures import make_project
 
@@ -385,3 +385,35 @@ def test_workspace_loads_like_the_webserver():
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Validation successful" in done.stdout + done.stderr
+
+
+def test_the_job_exports_each_partition_for_training_and_links_its_gallery(project):
+    import datasets
+    import webdataset
+
+    from flux_pipeline.dataset.export import read_latest, version_folder
+
+    assert project.run("animals").success
+    catalog = project.catalog(["animals"])
+    instance = project.instance
+    exported = instance.get_latest_materialization_event(dg.AssetKey("training_export")).asset_materialization
+    assert exported.partition == "animals"
+    assert exported.metadata["catalog_rows"].value == len(catalog) == 7
+    manifest = read_latest(project.dataset.layout.exports_dir, "animals")
+    assert manifest.exported == exported.metadata["exported"].value == 7 - sum(manifest.removed.values())
+    folder = version_folder(project.dataset.layout.exports_dir, manifest)
+    shards = [str(folder / f.file) for split in manifest.splits.values() for f in split.webdataset]
+    samples = list(webdataset.WebDataset(shards, shardshuffle=False).decode("pil"))
+    parquet = [str(folder / split.parquet.file) for split in manifest.splits.values() if split.parquet]
+    rows = datasets.load_dataset("parquet", data_files=parquet, split="train")
+    assert len(samples) == len(rows) == manifest.exported
+    assert {s["__key__"] for s in samples} == set(rows["image_id"]) <= set(catalog["image_id"])
+
+    materialized = instance.get_latest_materialization_event(dg.AssetKey("catalog")).asset_materialization
+    gallery = Path(materialized.metadata["gallery"].value)
+    assert gallery == project.dataset.layout.partition_files("animals").folder / "gallery.html"
+    page = gallery.read_text()
+    assert all(f'data-image-id="{image_id}"' in page for image_id in catalog["image_id"])
+    for step in ("images", "redux_variations", "catalog"):
+        event = instance.get_latest_materialization_event(dg.AssetKey(step)).asset_materialization
+        assert event.metadata["preview"].value.startswith("![")

@@ -4,6 +4,7 @@ prompts/KEY.parquet                 the prompt tables, one per partition
 outputs/KEY/                        a partition's files (PartitionFiles)
 catalog/partition=KEY/data.parquet  the lineage catalog
 reports/                            dataset-wide reports
+exports/KEY/                        training exports (latest.json names the current version)
 ledger/requests.sqlite              the request ledger, unless it lives in PostgreSQL
 """
 
@@ -103,6 +104,10 @@ class DatasetLayout:
     @property
     def reports_dir(self) -> UPath:
         return self.root / "reports"
+
+    @property
+    def exports_dir(self) -> UPath:
+        return self.root / "exports"
 
     @property
     def default_ledger(self) -> UPath:

@@ -54,7 +54,7 @@ class CatalogRowWriter(ParquetRowWriter):
     def __init__(self, path: UPath, batch_rows: int = 1024):
         super().__init__(path, CATALOG_SCHEMA, batch_rows)
         self.requests = 0
-        self.totals = CatalogSummary(head_rows=0)
+        self.totals = CatalogSummary(head_rows=12)
 
     def write(self, rows: list[dict]) -> None:
         self.requests += 1

@@ -1,0 +1,45 @@
+"""The training export of each catalog partition, downstream of `catalog`: WebDataset shards and a
+Hugging Face `datasets` Parquet export with its dataset card (dataset.export)."""
+
+import dagster as dg
+import pydantic
+
+from .assets import catalog
+from .dataset.export import ExportOptions, export_partition, version_folder
+from .partitions import GROUP, prompt_tables
+from .resources import DatasetResource
+
+ExportConfig = pydantic.create_model(
+    "ExportConfig",
+    __base__=dg.Config,
+    __doc__="Run config of `training_export`: the fields of ExportOptions.",
+    **{name: (field.annotation, field) for name, field in ExportOptions.model_fields.items()},
+)
+
+
+@dg.asset(
+    partitions_def=prompt_tables,
+    deps=[catalog],
+    group_name=GROUP,
+    code_version="1",
+    kinds={"parquet", "huggingface"},
+    description="Training-ready export of the partition (exports/KEY/latest.json names the current "
+    "version): WebDataset shards and Hugging Face Parquet per split, NSFW and duplicates filtered, splits "
+    "stable by prompt_id.",
+)
+def training_export(context: dg.AssetExecutionContext, config: ExportConfig, dataset: DatasetResource):
+    layout = dataset.layout
+    options = ExportOptions(**config.model_dump())
+    manifest = export_partition(
+        layout.catalog_dir, layout.outputs_dir, layout.exports_dir, context.partition_key, options
+    )
+    folder = version_folder(layout.exports_dir, manifest)
+    metadata = {
+        "path": dg.MetadataValue.path(str(folder)),
+        "catalog_rows": manifest.catalog_rows,
+        "exported": manifest.exported,
+        **{f"removed_{name}": count for name, count in manifest.removed.items()},
+        **{f"{split}_samples": export.samples for split, export in manifest.splits.items()},
+        "shards": sum(len(export.webdataset) for export in manifest.splits.values()),
+    }
+    return dg.MaterializeResult(metadata=metadata)
