@@ -11,11 +11,73 @@ import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import aclosing, suppress
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 In = TypeVar("In")
 Out = TypeVar("Out")
-_END = object()
+END = object()
+"""Answers the loop's request for an input once the inputs are exhausted."""
+
+
+class LoopThread(Generic[In, Out]):
+    """The worker thread's side: it runs `produce(inputs)` and talks to the caller's thread
+    through `messages`, each `(kind, payload, reply)`: ("input", None, future) asks for the next
+    input; ("output", item, future) hands over an output and waits until it is taken; ("done",
+    exception or None, None) ends the exchange."""
+
+    def __init__(self, produce: Callable[[AsyncIterator[In]], AsyncIterator[Out]]):
+        self.produce = produce
+        self.messages: queue.SimpleQueue[tuple[str, Any, asyncio.Future | None]] = queue.SimpleQueue()
+        self._started = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._thread = threading.Thread(target=self._run, name="fal-batch-loop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        error = None
+        try:
+            with asyncio.Runner() as runner:
+                runner.run(self._main())
+        except BaseException as exc:  # CancelledError too, when the caller stopped early
+            error = exc
+        finally:
+            self._started.set()
+            self.messages.put(("done", error, None))
+
+    async def _main(self) -> None:
+        self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
+        self._started.set()
+        async with aclosing(self.produce(self._inputs())) as outputs:
+            async for item in outputs:
+                taken = self._loop.create_future()
+                self.messages.put(("output", item, taken))
+                await taken
+
+    async def _inputs(self) -> AsyncIterator[In]:
+        while True:
+            wanted = self._loop.create_future()
+            self.messages.put(("input", None, wanted))
+            if (item := await wanted) is END:
+                return
+            yield item
+
+    def reply(self, future: asyncio.Future, value: Any = None, error: Exception | None = None) -> None:
+        """Settle a future of the loop's from the caller's thread."""
+
+        def settle() -> None:
+            if not future.done():
+                future.set_exception(error) if error else future.set_result(value)
+
+        self._loop.call_soon_threadsafe(settle)
+
+    def cancel_and_join(self) -> None:
+        """Cancel the async side and wait for its clean-up."""
+        self._started.wait()
+        if self._loop is not None:
+            with suppress(RuntimeError):  # the loop has already finished
+                self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join()
 
 
 def drive(produce: Callable[[AsyncIterator[In]], AsyncIterator[Out]], inputs: Iterable[In]) -> Iterator[Out]:
@@ -23,60 +85,20 @@ def drive(produce: Callable[[AsyncIterator[In]], AsyncIterator[Out]], inputs: It
     thread, each time the loop asks for one; the next output is not produced before the caller has
     taken this one. Closing the iterator early, or any exception in the caller (KeyboardInterrupt
     included), cancels the async side and returns once its clean-up is done."""
-    messages: queue.SimpleQueue[tuple[str, Any, asyncio.Future | None]] = queue.SimpleQueue()
-    loop_ready = threading.Event()
-    handle: dict[str, Any] = {}
-
-    async def draw() -> AsyncIterator[In]:
-        while True:
-            wanted = asyncio.get_running_loop().create_future()
-            messages.put(("input", None, wanted))
-            if (item := await wanted) is _END:
-                return
-            yield item
-
-    async def main() -> None:
-        handle["loop"], handle["task"] = asyncio.get_running_loop(), asyncio.current_task()
-        loop_ready.set()
-        async with aclosing(produce(draw())) as outputs:
-            async for item in outputs:
-                taken = asyncio.get_running_loop().create_future()
-                messages.put(("output", item, taken))
-                await taken
-
-    def run() -> None:
-        error = None
-        try:
-            with asyncio.Runner() as runner:
-                runner.run(main())
-        except BaseException as exc:  # CancelledError too, when the caller stopped early
-            error = exc
-        finally:
-            loop_ready.set()
-            messages.put(("done", error, None))
-
-    def reply(future: asyncio.Future, value: Any = None, error: BaseException | None = None) -> None:
-        def settle() -> None:
-            if not future.done():
-                future.set_exception(error) if error else future.set_result(value)
-
-        handle["loop"].call_soon_threadsafe(settle)
-
-    worker = threading.Thread(target=run, name="fal-batch-loop", daemon=True)
-    worker.start()
+    loop = LoopThread(produce)
     source = iter(inputs)
     done = False
     try:
         while True:
-            kind, payload, future = messages.get()
+            kind, payload, future = loop.messages.get()
             if kind == "input":
                 try:
-                    reply(future, next(source, _END))
+                    loop.reply(future, next(source, END))
                 except Exception as exc:  # the inputs failed: the batch sees the error
-                    reply(future, error=exc)
+                    loop.reply(future, error=exc)
             elif kind == "output":
                 yield payload
-                reply(future)
+                loop.reply(future)
             else:
                 done = True
                 if payload is not None:
@@ -84,8 +106,4 @@ def drive(produce: Callable[[AsyncIterator[In]], AsyncIterator[Out]], inputs: It
                 return
     finally:
         if not done:
-            loop_ready.wait()
-            if "loop" in handle:
-                with suppress(RuntimeError):  # the loop has already finished
-                    handle["loop"].call_soon_threadsafe(handle["task"].cancel)
-            worker.join()
+            loop.cancel_and_join()
