@@ -9,11 +9,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .dataset import cost_report as cost_views
 from .dataset.catalog import CatalogSummary, replace_partition
-from .dataset.catalog import cost_report as compute_cost_report
+from .dataset.estimate import Estimate, estimate
 from .dataset.files import sha256_of
 from .dataset.gallery import write_gallery
 from .dataset.layout import PartitionFiles
+from .dataset.ledger import LedgerEntry, RequestLedger
 from .dataset.plans import redux_jobs, text_to_image_job
 from .dataset.prompt_table import (
     PROMPT_ROW_SCHEMA,
@@ -25,15 +27,22 @@ from .dataset.prompt_table import (
 )
 from .dataset.rows import CatalogRowWriter, ParquetRowWriter
 from .dataset.storage import write_parquet_atomically
+from .fal.batch import GenerationJob
 from .metadata import preview_metadata, step_metadata, table_preview
 from .partitions import FAL_POOL, GROUP, prompt_tables
 from .resources import BaseFalResource, DatasetResource
-from .step_engine import FAILURE_SCHEMA, run_generation_step
+from .step_engine import FAILURE_SCHEMA, run_generation_step, step_prices
 
 REJECT_SCHEMA = pa.schema(
     [("row", pa.int64()), ("prompt_id", pa.string()), ("field", pa.string()), ("reason", pa.string())]
 )
 GENERATED_STEP, VARIATIONS_STEP = "generated", "variations"
+ESTIMATE_WITHIN_BUDGET = dg.AssetCheckSpec(
+    "estimate_within_budget",
+    asset="prompts",
+    blocking=True,
+    description="The partition's estimated cost fits budget_usd; when it does not, nothing is sent.",
+)
 CATALOG_PREVIEW_COLUMNS = [
     "image_id",
     "prompt_id",
@@ -63,21 +72,30 @@ prompt_table_files = dg.AssetSpec(
     group_name=GROUP,
     code_version="1",
     kinds={"parquet"},
-    description="The table's rows validated into requests; rows that fail go to rejects.parquet.",
+    description="The table's rows validated into requests (rows that fail go to rejects.parquet), and "
+    "what they will cost: a blocking check stops the partition before anything is sent when the estimate "
+    "exceeds budget_usd.",
+    check_specs=[ESTIMATE_WITHIN_BUDGET],
 )
-def prompts(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
+def prompts(
+    context: dg.AssetExecutionContext, fal: BaseFalResource, dataset: DatasetResource
+) -> dg.MaterializeResult:
     layout = dataset.layout
     path = layout.table(context.partition_key)
     try:
         table = open_prompt_table(path)
     except PromptTableError as exc:
         raise dg.Failure(description=str(exc), metadata={"table": dg.MetadataValue.path(str(path))}) from None
+    files = layout.partition_files(context.partition_key)
     outcomes = plan_rows(table, dataset.request_defaults(), layout.prompts_dir)
-    valid, redux_rows, rejects = _write_prompt_rows(
-        context, outcomes, layout.partition_files(context.partition_key)
-    )
+    valid, redux_rows, rejects = _write_prompt_rows(context, outcomes, files)
+    forecast = _estimate(context, fal, dataset, files)
     return dg.MaterializeResult(
         metadata={
+            "estimated_cost_usd": forecast.cost_usd,
+            "estimated_megapixels": forecast.megapixels,
+            "new_requests": forecast.new_requests,
+            "paid_requests": forecast.paid_requests,
             "table": dg.MetadataValue.path(str(path)),
             "rows": table.metadata.num_rows,
             "valid_rows": valid,
@@ -86,6 +104,7 @@ def prompts(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.M
             "rejects": table_preview(pd.DataFrame(rejects, columns=REJECT_SCHEMA.names)),
         },
         data_version=dg.DataVersion(sha256_of(path)),
+        check_results=[_budget_check(forecast, dataset.budget_usd)],
     )
 
 
@@ -147,7 +166,7 @@ def catalog(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.M
             "path": dg.MetadataValue.path(str(path)),
             "gallery": dg.MetadataValue.path(str(gallery)),
             "images": summary.images,
-            "cost_usd": round(summary.cost_usd, 6),
+            "partition_cost_usd": round(summary.cost_usd, 6),
             "billed_megapixels": summary.billed_megapixels,
             "nsfw_images": summary.nsfw_images,
             "catalog_preview": table_preview(head.select(CATALOG_PREVIEW_COLUMNS).slice(0, 20).to_pandas()),
@@ -162,27 +181,64 @@ def catalog(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.M
     deps=[catalog],
     group_name=GROUP,
     kinds={"parquet"},
-    description="Cost, megapixels, images and NSFW count per partition.",
+    description="Spend and list value per partition, spend per run and backfill and per day, and every "
+    "request (data/reports/*.parquet).",
 )
 def cost_report(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
     layout = dataset.layout
-    report = compute_cost_report(layout.catalog_dir)
-    path = layout.reports_dir / "cost_report.parquet"
-    write_parquet_atomically(pa.Table.from_pandas(report, preserve_index=False), path)
-    total = report.iloc[-1]
+    with RequestLedger(dataset.ledger_location()) as ledger:
+        requests = cost_views.requests_frame(ledger.requests())
+    views = {
+        "cost_by_partition": cost_views.by_partition(layout.catalog_dir, requests),
+        "cost_by_run": cost_views.by_run(requests),
+        "cost_by_day": cost_views.by_day(requests),
+        "requests": requests,
+    }
+    for name, frame in views.items():
+        write_parquet_atomically(
+            pa.Table.from_pandas(frame, preserve_index=False), layout.reports_dir / f"{name}.parquet"
+        )
+    total = views["cost_by_partition"].iloc[-1]
     return dg.MaterializeResult(
         metadata={
-            "path": dg.MetadataValue.path(str(path)),
-            "partitions": len(report) - 1,
-            "total_cost_usd": float(total["cost_usd"]),
+            "total_spent_usd": float(total["spent_usd"]),
+            "total_partition_cost_usd": float(total["partition_cost_usd"]),
             "total_images": int(total["images"]),
-            "total_billed_megapixels": int(total["billed_megapixels"]),
-            "report": table_preview(report),
+            "partitions": len(views["cost_by_partition"]) - 1,
+            "reports": dg.MetadataValue.path(str(layout.reports_dir)),
+            "by_partition": table_preview(views["cost_by_partition"]),
+            "by_run": table_preview(views["cost_by_run"]),
+            "by_day": table_preview(views["cost_by_day"]),
         }
     )
 
 
 # -- the work behind the asset bodies --------------------------------------------------------------
+
+
+def _estimate(
+    context: dg.AssetExecutionContext, fal: BaseFalResource, dataset: DatasetResource, files: PartitionFiles
+) -> Estimate:
+    prices = step_prices(fal, dataset, context.log)
+    with RequestLedger(dataset.ledger_location()) as ledger:
+        entry_of = partial(_entry, ledger, context.partition_key)
+        return estimate(files.prompt_rows(), entry_of, prices, fal.backend, files.outputs_dir)
+
+
+def _entry(ledger: RequestLedger, partition: str, job: GenerationJob) -> LedgerEntry | None:
+    return ledger.entry(partition, job.prompt_id, job.endpoint)
+
+
+def _budget_check(forecast: Estimate, budget_usd: float | None) -> dg.AssetCheckResult:
+    within = budget_usd is None or forecast.cost_usd <= budget_usd + 1e-9
+    return dg.AssetCheckResult(
+        check_name=ESTIMATE_WITHIN_BUDGET.name,
+        passed=within,
+        metadata={"estimated_cost_usd": forecast.cost_usd, "budget_usd": budget_usd},
+        description=None
+        if within
+        else f"estimated ${forecast.cost_usd:.2f} exceeds the budget of ${budget_usd:.2f}: nothing was sent",
+    )
 
 
 def _write_prompt_rows(
@@ -232,7 +288,7 @@ def _generation_step(
         raise dg.Failure(
             description=f"budget of ${dataset.budget_usd:.2f} for partition {context.partition_key!r} "
             "reached: "
-            f"spent ${metadata['cost_usd']:.2f} in this step, {tally.not_sent} request(s) not sent",
+            f"${tally.committed_usd:.2f} committed in this step, {tally.not_sent} request(s) not sent",
             metadata={**metadata, "requests_not_sent": tally.not_sent, "budget_usd": dataset.budget_usd},
         )
     return dg.MaterializeResult(metadata=metadata)

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 from .assets import catalog
 from .dataset.catalog import iter_partition
 from .dataset.files import file_problem
+from .dataset.pricing import UnitPrice
 from .fal.models import billed_megapixels
 from .partitions import prompt_tables
 from .resources import DatasetResource
@@ -78,26 +79,18 @@ def unique_image_ids(context: dg.AssetCheckExecutionContext, dataset: DatasetRes
 @dg.asset_check(
     asset=catalog,
     partitions_def=prompt_tables,
-    description="Each row's cost recomputes from its width, height, megapixel size and price.",
+    description="Each row's cost recomputes from its size, billing unit and unit price.",
 )
 def cost_recomputes(context: dg.AssetCheckExecutionContext, dataset: DatasetResource) -> dg.AssetCheckResult:
     rows, cost, wrong, examples = 0, 0.0, 0, []
-    columns = [
-        "image_id",
-        "width",
-        "height",
-        "megapixel_size",
-        "billed_megapixels",
-        "price_per_megapixel",
-        "cost_usd",
-    ]
+    columns = ["image_id", "width", "height", "megapixel_size", "billed_megapixels", "billing_unit"]
+    columns += ["unit_price", "cost_usd"]
     for row in _partition_rows(context, dataset, columns):
         rows, cost = rows + 1, cost + row["cost_usd"]
+        price = UnitPrice(row["unit_price"], row["billing_unit"], megapixel_size=row["megapixel_size"])
         megapixels = billed_megapixels(row["width"], row["height"], row["megapixel_size"])
-        if (
-            megapixels != row["billed_megapixels"]
-            or abs(megapixels * row["price_per_megapixel"] - row["cost_usd"]) > 1e-9
-        ):
+        expected = price.cost(price.units(row["width"], row["height"]))
+        if megapixels != row["billed_megapixels"] or abs(expected - row["cost_usd"]) > 1e-9:
             wrong += 1
             if len(examples) < EXAMPLES:
                 examples.append(row["image_id"])

@@ -34,7 +34,8 @@ def _run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from .automation import scan_prompt_tables, table_version_events
-    from .dataset.catalog import cost_report
+    from .dataset.cost_report import by_partition, requests_frame
+    from .dataset.ledger import RequestLedger
     from .definitions import defs
     from .partitions import prompt_tables
 
@@ -58,7 +59,9 @@ def _run(args: argparse.Namespace) -> int:
         if not result.success:
             failed.append(key)
     print(f"\ncatalog: {dataset.layout.catalog_dir}\n")
-    print(cost_report(dataset.layout.catalog_dir).to_string(index=False))
+    with RequestLedger(dataset.ledger_location()) as ledger:
+        requests = requests_frame(ledger.requests())
+    print(by_partition(dataset.layout.catalog_dir, requests).to_string(index=False))
     return 1 if failed else 0
 
 

@@ -3,11 +3,12 @@
 fal: with FAL_KEY set, `FalResource` calls fal.ai; without it, `EmulatedFalResource` runs the
 bundled emulator and says so in the run log. The choice is made here, once: nothing falls back
 from one to the other at run time. Strings come through `dg.EnvVar`, resolved by Dagster when a
-run starts (never stored in the definitions): FAL_KEY, FAL_QUEUE_URL, FAL_RUN_URL,
-FAL_STORAGE_URL, FLUX_DATA_DIR (a folder or an fsspec URL such as s3://bucket/prefix) and
-FLUX_LEDGER (a SQLite file or a postgresql:// URL; required when FLUX_DATA_DIR is a URL).
-Numbers are read here, so that their bounds are checked: FLUX_MAX_CONCURRENCY, FLUX_BUDGET_USD
-(Dagster's EnvVar.int bypasses field bounds, and it has no float EnvVar)."""
+run starts (never stored in the definitions): FAL_KEY, FAL_ADMIN_KEY (billing reconciliation),
+FAL_QUEUE_URL, FAL_RUN_URL, FAL_STORAGE_URL, FAL_API_URL (fal's Platform API), FLUX_DATA_DIR
+(a folder or an fsspec URL such as s3://bucket/prefix) and FLUX_LEDGER (a SQLite file or a
+postgresql:// URL; required when FLUX_DATA_DIR is a URL). Numbers are read here, so that their
+bounds are checked: FLUX_MAX_CONCURRENCY, FLUX_BUDGET_USD (Dagster's EnvVar.int bypasses field
+bounds, and it has no float EnvVar)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,11 @@ def fal_from_env() -> BaseFalResource:
         key=dg.EnvVar("FAL_KEY"),
         **common,
         **_settings(
-            queue_url=_env("FAL_QUEUE_URL"), run_url=_env("FAL_RUN_URL"), storage_url=_env("FAL_STORAGE_URL")
+            admin_key=_env("FAL_ADMIN_KEY"),
+            queue_url=_env("FAL_QUEUE_URL"),
+            run_url=_env("FAL_RUN_URL"),
+            storage_url=_env("FAL_STORAGE_URL"),
+            platform_url=_env("FAL_API_URL"),
         ),
     )
 

@@ -43,16 +43,20 @@ def preview_metadata(outputs_dir: UPath, head: pa.Table, title: str, save_to: UP
 
 
 def step_metadata(tally: StepTally, rows: CatalogRowWriter) -> dict:
-    """Images, requests, cost, fal calls and retries, and fal latency quantiles of a generation step."""
+    """What a generation step spent (what fal newly billed for it: the number to plot and add up),
+    the value of its images (`partition_cost_usd`, the same on a re-run), requests, fal calls and
+    retries, and fal latency quantiles."""
     totals = rows.totals
     metadata = {
+        "spent_usd": round(tally.spent_usd, 6),
+        "spent_megapixels": tally.spent_megapixels,
         "images": totals.images,
+        "partition_cost_usd": round(totals.cost_usd, 6),
+        "billed_megapixels": totals.billed_megapixels,
         "requests_succeeded": rows.requests,
         "requests_failed": len(tally.failures),
         "requests_reused": tally.reused,
         "requests_resumed": tally.resumed,
-        "cost_usd": round(totals.cost_usd, 6),
-        "billed_megapixels": totals.billed_megapixels,
         "nsfw_images": totals.nsfw_images,
         "fal_calls": sum(tally.call_counts.calls.values()),
         "fal_retries": sum(tally.call_counts.retries.values()),

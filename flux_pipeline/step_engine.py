@@ -1,34 +1,42 @@
 """One generation step of a partition (text-to-image or Redux), in three phases, each a plain
 function run on the step's own thread (fal's event loop runs on another, see fal.bridge):
 
-- triage: a job against its ledger entry (same fingerprint only). Stored with intact files →
-  Reuse its rows, nothing is sent; submitted (or stored, files lost) → Resume by request id
-  (status and result are free); submitting (its response was lost) → Resume through its webhook;
+- triage: a job against its ledger entry (same fingerprint and backend only). Stored with intact
+  files → Reuse its rows, nothing is sent. Otherwise the run claims the row (atomically; a row
+  another live run holds is deferred until that run has stored it or its lease ran out), then:
+  submitted (or stored, files lost) → Resume by request id (status and result are free);
+  submitting (its response was lost) → Resume by finding it (webhook or fal's request history);
   anything else → Send.
 - admit: a new request is sent while its cost fits in what is left of the partition's budget;
   once one does not, no new request is (resumed ones, already paid for, still are).
-- record: an outcome's files stored, its catalog rows written and the ledger told; or a failure.
+- record: an outcome's files stored, its catalog rows written and the ledger told; what fal
+  billed recorded once, and counted as this step's spend the first time; or a failure. Nothing
+  fal answers fails more than its own row.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import dagster as dg
+import httpx
 import pyarrow as pa
 
-from . import __version__
-from .dataset.files import files_intact, image_id, store_image
+from .dataset.files import files_intact
 from .dataset.layout import PartitionFiles
-from .dataset.ledger import LedgerEntry, PartitionLedger, RequestLedger
-from .dataset.plans import Lineage, RowFailure
+from .dataset.leases import LeaseKeeper
+from .dataset.ledger import Billing, LedgerEntry, PartitionLedger, RequestLedger, RunContext
+from .dataset.plans import RowFailure
+from .dataset.pricing import UnitPrice, price_list
+from .dataset.results import RowContext, UnusableResult, catalog_rows
 from .dataset.rows import CatalogRowWriter
-from .fal.batch import Generation, GenerationFailure, GenerationJob, Outcome
-from .fal.models import billed_megapixels
+from .fal.batch import GenerationFailure, GenerationJob, LostSubmit, Outcome
+from .fal.errors import FalError
+from .fal.models import ENDPOINTS, FluxOutput, billed_megapixels
 from .fal.retries import CallCounts
 from .resources import BaseFalResource, DatasetResource
 
@@ -43,6 +51,8 @@ FAILURE_SCHEMA = pa.schema(
     ]
 )
 PROBLEM_LEVELS = ("WARN", "ERROR", "STDERR")
+BACKFILL_TAG = "dagster/backfill"
+CLAIM_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,9 @@ class StepTally:
     not_sent: int = 0
     reused: int = 0
     resumed: int = 0
+    spent_usd: float = 0.0
+    """What fal newly billed, counted by the first materialization that reports each request."""
+    spent_megapixels: int = 0
     call_counts: CallCounts = field(default_factory=CallCounts)
 
 
@@ -93,25 +106,49 @@ def failure_row(
     }
 
 
-def request_cost(dataset: DatasetResource, job: GenerationJob) -> float:
+def request_cost(price: UnitPrice, job: GenerationJob) -> float:
     """What fal will bill for the job if it succeeds: known before sending."""
     width, height = job.input.size()
-    return dataset.cost_of(billed_megapixels(width, height, dataset.megapixel_size) * job.input.num_images)
+    return price.cost(price.units(width, height, job.input.num_images))
+
+
+def step_prices(fal: BaseFalResource, dataset: DatasetResource, log) -> dict[str, UnitPrice]:
+    """The unit price of each endpoint, read from fal once per step; the configured price where
+    fal's pricing API cannot be read (never a failed run)."""
+    try:
+        from_fal = fal.prices(list(ENDPOINTS))
+    except (FalError, httpx.HTTPError, OSError) as exc:
+        log.warning(f"fal's pricing API could not be read ({exc}); costing with the configured price")
+        from_fal = {}
+    return price_list(list(ENDPOINTS), dataset.configured_price(), from_fal)
 
 
 # -- triage ----------------------------------------------------------------------------------------
 
 
-def triage(job: GenerationJob, entry: LedgerEntry | None, files: PartitionFiles) -> Reuse | Resume | Send:
-    if entry is None or entry.fingerprint != job.fingerprint:
+def triage(
+    job: GenerationJob, entry: LedgerEntry | None, files: PartitionFiles, backend: str
+) -> Reuse | Resume | Send:
+    if entry is None or entry.fingerprint != job.fingerprint or entry.backend != backend:
         return Send(job)
     if entry.state == "stored" and files_intact(files.outputs_dir, entry.rows):
         return Reuse(job, entry.rows)
     if entry.state in ("submitted", "stored") and entry.request_id:
         return Resume(dataclasses.replace(job, request_id=entry.request_id))
     if entry.state == "submitting":
-        return Resume(dataclasses.replace(job, lost_token=entry.token))
+        lost = LostSubmit(entry.token, entry.payload or {}, entry.submitted_at or entry.updated_at)
+        return Resume(dataclasses.replace(job, lost=lost))
     return Send(job)
+
+
+def claimed_verdict(job: GenerationJob, out: StepOutput) -> Reuse | Resume | Send | None:
+    """The verdict on a job this run may work on, or None while another live run holds it."""
+    verdict = triage(job, out.ledger.entry(job), out.files, out.where.backend)
+    if isinstance(verdict, Reuse):
+        return verdict
+    if not out.ledger.claim(job):
+        return None
+    return triage(job, out.ledger.entry(job), out.files, out.where.backend)  # as it is now that it is ours
 
 
 # -- admit -----------------------------------------------------------------------------------------
@@ -136,13 +173,15 @@ def admit(verdict: Resume | Send, cost: float, budget_left: float | None, tally:
 class StepOutput:
     """Where a step's results go."""
 
-    partition: str
-    run_id: str
-    files: PartitionFiles
+    where: RowContext
     rows: CatalogRowWriter
     ledger: PartitionLedger
-    dataset: DatasetResource
+    prices: dict[str, UnitPrice]
     log: dg.DagsterLogManager
+
+    @property
+    def files(self) -> PartitionFiles:
+        return self.where.files
 
 
 def record_reuse(reuse: Reuse, out: StepOutput, tally: StepTally) -> None:
@@ -158,8 +197,34 @@ def record_row_failure(failure: RowFailure, out: StepOutput, tally: StepTally) -
     out.log.warning(f"prompt_id {failure.prompt_id!r} ({failure.endpoint}): {failure.field}: {failure.error}")
 
 
+def record_billing(job: GenerationJob, output: FluxOutput, out: StepOutput, tally: StepTally) -> None:
+    """fal bills a completed request by its output images; the first run to report it spends it."""
+    price = out.prices[job.endpoint]
+    width, height = job.input.size()
+    images = len(output.images)
+    units = price.units(width, height, images)
+    if out.ledger.billed(job, Billing(price.unit, units, price.unit_price, price.source, price.cost(units))):
+        tally.spent_usd += price.cost(units)
+        tally.spent_megapixels += billed_megapixels(width, height, price.megapixel_size) * images
+
+
+def record_failure(outcome: GenerationFailure, out: StepOutput, tally: StepTally) -> None:
+    job, code = outcome.job, outcome.status_code
+    if outcome.output is not None:
+        record_billing(job, outcome.output, out, tally)  # completed, so billed, but its files failed
+        out.ledger.failed(job, outcome.error)
+    elif code is not None and (outcome.request_id is None or (400 <= code < 500 and code not in (408, 429))):
+        # A definitive answer from fal (a rejected submit, or a 4xx result such as 422 or
+        # cancelled) is not billed: a re-run may send it again. Anything else stays resumable.
+        out.ledger.failed(job, outcome.error)
+    field_name = outcome.field_errors[0][0] if outcome.field_errors else None
+    tally.failures.append(
+        failure_row(job.prompt_id, job.endpoint, outcome.request_id, field_name, outcome.error, code)
+    )
+    out.log.warning(f"request for prompt_id {job.prompt_id!r} ({job.endpoint}) failed: {outcome.error}")
+
+
 def record(outcome: Outcome, out: StepOutput, tally: StepTally) -> None:
-    job = outcome.job
     for line in outcome.logs:
         if line.get("level") in PROBLEM_LEVELS:
             out.log.warning(f"fal {outcome.request_id}: {line.get('message', '')}")
@@ -167,72 +232,21 @@ def record(outcome: Outcome, out: StepOutput, tally: StepTally) -> None:
         messages = " | ".join(str(line.get("message", "")) for line in outcome.logs)
         out.log.debug(f"fal {outcome.request_id} logs: {messages}")
     if isinstance(outcome, GenerationFailure):
-        # A definitive answer from fal (a rejected submit, or a 4xx result such as 422 or cancelled)
-        # is not billed: a re-run may send it again. Anything else stays resumable in the ledger.
-        code = outcome.status_code
-        if code is not None and (
-            outcome.request_id is None or (400 <= code < 500 and code not in (408, 429))
-        ):
-            out.ledger.failed(job, outcome.error)
-        field_name = outcome.field_errors[0][0] if outcome.field_errors else None
-        tally.failures.append(
-            failure_row(job.prompt_id, job.endpoint, outcome.request_id, field_name, outcome.error, code)
+        return record_failure(outcome, out, tally)
+    job = outcome.job
+    try:
+        rows = catalog_rows(outcome, out.prices[job.endpoint], out.where)
+    except (UnusableResult, OSError) as exc:
+        fields = [(exc.field, str(exc))] if isinstance(exc, UnusableResult) else []
+        error = f"{type(exc).__name__}: {exc}"
+        failure = GenerationFailure(
+            job, outcome.request_id, error, field_errors=fields, output=outcome.output
         )
-        out.log.warning(f"request for prompt_id {job.prompt_id!r} ({job.endpoint}) failed: {outcome.error}")
-        return
-    rows = catalog_rows(outcome, out)
+        return record_failure(failure, out, tally)
+    record_billing(job, outcome.output, out, tally)
     out.ledger.stored(job, outcome.request_id, rows)
     out.rows.write(rows)
     tally.latencies.append(outcome.latency_s)
-
-
-def catalog_rows(outcome: Generation, out: StepOutput) -> list[dict]:
-    """Store the outcome's files; one catalog row per image."""
-    job, data, dataset = outcome.job, outcome.job.input, out.dataset
-    lineage = job.origin or Lineage()
-    width, height = data.size()
-    flags = outcome.output.has_nsfw_concepts or [False] * len(outcome.files)
-    created = datetime.now(UTC)
-    megapixels = billed_megapixels(width, height, dataset.megapixel_size)
-    rows = []
-    for index, (file, nsfw) in enumerate(zip(outcome.files, flags, strict=True)):
-        image = store_image(
-            out.files.images_dir,
-            image_id(out.partition, job.prompt_id, job.endpoint, index),
-            file.data,
-            data.output_format,
-        )
-        rows.append(
-            {
-                "image_id": image.path.stem,
-                "partition": out.partition,
-                "prompt_id": job.prompt_id,
-                "prompt": data.prompt,
-                "returned_prompt": outcome.output.prompt,
-                "endpoint": job.endpoint,
-                "request_id": outcome.request_id,
-                "image_index": index,
-                "seed": outcome.output.seed,
-                "width": width,
-                "height": height,
-                "output_format": data.output_format,
-                "content_hash": image.sha256,
-                "file_path": f"{out.partition}/images/{image.path.name}",
-                "file_bytes": image.size_bytes,
-                "nsfw": bool(nsfw),
-                "billed_megapixels": megapixels,
-                "price_per_megapixel": dataset.price_per_megapixel,
-                "megapixel_size": dataset.megapixel_size,
-                "cost_usd": dataset.cost_of(megapixels),
-                "parent_image_id": lineage.parent_image_id,
-                "parent_source": lineage.parent_source,
-                "latency_s": round(outcome.latency_s, 4),
-                "run_id": out.run_id,
-                "code_version": __version__,
-                "created_at": created,
-            }
-        )
-    return rows
 
 
 # -- the step --------------------------------------------------------------------------------------
@@ -244,16 +258,31 @@ def jobs_to_send(
     budget_left: float | None,
     tally: StepTally,
 ) -> Iterator[GenerationJob]:
-    """Triage and admit, a job at a time, as the batch asks for the next one."""
+    """Triage and admit, a job at a time, as the batch asks for the next one; then the jobs other
+    runs held, once they are free."""
+    deferred: list[GenerationJob] = []
     for item in planned:
         if isinstance(item, RowFailure):
             record_row_failure(item, out, tally)
-            continue
-        verdict = triage(item, out.ledger.entry(item), out.files)
-        if isinstance(verdict, Reuse):
+        elif (verdict := claimed_verdict(item, out)) is None:
+            deferred.append(item)
+        elif isinstance(verdict, Reuse):
             record_reuse(verdict, out, tally)
-        elif admit(verdict, request_cost(out.dataset, item), budget_left, tally):
+        elif admit(verdict, request_cost(out.prices[item.endpoint], item), budget_left, tally):
             yield verdict.job
+    if deferred:
+        out.log.info(f"{len(deferred)} request(s) are held by another run: waiting for them")
+    while deferred:
+        waiting = []
+        for job in deferred:
+            if (verdict := claimed_verdict(job, out)) is None:
+                waiting.append(job)
+            elif isinstance(verdict, Reuse):
+                record_reuse(verdict, out, tally)
+            elif admit(verdict, request_cost(out.prices[job.endpoint], job), budget_left, tally):
+                yield verdict.job
+        if deferred := waiting:
+            time.sleep(CLAIM_POLL_SECONDS)
 
 
 def run_generation_step(
@@ -267,25 +296,26 @@ def run_generation_step(
     """Jobs are drawn lazily and only requests in flight are held, so memory stays flat as the
     partition grows; every output image's row goes to `rows` as soon as its file is stored."""
     tally = StepTally()
-    partition = context.partition_key
+    partition, backend = context.partition_key, fal.backend
+    backfill = context.run.tags.get(BACKFILL_TAG)
+    run = RunContext(
+        context.run.run_id, backend, backfill, dataset.claim_lease_seconds, dataset.lost_request_wait
+    )
+    where = RowContext(partition, run.run_id, backend, dataset.layout.partition_files(partition))
     with RequestLedger(dataset.ledger_location()) as ledger:
-        out = StepOutput(
-            partition,
-            context.run.run_id,
-            dataset.layout.partition_files(partition),
-            rows,
-            ledger.partition(partition, dataset.lost_request_wait),
-            dataset,
-            context.log,
-        )
+        partition_ledger = PartitionLedger(ledger, partition, run)
+        out = StepOutput(where, rows, partition_ledger, step_prices(fal, dataset, context.log), context.log)
         outcomes = fal.generate(
             jobs_to_send(planned, out, budget_left, tally),
-            ledger=out.ledger,
+            ledger=partition_ledger,
             call_counts=tally.call_counts,
             log=context.log,
             max_file_bytes=dataset.max_download_bytes,
         )
-        with closing(outcomes):
-            for outcome in outcomes:
-                record(outcome, out, tally)
+        try:
+            with LeaseKeeper(partition_ledger.renew, run.lease_seconds / 3), closing(outcomes):
+                for outcome in outcomes:
+                    record(outcome, out, tally)
+        finally:
+            partition_ledger.release()
     return tally

@@ -99,8 +99,20 @@ def resource_for(server: EmulatorServer, **overrides) -> FalResource:
 def resource_for_url(url: str, **overrides) -> FalResource:
     urls = FalUrls.single_base(url)
     return FalResource(
-        key=SECRET_KEY, queue_url=urls.queue, run_url=urls.run, storage_url=urls.storage, **overrides
+        key=SECRET_KEY,
+        queue_url=urls.queue,
+        run_url=urls.run,
+        storage_url=urls.storage,
+        platform_url=url,
+        **overrides,
     )
+
+
+def request_stats(server: EmulatorServer) -> dict:
+    """The emulator's stats less its Platform API calls (prices are read on every run, for free)."""
+    stats = server.emulator.stats()
+    stats["http_calls"] = {kind: n for kind, n in stats["http_calls"].items() if kind != "platform"}
+    return stats
 
 
 def free_port() -> int:

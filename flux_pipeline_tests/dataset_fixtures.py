@@ -36,6 +36,15 @@ class Project:
         job = self.defs.resolve_job_def(job_name)
         return job.execute_in_process(partition_key=partition, instance=self.instance, raise_on_error=False)
 
+    def materialize(self, partition: str, *assets: str) -> dg.ExecuteInProcessResult:
+        """Only some assets of the graph, as a person selecting them in the UI would."""
+        self.instance.add_dynamic_partitions(prompt_tables.name, [partition])
+        job = dg.define_asset_job("selection", selection=list(assets))
+        defs = dg.Definitions.merge(self.defs, dg.Definitions(jobs=[job]))
+        return defs.resolve_job_def("selection").execute_in_process(
+            partition_key=partition, instance=self.instance, raise_on_error=False
+        )
+
     def catalog(self, partitions: list[str] | None = None):
         return read_catalog(self.dataset.layout.catalog_dir, partitions)
 

@@ -23,6 +23,7 @@ from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.models import REDUX, TEXT_TO_IMAGE
 from flux_pipeline.partitions import prompt_tables
 
+from .conftest import request_stats
 from .dataset_fixtures import make_project
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,7 +68,13 @@ def test_whole_graph_catalog_matches_what_the_emulator_returned(project):
         assert row.billed_megapixels == math.ceil(row.width * row.height / 1024**2)
         assert row.cost_usd == pytest.approx(row.billed_megapixels * 0.04)
         assert row.prompt == request.payload["prompt"] and row.returned_prompt == body["prompt"]
-        assert row.run_id and row.code_version and row.price_per_megapixel == 0.04
+        assert (
+            row.run_id
+            and row.code_version
+            and row.unit_price == 0.04
+            and row.price_source == "fal"
+            and row.backend
+        )
 
     by_prompt = catalog.set_index(["prompt_id", "endpoint", "image_index"])
     assert by_prompt.loc[("owl-01", TEXT_TO_IMAGE, 1), "seed"] == 102, "two images, one seed"
@@ -90,28 +97,43 @@ def test_whole_graph_catalog_matches_what_the_emulator_returned(project):
     assert desert["returned_prompt"] != desert["prompt"], "enhance_prompt returns the enhanced prompt"
     assert "lynx-01" not in set(catalog["prompt_id"])
 
-    report = pd.read_parquet(project.dataset.layout.reports_dir / "cost_report.parquet").set_index(
-        "partition"
-    )
+    reports = project.dataset.layout.reports_dir
+    report = pd.read_parquet(reports / "cost_by_partition.parquet").set_index("partition")
     assert report.loc["animals", "images"] == 7 and report.loc["landscapes", "images"] == 4
-    assert report.loc["TOTAL", "cost_usd"] == pytest.approx(0.44)
+    total = report.loc["TOTAL"]
+    assert total["partition_cost_usd"] == total["spent_usd"] == pytest.approx(0.44)
     assert report.loc["TOTAL", "redux_images"] == 2
+    runs = pd.read_parquet(reports / "cost_by_run.parquet")
+    assert len(runs) == 2 and runs["spent_usd"].sum() == pytest.approx(0.44)
+    days = pd.read_parquet(reports / "cost_by_day.parquet")
+    assert days["spent_usd"].sum() == pytest.approx(0.44) and days["requests_billed"].sum() == 10
+
+
+def materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    events = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]
+    return {m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()} for m in events}
 
 
 def test_materialization_metadata(project):
     result = project.run("animals")
-    metadata = {
-        m.asset_key.to_user_string(): m.metadata
-        for m in result.get_asset_materialization_events()
-        and [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]
-    }
-    assert metadata["prompts"]["rejected_rows"].value == 1
-    assert metadata["images"]["images"].value == 6 and metadata["images"]["cost_usd"].value == pytest.approx(
-        0.24
-    )
-    assert metadata["images"]["fal_latency_p50_s"].value > 0
-    assert metadata["catalog"]["preview"].value.startswith("![animals contact sheet](data:image/png;base64,")
-    assert len(metadata["catalog"]["catalog_preview"].value.records) == 7
+    metadata = materializations(result)
+    assert metadata["prompts"]["rejected_rows"] == 1
+    assert metadata["prompts"]["estimated_cost_usd"] == pytest.approx(0.28), "6 megapixels + 1 Redux"
+    assert metadata["prompts"]["estimated_megapixels"] == 7
+    assert metadata["images"]["images"] == 6
+    assert metadata["images"]["spent_usd"] == metadata["images"]["partition_cost_usd"] == pytest.approx(0.24)
+    assert metadata["images"]["spent_megapixels"] == 6 and metadata["redux_variations"]["spent_usd"] == 0.04
+    assert metadata["images"]["fal_calls"] >= 4 * 5 and metadata["images"]["fal_retries"] == 0
+    assert metadata["images"]["fal_latency_p50_s"] > 0
+    assert next(iter(metadata["images"])) == "spent_usd", "the number people plot comes first"
+
+    again = materializations(project.run("animals"))
+    assert again["prompts"]["estimated_cost_usd"] == 0 and again["prompts"]["paid_requests"] == 6
+    assert again["images"]["spent_usd"] == again["redux_variations"]["spent_usd"] == 0, "nothing billed again"
+    assert again["images"]["partition_cost_usd"] == pytest.approx(0.24), "the partition's value is unchanged"
+    assert again["catalog"]["partition_cost_usd"] == pytest.approx(0.28)
+    assert metadata["catalog"]["preview"].startswith("![animals contact sheet](data:image/png;base64,")
+    assert len(metadata["catalog"]["catalog_preview"].records) == 7
 
 
 def test_queue_logs_reach_the_dagster_log(project):
@@ -125,12 +147,12 @@ def test_queue_logs_reach_the_dagster_log(project):
 def test_rematerializing_replaces_the_partition_rows(project):
     assert project.run("animals").success
     first = project.catalog()
-    billed = project.emulator.emulator.stats()
+    billed = request_stats(project.emulator)
     assert project.run("animals").success
     second = project.catalog()
     assert len(second) == len(first) == 7
     assert sorted(second["image_id"]) == sorted(first["image_id"])
-    assert project.emulator.emulator.stats() == billed, "a finished partition makes zero requests"
+    assert request_stats(project.emulator) == billed, "a finished partition makes zero requests"
     assert set(second["run_id"]) == set(first["run_id"]), "rows keep the run that paid for them"
     images = list((project.dataset.layout.partition_files("animals").folder / "images").iterdir())
     assert len(images) == 7, "the same stable file names are overwritten"
@@ -188,9 +210,21 @@ def test_redux_images_must_be_files_inside_the_prompts_folder(project, tmp_path)
     assert sorted(zip(catalog["prompt_id"], catalog["endpoint"])) == [("r5", TEXT_TO_IMAGE), ("r5", REDUX)]
 
 
+def test_an_over_budget_partition_fails_its_check_before_anything_is_sent(project):
+    result = project.with_settings(budget_usd=0.10).run("animals")
+    assert not result.success
+    check = check_results(result)["estimate_within_budget"]
+    assert not check.passed and check.metadata["estimated_cost_usd"].value == pytest.approx(0.28)
+    assert "exceeds the budget of $0.10" in check.description
+    assert request_stats(project.emulator)["requests_submitted"] == 0
+    assert project.emulator.emulator.stats()["cost_usd"] == 0, "a backfill of it spends $0"
+
+
 def test_budget_runs_out_mid_partition(project):
+    """The second line of defence: `images` materialized on its own, past the estimate's check."""
+    assert project.materialize("animals", "prompts").success
     limited = project.with_settings(budget_usd=0.10)
-    result = limited.run("animals")
+    result = limited.materialize("animals", "images")
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = failure.event_specific_data.error.message + str(failure.event_specific_data.user_failure_data)

@@ -60,7 +60,7 @@ def test_whole_graph_with_the_dataset_in_a_bucket(s3, bucket, tmp_path):
         coast = catalog.set_index("prompt_id").loc["coast-01"]
         coast_redux = coast[coast["endpoint"].str.endswith("/redux")].iloc[0]
         assert coast_redux["parent_source"] == f"{root}/prompts/source_images/lighthouse.png"
-        report = pd.read_parquet(f"{root}/reports/cost_report.parquet", storage_options=s3).set_index(
+        report = pd.read_parquet(f"{root}/reports/cost_by_partition.parquet", storage_options=s3).set_index(
             "partition"
         )
         assert report.loc["TOTAL", "images"] == 11

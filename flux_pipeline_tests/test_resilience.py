@@ -18,7 +18,7 @@ from flux_pipeline.emulator.faults import FaultConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.retries import RetryPolicy, retry_after_seconds
 
-from .conftest import free_port
+from .conftest import free_port, request_stats
 from .dataset_fixtures import make_project, write_table
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,9 +150,9 @@ def test_second_materialization_of_a_finished_partition_bills_nothing(tmp_path):
     with EmulatorServer(EmulatorConfig(latency=0.02)) as server, dg.instance_for_test() as instance:
         project = make_project(tmp_path, server, instance)
         assert project.run("landscapes").success
-        before = server.emulator.stats()
+        before = request_stats(server)
         assert project.run("landscapes").success
-        assert server.emulator.stats() == before
+        assert request_stats(server) == before
         metadata = project.instance.get_latest_materialization_event(
             dg.AssetKey("images")
         ).asset_materialization.metadata

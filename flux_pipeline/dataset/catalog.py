@@ -25,6 +25,7 @@ CATALOG_SCHEMA = pa.schema(
         ("returned_prompt", pa.string()),
         ("endpoint", pa.string()),
         ("request_id", pa.string()),
+        ("backend", pa.string()),
         ("image_index", pa.int32()),
         ("seed", pa.int64()),
         ("width", pa.int32()),
@@ -35,8 +36,10 @@ CATALOG_SCHEMA = pa.schema(
         ("file_bytes", pa.int64()),
         ("nsfw", pa.bool_()),
         ("billed_megapixels", pa.int32()),
-        ("price_per_megapixel", pa.float64()),
         ("megapixel_size", pa.int64()),
+        ("billing_unit", pa.string()),
+        ("unit_price", pa.float64()),
+        ("price_source", pa.string()),
         ("cost_usd", pa.float64()),
         ("parent_image_id", pa.string()),
         ("parent_source", pa.string()),
@@ -47,7 +50,11 @@ CATALOG_SCHEMA = pa.schema(
     ]
 )
 """`file_path` is relative to the output root; `content_hash` is the SHA-256 of the file;
-`parent_source` is the path or URL a Redux image varied when its parent is not in the catalog."""
+`parent_source` is the path or URL a Redux image varied when its parent is not in the catalog;
+`backend` is fal's queue host, or `emulator`; `cost_usd` is the image's list cost: its units
+(`billing_unit`: megapixels, each image rounded up to whole ones of `megapixel_size` pixels, or
+one image) times `unit_price`, which came from fal's pricing API or the configuration
+(`price_source`)."""
 
 
 PARTITION_COLUMN = "partition"
@@ -120,22 +127,3 @@ def read_catalog(
     )
     filter_ = ds.field(PARTITION_COLUMN).isin(partitions) if partitions is not None else None
     return dataset.to_table(columns=columns, filter=filter_).to_pandas()
-
-
-def cost_report(catalog_root: UPath) -> pd.DataFrame:
-    """Cost, billed megapixels, image and NSFW counts per partition, with a TOTAL row."""
-    catalog = read_catalog(
-        catalog_root, columns=["partition", "cost_usd", "billed_megapixels", "nsfw", "endpoint"]
-    )
-    counts = catalog.assign(
-        images=1,
-        nsfw_images=catalog["nsfw"].astype("int64"),
-        redux_images=catalog["endpoint"].str.endswith("/redux").astype("int64"),
-        billed_megapixels=catalog["billed_megapixels"].astype("int64"),
-    )
-    measures = ["images", "cost_usd", "billed_megapixels", "nsfw_images", "redux_images"]
-    grouped = counts.groupby("partition", sort=True)[measures].sum().reset_index()
-    total = pd.DataFrame([{"partition": "TOTAL", **grouped[measures].sum().to_dict()}])
-    report = pd.concat([grouped, total], ignore_index=True)
-    report["cost_usd"] = report["cost_usd"].astype(float).round(6)
-    return report.astype({m: "int64" for m in measures if m != "cost_usd"})

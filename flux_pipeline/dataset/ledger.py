@@ -1,13 +1,24 @@
 """The request ledger: what was asked of fal for each (partition, prompt_id, endpoint), durably,
-so that nothing is paid for twice across retries, crashes and re-runs.
+so that nothing is paid for twice across retries, crashes, re-runs and concurrent runs.
 
 It is kept in a SQLite file beside the catalog, or in PostgreSQL when runs execute on several
 machines (ledger_stores); each write commits before the call returns. A row moves
-submitting (intent recorded, token for the webhook) → submitted (fal's request id)
-→ stored (the catalog rows of its files), or → failed. Its fingerprint is a hash of the endpoint
-and the full input, so an edited row is a new request. Webhooks are kept by token.
+planned (claimed, nothing sent) → submitting (intent and exact payload recorded, token for the
+webhook) → submitted (fal's request id) → stored (the catalog rows of its files), or → failed.
+Its fingerprint is a hash of the endpoint and the full input, and it records the backend (fal's
+host, or the emulator) that made it, so an edited row, or one made on another backend, is a new
+request.
 
-`PartitionLedger` is one partition's view of it, as the fal batch runner records submits
+Claims: a run works on a row only while it owns it. A claim is an atomic test-and-set (the row is
+unowned, already the run's, or its owner's lease ran out), renewed by the owner while it works
+and released when the row is stored or failed, so two runs of one partition never submit the
+same row, and a dead run's rows are taken over once its lease expires.
+
+Money: the submitting run (and its backfill) and the time of the submit are recorded; when fal
+completes a request, its billed units, unit price and cost, and the first run to report that
+spend (so each request's cost is counted once, by exactly one materialization).
+
+`PartitionLedger` is one run's view of a partition, as the fal batch runner records submits
 (fal.batch.Ledger): a lost submit's webhook wakes its waiter directly, without polling.
 """
 
@@ -24,18 +35,62 @@ from datetime import datetime
 from pathlib import Path
 
 from ..fal.batch import GenerationJob
-from .ledger_stores import open_store
+from .ledger_stores import LedgerSchema, open_store
 
-LEDGER_TABLES = [
-    """CREATE TABLE IF NOT EXISTS requests (
+LEDGER_SCHEMA = LedgerSchema(
+    tables=[
+        """CREATE TABLE IF NOT EXISTS requests (
         partition TEXT NOT NULL, job_key TEXT NOT NULL, endpoint TEXT NOT NULL,
         fingerprint TEXT NOT NULL, state TEXT NOT NULL, token TEXT, request_id TEXT,
         rows_json TEXT, error TEXT, updated_at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (partition, job_key, endpoint))""",
-    """CREATE TABLE IF NOT EXISTS webhooks (
+        """CREATE TABLE IF NOT EXISTS webhooks (
         token TEXT PRIMARY KEY, request_id TEXT NOT NULL, status TEXT,
         received_at DOUBLE PRECISION NOT NULL)""",
+    ],
+    added_columns={
+        "requests": {
+            "backend": "TEXT",
+            "payload_json": "TEXT",
+            "submitted_at": "DOUBLE PRECISION",
+            "run_id": "TEXT",
+            "backfill_id": "TEXT",
+            "owner": "TEXT",
+            "lease_until": "DOUBLE PRECISION",
+            "billing_unit": "TEXT",
+            "billed_units": "DOUBLE PRECISION",
+            "unit_price": "DOUBLE PRECISION",
+            "price_source": "TEXT",
+            "cost_usd": "DOUBLE PRECISION",
+            "billed_at": "DOUBLE PRECISION",
+            "spent_run_id": "TEXT",
+        }
+    },
+)
+KEY = "partition=? AND job_key=? AND endpoint=?"
+ENTRY_COLUMNS = (
+    "fingerprint, state, token, request_id, rows_json, updated_at, backend, payload_json, submitted_at, owner"
+)
+REQUEST_COLUMNS = [
+    "partition",
+    "prompt_id",
+    "endpoint",
+    "state",
+    "request_id",
+    "backend",
+    "run_id",
+    "backfill_id",
+    "submitted_at",
+    "billing_unit",
+    "billed_units",
+    "unit_price",
+    "price_source",
+    "cost_usd",
+    "billed_at",
+    "spent_run_id",
+    "error",
 ]
+"""The columns of `RequestLedger.requests()`: the audit view of every request."""
 
 
 def fingerprint(endpoint: str, identity: dict) -> str:
@@ -52,13 +107,29 @@ class LedgerEntry:
     request_id: str | None
     rows: list[dict] | None
     updated_at: float
+    backend: str | None = None
+    payload: dict | None = None
+    """The exact input the last submit sent."""
+    submitted_at: float | None = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class Billing:
+    """What fal billed for one request."""
+
+    unit: str
+    units: float
+    unit_price: float
+    price_source: str
+    cost_usd: float
 
 
 class RequestLedger:
     """`location`: a SQLite file's path or a postgresql:// URL. Close it when done."""
 
     def __init__(self, location: str | Path):
-        self._store = open_store(location, LEDGER_TABLES)
+        self._store = open_store(location, LEDGER_SCHEMA)
 
     def close(self) -> None:
         self._store.close()
@@ -69,58 +140,145 @@ class RequestLedger:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _write(self, sql: str, params: tuple) -> None:
-        self._store.execute(sql, params)
-
     def entry(self, partition: str, job_key: str, endpoint: str) -> LedgerEntry | None:
         row = self._store.fetchone(
-            "SELECT fingerprint, state, token, request_id, rows_json, updated_at FROM requests "
-            "WHERE partition=? AND job_key=? AND endpoint=?",
-            (partition, job_key, endpoint),
+            f"SELECT {ENTRY_COLUMNS} FROM requests WHERE {KEY}", (partition, job_key, endpoint)
         )
         if row is None:
             return None
         rows = json.loads(row[4]) if row[4] else None
         for record in rows or []:
             record["created_at"] = datetime.fromisoformat(record["created_at"])
-        return LedgerEntry(row[0], row[1], row[2], row[3], rows, row[5])
+        payload = json.loads(row[7]) if row[7] else None
+        return LedgerEntry(row[0], row[1], row[2], row[3], rows, row[5], row[6], payload, row[8], row[9])
 
-    def submitting(self, partition: str, job_key: str, endpoint: str, fingerprint_: str) -> str:
+    def claim(self, partition: str, job_key: str, endpoint: str, owner: str, lease_seconds: float) -> bool:
+        """Whether `owner` now owns the row (creating it as `planned` if it is new)."""
+        now = time.time()
+        if self._store.execute(
+            "INSERT INTO requests (partition, job_key, endpoint, fingerprint, state, updated_at, owner, "
+            "lease_until) VALUES (?, ?, ?, '', 'planned', ?, ?, ?) "
+            "ON CONFLICT (partition, job_key, endpoint) DO NOTHING",
+            (partition, job_key, endpoint, now, owner, now + lease_seconds),
+        ):
+            return True
+        return bool(
+            self._store.execute(
+                f"UPDATE requests SET owner=?, lease_until=? WHERE {KEY} "
+                "AND (owner IS NULL OR owner=? OR lease_until IS NULL OR lease_until < ?)",
+                (owner, now + lease_seconds, partition, job_key, endpoint, owner, now),
+            )
+        )
+
+    def renew(self, owner: str, lease_seconds: float) -> None:
+        self._store.execute(
+            "UPDATE requests SET lease_until=? WHERE owner=?", (time.time() + lease_seconds, owner)
+        )
+
+    def release(self, owner: str) -> None:
+        """Give up every row `owner` still holds (the run is done with them)."""
+        self._store.execute("UPDATE requests SET owner=NULL, lease_until=NULL WHERE owner=?", (owner,))
+
+    def submitting(
+        self,
+        partition: str,
+        job_key: str,
+        endpoint: str,
+        fingerprint_: str,
+        *,
+        backend: str | None = None,
+        payload: dict | None = None,
+        run_id: str | None = None,
+        backfill_id: str | None = None,
+    ) -> str:
         token = uuid.uuid4().hex
-        self._write(
-            "INSERT INTO requests (partition, job_key, endpoint, fingerprint, state, token, updated_at) "
-            "VALUES (?, ?, ?, ?, 'submitting', ?, ?) "
-            "ON CONFLICT (partition, job_key, endpoint) DO UPDATE SET "
-            "fingerprint=excluded.fingerprint, state='submitting', token=excluded.token, request_id=NULL, "
-            "rows_json=NULL, error=NULL, updated_at=excluded.updated_at",
-            (partition, job_key, endpoint, fingerprint_, token, time.time()),
+        now = time.time()
+        self._store.execute(
+            "INSERT INTO requests (partition, job_key, endpoint, fingerprint, state, token, updated_at, "
+            "backend, payload_json, submitted_at, run_id, backfill_id) "
+            "VALUES (?, ?, ?, ?, 'submitting', ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (partition, job_key, endpoint) DO UPDATE SET fingerprint=excluded.fingerprint, "
+            "state='submitting', token=excluded.token, request_id=NULL, rows_json=NULL, error=NULL, "
+            "updated_at=excluded.updated_at, backend=excluded.backend, payload_json=excluded.payload_json, "
+            "submitted_at=excluded.submitted_at, run_id=excluded.run_id, backfill_id=excluded.backfill_id, "
+            "billing_unit=NULL, billed_units=NULL, unit_price=NULL, price_source=NULL, cost_usd=NULL, "
+            "billed_at=NULL, spent_run_id=NULL",
+            (
+                partition,
+                job_key,
+                endpoint,
+                fingerprint_,
+                token,
+                now,
+                backend,
+                json.dumps(payload) if payload is not None else None,
+                now,
+                run_id,
+                backfill_id,
+            ),
         )
         return token
 
     def submitted(self, partition: str, job_key: str, endpoint: str, request_id: str) -> None:
-        self._write(
-            "UPDATE requests SET state='submitted', request_id=?, updated_at=? "
-            "WHERE partition=? AND job_key=? AND endpoint=?",
+        self._store.execute(
+            f"UPDATE requests SET state='submitted', request_id=?, updated_at=? WHERE {KEY}",
             (request_id, time.time(), partition, job_key, endpoint),
         )
 
+    def billed(self, partition: str, job_key: str, endpoint: str, billing: Billing, run_id: str) -> bool:
+        """Record what fal billed for the row's request; True only for the first report (the
+        run that reports it counts the spend)."""
+        return bool(
+            self._store.execute(
+                "UPDATE requests SET billing_unit=?, billed_units=?, unit_price=?, price_source=?, "
+                f"cost_usd=?, billed_at=?, spent_run_id=? WHERE {KEY} AND billed_at IS NULL",
+                (
+                    billing.unit,
+                    billing.units,
+                    billing.unit_price,
+                    billing.price_source,
+                    billing.cost_usd,
+                    time.time(),
+                    run_id,
+                    partition,
+                    job_key,
+                    endpoint,
+                ),
+            )
+        )
+
     def stored(self, partition: str, job_key: str, endpoint: str, request_id: str, rows: list[dict]) -> None:
-        self._write(
-            "UPDATE requests SET state='stored', request_id=?, rows_json=?, error=NULL, updated_at=? "
-            "WHERE partition=? AND job_key=? AND endpoint=?",
+        self._store.execute(
+            "UPDATE requests SET state='stored', request_id=?, rows_json=?, error=NULL, updated_at=?, "
+            f"owner=NULL, lease_until=NULL WHERE {KEY}",
             (request_id, json.dumps(rows, default=_isoformat), time.time(), partition, job_key, endpoint),
         )
 
     def failed(self, partition: str, job_key: str, endpoint: str, error: str) -> None:
-        """A request that ended without files; it is not billed, so a re-run may send it again."""
-        self._write(
-            "UPDATE requests SET state='failed', error=?, updated_at=? "
-            "WHERE partition=? AND job_key=? AND endpoint=?",
+        """A request that ended without usable files; a re-run may send it again."""
+        self._store.execute(
+            "UPDATE requests SET state='failed', error=?, updated_at=?, owner=NULL, lease_until=NULL "
+            f"WHERE {KEY}",
             (error, time.time(), partition, job_key, endpoint),
         )
 
+    def known_request_ids(self, endpoint: str) -> set[str]:
+        rows = self._store.fetchall(
+            "SELECT request_id FROM requests WHERE endpoint=? AND request_id IS NOT NULL", (endpoint,)
+        )
+        return {row[0] for row in rows}
+
+    def requests(self, partition: str | None = None) -> list[tuple]:
+        """Every request of the ledger (or of one partition) that was ever submitted, as
+        REQUEST_COLUMNS."""
+        where = "submitted_at IS NOT NULL" + (" AND partition=?" if partition is not None else "")
+        columns = ", ".join(c if c != "prompt_id" else "job_key" for c in REQUEST_COLUMNS)
+        return self._store.fetchall(
+            f"SELECT {columns} FROM requests WHERE {where}", (partition,) if partition else ()
+        )
+
     def record_webhook(self, token: str, request_id: str, status: str | None) -> None:
-        self._write(
+        self._store.execute(
             "INSERT INTO webhooks (token, request_id, status, received_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (token) DO NOTHING",
             (token, request_id, status, time.time()),
@@ -130,32 +288,67 @@ class RequestLedger:
         row = self._store.fetchone("SELECT request_id FROM webhooks WHERE token=?", (token,))
         return row[0] if row else None
 
-    def partition(self, partition: str, lost_wait: float) -> PartitionLedger:
-        return PartitionLedger(self, partition, lost_wait)
+
+@dataclass(frozen=True)
+class RunContext:
+    """Who works on a partition: the run (owner of its claims) and its backfill, on which backend."""
+
+    run_id: str
+    backend: str
+    backfill_id: str | None = None
+    lease_seconds: float = 120.0
+    lost_wait: float = 120.0
+    """Seconds to wait for a lost submit's webhook."""
 
 
 class PartitionLedger:
-    """One partition's requests. `lost_wait`: seconds to wait for a lost submit's webhook."""
+    """One run's view of one partition's requests."""
 
-    def __init__(self, ledger: RequestLedger, partition: str, lost_wait: float):
-        self.ledger, self.partition, self.lost_wait = ledger, partition, lost_wait
+    def __init__(self, ledger: RequestLedger, partition: str, run: RunContext):
+        self.ledger, self.partition, self.run = ledger, partition, run
         self._waiters: dict[str, asyncio.Future] = {}
         self._lock = threading.Lock()
 
-    def entry(self, job: GenerationJob) -> LedgerEntry | None:
-        return self.ledger.entry(self.partition, job.prompt_id, job.endpoint)
+    def _key(self, job: GenerationJob) -> tuple[str, str, str]:
+        return self.partition, job.prompt_id, job.endpoint
 
-    def submitting(self, job: GenerationJob) -> str:
-        return self.ledger.submitting(self.partition, job.prompt_id, job.endpoint, job.fingerprint)
+    def entry(self, job: GenerationJob) -> LedgerEntry | None:
+        return self.ledger.entry(*self._key(job))
+
+    def claim(self, job: GenerationJob) -> bool:
+        return self.ledger.claim(*self._key(job), self.run.run_id, self.run.lease_seconds)
+
+    def renew(self) -> None:
+        self.ledger.renew(self.run.run_id, self.run.lease_seconds)
+
+    def release(self) -> None:
+        self.ledger.release(self.run.run_id)
+
+    def submitting(self, job: GenerationJob, payload: dict) -> str:
+        run = self.run
+        return self.ledger.submitting(
+            *self._key(job),
+            job.fingerprint,
+            backend=run.backend,
+            payload=payload,
+            run_id=run.run_id,
+            backfill_id=run.backfill_id,
+        )
 
     def submitted(self, job: GenerationJob, request_id: str) -> None:
-        self.ledger.submitted(self.partition, job.prompt_id, job.endpoint, request_id)
+        self.ledger.submitted(*self._key(job), request_id)
+
+    def billed(self, job: GenerationJob, billing: Billing) -> bool:
+        return self.ledger.billed(*self._key(job), billing, self.run.run_id)
 
     def stored(self, job: GenerationJob, request_id: str, rows: list[dict]) -> None:
-        self.ledger.stored(self.partition, job.prompt_id, job.endpoint, request_id, rows)
+        self.ledger.stored(*self._key(job), request_id, rows)
 
     def failed(self, job: GenerationJob, error: str) -> None:
-        self.ledger.failed(self.partition, job.prompt_id, job.endpoint, error)
+        self.ledger.failed(*self._key(job), error)
+
+    def known_request_ids(self, endpoint: str) -> set[str]:
+        return self.ledger.known_request_ids(endpoint)
 
     async def find_lost(self, job: GenerationJob, token: str) -> str | None:
         """The request id fal's webhook reported for the submit attempt `token`: already in the
@@ -166,7 +359,7 @@ class PartitionLedger:
         try:
             if found := await asyncio.to_thread(self.ledger.webhook_request_id, token):
                 return found
-            return await asyncio.wait_for(arrival, self.lost_wait)
+            return await asyncio.wait_for(arrival, self.run.lost_wait)
         except TimeoutError:
             return None
         finally:

@@ -1,6 +1,10 @@
 """Where the request ledger is kept: a SQLite file (one host) or a PostgreSQL database (every
 host of a deployment). Both take the same SQL, written with `?` placeholders; every statement
-commits before it returns."""
+commits before it returns, and `execute` returns how many rows it changed, so a conditional
+UPDATE is an atomic test-and-set on both.
+
+A `LedgerSchema` is created once per store: its tables, then any column a ledger written by an
+older version lacks (added, never dropped)."""
 
 from __future__ import annotations
 
@@ -8,60 +12,91 @@ import sqlite3
 import threading
 import time
 from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 POSTGRES_SCHEMES = ("postgresql://", "postgresql+psycopg2://", "postgres://")
 
 
+@dataclass(frozen=True)
+class LedgerSchema:
+    tables: list[str]
+    """CREATE TABLE IF NOT EXISTS statements."""
+    added_columns: dict[str, dict[str, str]] = field(default_factory=dict)
+    """table → {column: SQL type} for columns later versions added."""
+
+
 class LedgerStore(Protocol):
-    def execute(self, sql: str, params: tuple = ()) -> None: ...
+    def execute(self, sql: str, params: tuple = ()) -> int: ...
     def fetchone(self, sql: str, params: tuple = ()) -> tuple | None: ...
+    def fetchall(self, sql: str, params: tuple = ()) -> list[tuple]: ...
     def close(self) -> None: ...
 
 
-def open_store(location: str | Path, schema: list[str]) -> LedgerStore:
-    """`location`: a postgresql:// URL, else the path of a SQLite file. Creates `schema` once."""
+def open_store(location: str | Path, schema: LedgerSchema) -> LedgerStore:
+    """`location`: a postgresql:// URL, else the path of a SQLite file."""
     if str(location).startswith(POSTGRES_SCHEMES):
         return PostgresStore(str(location), schema)
     return SqliteStore(Path(location).resolve(), schema)
+
+
+def _missing_columns(schema: LedgerSchema, existing: dict[str, set[str]]) -> list[str]:
+    return [
+        f"ALTER TABLE {table} ADD COLUMN {name} {kind}"
+        for table, columns in schema.added_columns.items()
+        for name, kind in columns.items()
+        if name not in existing[table]
+    ]
 
 
 class SqliteStore:
     """A connection per call: safe from any thread (the webhook receiver) and process; WAL
     lets readers and one writer work at once; synchronous=FULL makes each commit durable."""
 
-    def __init__(self, path: Path, schema: list[str]):
+    def __init__(self, path: Path, schema: LedgerSchema):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db:
             _use_wal(db)
-            for statement in schema:
+            db.execute("BEGIN IMMEDIATE")  # processes migrating at once queue up
+            for statement in schema.tables:
                 db.execute(statement)
+            existing = {
+                t: {row[1] for row in db.execute(f"PRAGMA table_info({t})")} for t in schema.added_columns
+            }
+            for statement in _missing_columns(schema, existing):
+                db.execute(statement)
+            db.execute("COMMIT")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.execute("PRAGMA synchronous=FULL")
         return db
 
-    def execute(self, sql: str, params: tuple = ()) -> None:
+    def execute(self, sql: str, params: tuple = ()) -> int:
         with closing(self._connect()) as db:
-            db.execute(sql, params)
+            return db.execute(sql, params).rowcount
 
     def fetchone(self, sql: str, params: tuple = ()) -> tuple | None:
         with closing(self._connect()) as db:
             return db.execute(sql, params).fetchone()
+
+    def fetchall(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with closing(self._connect()) as db:
+            return db.execute(sql, params).fetchall()
 
     def close(self) -> None:
         pass
 
 
 class PostgresStore:
-    """One autocommit connection per thread (the step's and the webhook receiver's)."""
+    """One autocommit connection per thread (the step's, the lease keeper's and the webhook
+    receiver's)."""
 
     SCHEMA_LOCK = 0x464C5558  # advisory lock: processes creating the tables at once queue up
 
-    def __init__(self, url: str, schema: list[str]):
+    def __init__(self, url: str, schema: LedgerSchema):
         import psycopg2  # the `postgres` extra
 
         self._connect = lambda: psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
@@ -71,7 +106,15 @@ class PostgresStore:
         with self._connection().cursor() as cursor:
             cursor.execute("SELECT pg_advisory_lock(%s)", (self.SCHEMA_LOCK,))
             try:
-                for statement in schema:
+                for statement in schema.tables:
+                    cursor.execute(statement)
+                existing = {}
+                for table in schema.added_columns:
+                    cursor.execute(
+                        "SELECT column_name FROM information_schema.columns WHERE table_name=%s", (table,)
+                    )
+                    existing[table] = {row[0] for row in cursor.fetchall()}
+                for statement in _missing_columns(schema, existing):
                     cursor.execute(statement)
             finally:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", (self.SCHEMA_LOCK,))
@@ -86,14 +129,20 @@ class PostgresStore:
                 self._connections.append(connection)
         return connection
 
-    def execute(self, sql: str, params: tuple = ()) -> None:
+    def execute(self, sql: str, params: tuple = ()) -> int:
         with self._connection().cursor() as cursor:
             cursor.execute(sql.replace("?", "%s"), params)
+            return cursor.rowcount
 
     def fetchone(self, sql: str, params: tuple = ()) -> tuple | None:
         with self._connection().cursor() as cursor:
             cursor.execute(sql.replace("?", "%s"), params)
             return cursor.fetchone()
+
+    def fetchall(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._connection().cursor() as cursor:
+            cursor.execute(sql.replace("?", "%s"), params)
+            return cursor.fetchall()
 
     def close(self) -> None:
         with self._lock:

@@ -34,6 +34,18 @@ DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
 
 
 @dataclass(frozen=True)
+class LostSubmit:
+    """A submit attempt whose response never arrived: fal may have queued (and will bill) it."""
+
+    token: str
+    """Names the attempt in its webhook URL."""
+    payload: dict
+    """The exact input sent, to find it in fal's request history."""
+    submitted_at: float
+    """When it was sent (seconds since the epoch)."""
+
+
+@dataclass(frozen=True)
 class GenerationJob:
     """One request to make for a prompt table row."""
 
@@ -44,7 +56,7 @@ class GenerationJob:
     """The caller's identity of the input, recorded by the ledger (see dataset.ledger)."""
     request_id: str | None = None
     """Set to resume a request already submitted to fal instead of submitting it again."""
-    lost_token: str | None = None
+    lost: LostSubmit | None = None
     """A previous submit attempt whose response was lost: look for it before submitting again."""
     upload_path: str | PathLike | None = None
     """A file (local path, pathlib or universal-pathlib path) to put in fal storage and send as
@@ -79,6 +91,8 @@ class GenerationFailure:
     status_code: int | None = None
     field_errors: list[tuple[str, str]] = field(default_factory=list)
     logs: list[dict] = field(default_factory=list)
+    output: FluxOutput | None = None
+    """The result, when fal completed the request (and so billed it) but its files failed."""
 
 
 Outcome = Generation | GenerationFailure
@@ -87,8 +101,8 @@ Outcome = Generation | GenerationFailure
 class Ledger(Protocol):
     """What the batch runner records of each submit, so that none is ever paid for twice."""
 
-    def submitting(self, job: GenerationJob) -> str:
-        """Record the intent to submit (durably) and return the attempt's token."""
+    def submitting(self, job: GenerationJob, payload: dict) -> str:
+        """Record the intent to submit `payload` (durably) and return the attempt's token."""
 
     def submitted(self, job: GenerationJob, request_id: str) -> None:
         """Record the request id fal gave the submit."""
@@ -99,6 +113,15 @@ class Ledger(Protocol):
     def webhook_received(self, token: str, body: dict) -> None:
         """fal's webhook for the submit attempt `token` (may repeat)."""
 
+    def known_request_ids(self, endpoint: str) -> set[str]:
+        """Request ids already attributed to some row (never a lost submit's)."""
+
+
+class RequestHistory(Protocol):
+    async def find(self, endpoint: str, payload: dict, submitted_at: float, exclude: set[str]) -> str | None:
+        """The request fal queued for a lost submit of `payload`, or None once fal certainly has
+        none; raises AmbiguousLostRequest when more than one matches."""
+
 
 @dataclass
 class BatchOptions:
@@ -107,6 +130,8 @@ class BatchOptions:
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     webhook_base: str | None = None
     """fal POSTs each outcome to `{webhook_base}/{token}`; None sends no webhook."""
+    history: RequestHistory | None = None
+    """fal's request history, to find a lost submit when no webhook receiver listens."""
 
 
 class Uploads:
@@ -122,30 +147,48 @@ class Uploads:
         return self._urls[str(path)]
 
 
+async def _find_lost(
+    job: GenerationJob, lost: LostSubmit, ledger: Ledger, options: BatchOptions
+) -> str | None:
+    """The request id of a lost submit: through its webhook when a receiver listens, else
+    through fal's request history; None once fal certainly has no such request."""
+    if options.webhook_base is not None:
+        return await ledger.find_lost(job, lost.token)
+    if options.history is None:
+        raise FalError(
+            f"a submit to {job.endpoint} was lost and nothing can find it (no webhook, no history)"
+        )
+    exclude = await asyncio.to_thread(ledger.known_request_ids, job.endpoint)
+    return await options.history.find(job.endpoint, lost.payload, lost.submitted_at, exclude)
+
+
 async def _submit(
     fal: FalClient, job: GenerationJob, ledger: Ledger | None, options: BatchOptions, uploads: Uploads
 ) -> str:
-    """Submit once, never twice: a submit whose response was lost is looked for through its
-    webhook, and only sent again once the webhook's silence shows it never reached fal."""
-    webhooks = ledger is not None and options.webhook_base is not None
-    if job.lost_token and webhooks and (found := await ledger.find_lost(job, job.lost_token)):
+    """Submit once, never twice: a submit whose response was lost is looked for (_find_lost),
+    and only sent again once fal certainly has no such request."""
+    if (
+        job.lost is not None
+        and ledger is not None
+        and (found := await _find_lost(job, job.lost, ledger, options))
+    ):
         return found
     data = job.input
     if job.upload_path:
         data = data.model_copy(update={"image_url": await uploads.url(job.upload_path)})
     if ledger is None:
         return await fal.submit(job.endpoint, data)
+    payload = data.wire()
     for _ in range(SUBMIT_ATTEMPTS):
-        token = await asyncio.to_thread(ledger.submitting, job)
-        webhook = f"{options.webhook_base}/{token}" if webhooks else None
+        token = await asyncio.to_thread(ledger.submitting, job, payload)
+        sent_at = time.time()
+        webhook = f"{options.webhook_base}/{token}" if options.webhook_base else None
         try:
             request_id = await fal.submit(job.endpoint, data, webhook_url=webhook)
         except FalSubmitUncertain:
-            if not webhooks:
-                raise  # left as `submitting` in the ledger: a re-run decides
-            request_id = await ledger.find_lost(job, token)
+            request_id = await _find_lost(job, LostSubmit(token, payload, sent_at), ledger, options)
             if request_id is None:
-                continue  # no webhook in time: it was not queued
+                continue  # fal certainly has none: it was not queued
         await asyncio.to_thread(ledger.submitted, job, request_id)
         return request_id
     raise FalError(f"submit to {job.endpoint} failed {SUBMIT_ATTEMPTS} times without a response")
@@ -174,6 +217,7 @@ async def _complete(
     started = time.monotonic()
     request_id = job.request_id
     finished = False
+    output = None
     logs: list[dict] = []
 
     def on_log(_: str, line: dict) -> None:
@@ -190,7 +234,7 @@ async def _complete(
             # A resumed request that ended cancelled (its earlier run was stopped) was never
             # billed: send it again rather than lose the row.
             request_id = await _submit(
-                fal, dataclasses.replace(job, request_id=None, lost_token=None), ledger, options, uploads
+                fal, dataclasses.replace(job, request_id=None, lost=None), ledger, options, uploads
             )
             output = await _wait_and_fetch(fal, job, request_id, options, on_log)
         finished = True
@@ -200,10 +244,10 @@ async def _complete(
         return Generation(job, request_id, output, files, time.monotonic() - started, logs)
     except FalApiError as exc:
         finished = True
-        return GenerationFailure(job, request_id, str(exc), exc.status_code, exc.field_errors, logs)
+        return GenerationFailure(job, request_id, str(exc), exc.status_code, exc.field_errors, logs, output)
     except (FalError, InvalidImageError, httpx.HTTPError, KeyError, ValueError) as exc:
         # ValueError also covers malformed JSON and responses that do not match the output schema.
-        return GenerationFailure(job, request_id, f"{type(exc).__name__}: {exc}", logs=logs)
+        return GenerationFailure(job, request_id, f"{type(exc).__name__}: {exc}", logs=logs, output=output)
     finally:
         if request_id is not None and not finished:
             with contextlib.suppress(Exception):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,14 +38,18 @@ async def find_lost_request(
     settle: float,
     poll_interval: float = 2.0,
     skew: float = 5.0,
+    exclude: set[str] = frozenset(),
 ) -> str | None:
-    """The id of the one request matching `sent_input`, or None once settled with no match."""
+    """The id of the one request matching `sent_input`, or None once settled with no match.
+    Requests in `exclude` (already known to be other rows') are never a match."""
     since = submitted_at - timedelta(seconds=skew)
     while True:
         settled = datetime.now(UTC) >= submitted_at + timedelta(seconds=settle)
         history = platform.requests_by_endpoint(endpoint_id, start=since)
         matches = {
-            record.request_id async for record in history if input_matches(record.json_input, sent_input)
+            record.request_id
+            async for record in history
+            if record.request_id not in exclude and input_matches(record.json_input, sent_input)
         }
         if len(matches) > 1:
             raise AmbiguousLostRequest(endpoint_id, len(matches))
@@ -53,3 +58,24 @@ async def find_lost_request(
         if settled:
             return None
         await asyncio.sleep(poll_interval)
+
+
+@dataclass(frozen=True)
+class PlatformHistory:
+    """fal.batch.RequestHistory over fal's Platform API."""
+
+    platform: FalPlatform
+    settle: float
+    poll_interval: float = 2.0
+
+    async def find(self, endpoint: str, payload: dict, submitted_at: float, exclude: set[str]) -> str | None:
+        sent = datetime.fromtimestamp(submitted_at, UTC)
+        return await find_lost_request(
+            self.platform,
+            endpoint,
+            payload,
+            sent,
+            settle=self.settle,
+            poll_interval=self.poll_interval,
+            exclude=exclude,
+        )

@@ -9,6 +9,7 @@ import dagster as dg
 from pydantic import Field
 
 from ..dataset.layout import DatasetLayout
+from ..dataset.pricing import CONFIGURED, MEGAPIXELS, UnitPrice
 from ..dataset.storage import is_local, open_location
 from ..fal.batch import DEFAULT_MAX_FILE_BYTES
 
@@ -32,6 +33,12 @@ class DatasetResource(dg.ConfigurableResource):
         description="The request ledger: a SQLite file, or a postgresql:// URL that every machine "
         "running the dataset's steps reaches. Default: ledger/requests.sqlite under a local data_dir.",
     )
+    claim_lease_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a run's claim on a request outlives its last renewal (a run "
+        "renews its claims every third of it); a dead run's requests are taken over after it.",
+    )
     lost_request_wait: float = Field(
         default=120.0,
         ge=0,
@@ -43,7 +50,9 @@ class DatasetResource(dg.ConfigurableResource):
     output_format: str = Field(default="jpeg")
     safety_tolerance: str = Field(default="2")
     enhance_prompt: bool = Field(default=False)
-    price_per_megapixel: float = Field(default=0.04, ge=0, description="USD per billed megapixel.")
+    price_per_megapixel: float = Field(
+        default=0.04, ge=0, description="USD per billed megapixel when fal's pricing API cannot be read."
+    )
     megapixel_size: int = Field(default=1024 * 1024, gt=0, description="Pixels in one billed megapixel.")
     budget_usd: float | None = Field(
         default=None, ge=0, description="Most a partition may spend; None: no limit."
@@ -79,5 +88,6 @@ class DatasetResource(dg.ConfigurableResource):
             "enhance_prompt": self.enhance_prompt,
         }
 
-    def cost_of(self, megapixels: int) -> float:
-        return round(megapixels * self.price_per_megapixel, 6)
+    def configured_price(self) -> UnitPrice:
+        """The price used when fal's pricing API cannot be read."""
+        return UnitPrice(self.price_per_megapixel, MEGAPIXELS, CONFIGURED, self.megapixel_size)

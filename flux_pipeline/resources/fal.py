@@ -9,8 +9,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import aclosing, nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -19,9 +22,29 @@ from ..fal.batch import DEFAULT_MAX_FILE_BYTES, BatchOptions, GenerationJob, Led
 from ..fal.bridge import drive
 from ..fal.client import FalClient
 from ..fal.endpoints import FalUrls
+from ..fal.errors import FalError
+from ..fal.lost_requests import PlatformHistory
+from ..fal.platform import FalPlatform
+from ..fal.platform_models import BillingEvent
 from ..fal.retries import LOG, CallCounts, RetryPolicy
 
 REDACTED = "**********"
+PLATFORM_URL = "https://api.fal.ai"
+EMULATOR = "emulator"
+"""The backend name of every request the embedded emulator makes (its port changes per run)."""
+EMULATOR_ADMIN_KEY = "emulator-admin"
+
+
+@dataclass(frozen=True)
+class FalAccount:
+    """Where requests go, and with which keys."""
+
+    backend: str
+    """Recorded with every request: fal's queue host, or `emulator`."""
+    key: str = field(repr=False)
+    urls: FalUrls
+    platform_url: str
+    admin_key: str | None = field(default=None, repr=False)
 
 
 class BaseFalResource(dg.ConfigurableResource):
@@ -60,21 +83,38 @@ class BaseFalResource(dg.ConfigurableResource):
         default=None, description="URL fal reaches the receiver at, when it is behind a proxy or tunnel."
     )
 
-    def _connection(self) -> tuple[str, FalUrls]:
-        """(key, base URLs) of the fal this resource calls."""
+    lost_request_settle: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds after a submit whose response was lost (and no webhook receiver) before fal's "
+        "request history is trusted to say it has no such request and the submit is sent again.",
+    )
+
+    def account(self) -> FalAccount:
+        """Where requests go, and with which keys."""
         raise NotImplementedError
+
+    @property
+    def backend(self) -> str:
+        """What the ledger and catalog record as the backend of every request."""
+        return self.account().backend
 
     def _receives_webhooks(self) -> bool:
         return self.webhook_port is not None
+
+    def _retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=self.max_attempts, budget=self.retry_budget, max_retry_after=self.max_retry_after
+        )
 
     def client(
         self, call_counts: CallCounts | None = None, log: logging.Logger | logging.LoggerAdapter = LOG
     ) -> FalClient:
         """A FalClient for this configuration (use with `async with`)."""
-        key, urls = self._connection()
+        account = self.account()
         return FalClient(
-            key,
-            urls,
+            account.key,
+            account.urls,
             poll_interval=self.poll_interval,
             max_poll_interval=self.max_poll_interval,
             status_updates=self.status_updates,
@@ -82,10 +122,26 @@ class BaseFalResource(dg.ConfigurableResource):
             max_connections=max(2 * self.max_concurrency, 8),
             call_counts=call_counts,
             log=log,
-            retry=RetryPolicy(
-                max_attempts=self.max_attempts, budget=self.retry_budget, max_retry_after=self.max_retry_after
-            ),
+            retry=self._retry_policy(),
         )
+
+    def platform(self, *, admin: bool = False, call_counts: CallCounts | None = None) -> FalPlatform:
+        """A FalPlatform client (use with `async with`); `admin` uses the admin key."""
+        account = self.account()
+        key = account.admin_key if admin else account.key
+        if key is None:
+            raise FalError("no fal admin key is configured (FAL_ADMIN_KEY)")
+        return FalPlatform(
+            key,
+            account.platform_url,
+            http_timeout=self.http_timeout,
+            retry=self._retry_policy(),
+            call_counts=call_counts,
+        )
+
+    @property
+    def has_admin_key(self) -> bool:
+        return self.account().admin_key is not None
 
     def generate(
         self,
@@ -98,7 +154,8 @@ class BaseFalResource(dg.ConfigurableResource):
     ) -> Iterator[Outcome]:
         """Run the jobs concurrently (up to `max_concurrency`), yielding each outcome as it
         finishes. Jobs are drawn, on the caller's thread, one per free slot. Closing the iterator
-        early, or an interrupt, cancels the requests still in flight."""
+        early, or an interrupt, cancels the requests still in flight. A submit whose response is
+        lost is found through its webhook when a receiver listens, else in fal's request history."""
         receiver = None
         if ledger is not None and self._receives_webhooks():
             from ..fal.webhooks import WebhookReceiver  # the server stack loads only when it listens
@@ -109,49 +166,81 @@ class BaseFalResource(dg.ConfigurableResource):
                 port=self.webhook_port or 0,
                 public_url=self.webhook_public_url,
             )
-        options = BatchOptions(
-            self.max_concurrency,
-            self.request_deadline,
-            max_file_bytes,
-            receiver.base_url if receiver else None,
-        )
 
         async def outcomes(queued: AsyncIterator[GenerationJob]) -> AsyncIterator[Outcome]:
             async with (
                 self.client(call_counts, log) as fal,
-                aclosing(run_batch(fal, queued, options, ledger=ledger)) as run,
+                self.platform(call_counts=call_counts) as platform,
             ):
-                async for outcome in run:
-                    yield outcome
+                options = BatchOptions(
+                    self.max_concurrency,
+                    self.request_deadline,
+                    max_file_bytes,
+                    receiver.base_url if receiver else None,
+                    PlatformHistory(
+                        platform, self.lost_request_settle, poll_interval=min(2.0, self.lost_request_settle)
+                    ),
+                )
+                async with aclosing(run_batch(fal, queued, options, ledger=ledger)) as run:
+                    async for outcome in run:
+                        yield outcome
 
         with receiver or nullcontext():
             yield from drive(outcomes, jobs)
 
     def upload_file(self, path: str | Path) -> str:
         """Upload a local file to fal storage; returns the URL a request can reference."""
+        return _run(self.client(), lambda fal: fal.upload_file(path))
 
-        async def upload() -> str:
-            async with self.client() as fal:
-                return await fal.upload_file(path)
+    def prices(self, endpoints: list[str]) -> dict[str, tuple[float, str]]:
+        """endpoint → (unit price, unit) from fal's pricing API; raises FalError when it fails."""
+        found = _run(self.platform(), lambda platform: platform.prices(endpoints))
+        return {endpoint: (price.unit_price, price.unit) for endpoint, price in found.items()}
 
-        with asyncio.Runner() as runner:
-            return runner.run(upload())
+    def billing_events(self, request_ids: list[str], start: datetime, end: datetime) -> list[BillingEvent]:
+        """fal's billing events of these requests (needs the admin key)."""
+        return _run(self.platform(admin=True), lambda p: p.billing_events(request_ids, start=start, end=end))
+
+
+def _run(session, call):
+    """`call(session)` inside `async with session`, from sync code."""
+
+    async def once():
+        async with session as opened:
+            return await call(opened)
+
+    with asyncio.Runner() as runner:
+        return runner.run(once())
 
 
 class FalResource(BaseFalResource):
     """Calls fal.ai. Set the key with `EnvVar("FAL_KEY")`."""
 
     key: str = Field(description="fal API key; set it with EnvVar('FAL_KEY'). Never logged or shown.")
+    admin_key: str | None = Field(
+        default=None,
+        description="fal admin API key for billing events (EnvVar('FAL_ADMIN_KEY')); without it billing "
+        "reconciliation is skipped. Never logged or shown.",
+    )
     queue_url: str = Field(default=FalUrls.queue, description="Base URL of fal's queue API.")
     run_url: str = Field(default=FalUrls.run, description="Base URL of fal's sync API.")
     storage_url: str = Field(default=FalUrls.storage, description="Base URL of fal's storage API.")
+    platform_url: str = Field(
+        default=PLATFORM_URL, description="Base URL of fal's Platform API (pricing, billing)."
+    )
 
     def __repr_args__(self):
         for name, value in super().__repr_args__():
-            yield name, (REDACTED if name == "key" else value)
+            yield name, (REDACTED if name in ("key", "admin_key") and value else value)
 
-    def _connection(self) -> tuple[str, FalUrls]:
-        return self.key, FalUrls(self.queue_url, self.run_url, self.storage_url)
+    def account(self) -> FalAccount:
+        return FalAccount(
+            urlsplit(self.queue_url).netloc,
+            self.key,
+            FalUrls(self.queue_url, self.run_url, self.storage_url),
+            self.platform_url,
+            self.admin_key,
+        )
 
 
 class EmulatedFalResource(BaseFalResource):
@@ -159,6 +248,7 @@ class EmulatedFalResource(BaseFalResource):
     nothing billed. Says so in the run log."""
 
     latency: float = Field(default=0.5, ge=0, description="Seconds each emulated request runs.")
+    lost_request_settle: float = Field(default=2.0, ge=0, description="The emulator's history is immediate.")
 
     _server = PrivateAttr(default=None)
 
@@ -178,11 +268,13 @@ class EmulatedFalResource(BaseFalResource):
             from ..emulator.engine import EmulatorConfig  # the emulator's server stack loads only when used
             from ..emulator.server import EmulatorServer
 
-            self._server = EmulatorServer(EmulatorConfig(latency=self.latency)).start()
+            config = EmulatorConfig(latency=self.latency, admin_keys=(EMULATOR_ADMIN_KEY,))
+            self._server = EmulatorServer(config).start()
         return self._server
 
     def _receives_webhooks(self) -> bool:
         return True  # the emulator reaches a local receiver
 
-    def _connection(self) -> tuple[str, FalUrls]:
-        return "emulator", FalUrls.single_base(self._started().url)
+    def account(self) -> FalAccount:
+        url = self._started().url
+        return FalAccount(EMULATOR, "emulator", FalUrls.single_base(url), url, EMULATOR_ADMIN_KEY)

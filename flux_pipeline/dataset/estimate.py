@@ -1,0 +1,70 @@
+"""What a partition will cost before anything is sent: each request its rows ask for, priced from
+its size, image count and unit price, except those fal already has for the same input on the same
+backend (stored or submitted: reusing or resuming them is free). A Redux row that varies its own
+generated image is priced as new unless its parent is stored, since its input is that image."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ..fal.batch import GenerationJob
+from ..fal.models import REDUX, billed_megapixels
+from .ledger import LedgerEntry
+from .plans import RowFailure, redux_jobs, text_to_image_job
+from .pricing import UnitPrice
+from .prompt_table import PromptRow
+
+PAID_STATES = ("submitted", "stored")
+
+
+@dataclass
+class Estimate:
+    cost_usd: float = 0.0
+    megapixels: int = 0
+    new_requests: int = 0
+    paid_requests: int = 0
+    """Requests fal already has (reused or resumed for free)."""
+
+    def add(self, job: GenerationJob, price: UnitPrice) -> None:
+        width, height = job.input.size()
+        images = job.input.num_images
+        self.cost_usd = round(self.cost_usd + price.cost(price.units(width, height, images)), 6)
+        self.megapixels += billed_megapixels(width, height, price.megapixel_size) * images
+        self.new_requests += 1
+
+
+def already_paid(job: GenerationJob, entry: LedgerEntry | None, backend: str) -> bool:
+    return (
+        entry is not None
+        and entry.state in PAID_STATES
+        and entry.fingerprint == job.fingerprint
+        and entry.backend == backend
+    )
+
+
+def estimate(
+    rows: Iterable[PromptRow],
+    entry_of: Callable[[GenerationJob], LedgerEntry | None],
+    prices: dict[str, UnitPrice],
+    backend: str,
+    outputs_dir,
+) -> Estimate:
+    total = Estimate()
+    for row in rows:
+        text_to_image = text_to_image_job(row)
+        parent = entry_of(text_to_image)
+        jobs: list = [text_to_image]
+        if row.redux is not None:
+            parents = {}
+            if already_paid(text_to_image, parent, backend) and parent.rows:
+                parents = {row.prompt_id: next(r for r in parent.rows if r["image_index"] == 0)}
+            jobs += redux_jobs([row], outputs_dir, lambda parents=parents: parents)
+        for job in jobs:
+            if isinstance(job, RowFailure):  # its parent is not made yet: it will be new
+                job = GenerationJob(row.prompt_id, REDUX, row.redux)
+            if already_paid(job, entry_of(job), backend):
+                total.paid_requests += 1
+            else:
+                total.add(job, prices[job.endpoint])
+    return total

@@ -1,0 +1,44 @@
+"""What fal bills for a request, known before it is sent: its endpoint's unit price (from fal's
+pricing API, or the configured one when that cannot be read) times its billed units (megapixels,
+each image's size rounded up to whole megapixels; or images)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..fal.models import billed_megapixels
+
+MEGAPIXELS, IMAGES = "megapixels", "image"
+BILLING_UNITS = (MEGAPIXELS, IMAGES)
+FAL, CONFIGURED = "fal", "configured"
+
+
+@dataclass(frozen=True)
+class UnitPrice:
+    unit_price: float
+    """USD per unit."""
+    unit: str = MEGAPIXELS
+    source: str = CONFIGURED
+    """Where the price came from: `fal` (its pricing API) or `configured`."""
+    megapixel_size: int = 1024 * 1024
+
+    def units(self, width: int, height: int, images: int = 1) -> int:
+        if self.unit == IMAGES:
+            return images
+        return billed_megapixels(width, height, self.megapixel_size) * images
+
+    def cost(self, units: float) -> float:
+        return round(units * self.unit_price, 6)
+
+
+def price_list(endpoints: list[str], configured: UnitPrice, from_fal: dict[str, tuple[float, str]]) -> dict:
+    """endpoint → UnitPrice: fal's (unit price, unit) where it gave one in a unit this project
+    bills, else the configured price."""
+    prices = {}
+    for endpoint in endpoints:
+        price, unit = from_fal.get(endpoint, (None, None))
+        if price is not None and unit in BILLING_UNITS:
+            prices[endpoint] = UnitPrice(price, unit, FAL, configured.megapixel_size)
+        else:
+            prices[endpoint] = configured
+    return prices
