@@ -28,15 +28,17 @@ from .dataset.prompt_table import (
 from .dataset.rows import CatalogRowWriter, ParquetRowWriter
 from .dataset.storage import write_parquet_atomically
 from .fal.batch import GenerationJob
+from .fal.models import REDUX, TEXT_TO_IMAGE
 from .metadata import preview_metadata, step_metadata, table_preview
 from .partitions import FAL_POOL, GROUP, prompt_tables
 from .resources import BaseFalResource, DatasetResource
-from .step_engine import FAILURE_SCHEMA, run_generation_step, step_prices
+from .step_engine import FAILURE_SCHEMA, report_spend, run_generation_step, step_prices
 
 REJECT_SCHEMA = pa.schema(
     [("row", pa.int64()), ("prompt_id", pa.string()), ("field", pa.string()), ("reason", pa.string())]
 )
 GENERATED_STEP, VARIATIONS_STEP = "generated", "variations"
+STEP_ENDPOINTS = {GENERATED_STEP: TEXT_TO_IMAGE, VARIATIONS_STEP: REDUX}
 ESTIMATE_WITHIN_BUDGET = dg.AssetCheckSpec(
     "estimate_within_budget",
     asset="prompts",
@@ -274,21 +276,21 @@ def _generation_step(
     jobs,
     budget_left: float | None,
 ) -> dg.MaterializeResult:
-    """Run the step, persist its failures (its rows are written as they come), then report; fail
-    loudly when the budget stopped it."""
+    """Run the step, persist its failures (its rows are written as they come), fail loudly when
+    the budget stopped it, else claim its spend and report."""
     files = dataset.layout.partition_files(context.partition_key)
     with CatalogRowWriter(files.step_rows(step)) as rows:
         tally = run_generation_step(context, fal, dataset, jobs, budget_left, rows)
-    write_parquet_atomically(
-        pa.Table.from_pylist(tally.failures, schema=FAILURE_SCHEMA), files.step_failures(step)
-    )
-    metadata = step_metadata(tally, rows)
-    metadata.update(preview_metadata(dataset.layout.outputs_dir, rows.totals.head_table(), f"{step} images"))
+    failures = pa.Table.from_pylist(tally.failures, schema=FAILURE_SCHEMA)
+    write_parquet_atomically(failures, files.step_failures(step))
     if tally.budget_stopped:
         raise dg.Failure(
             description=f"budget of ${dataset.budget_usd:.2f} for partition {context.partition_key!r} "
-            "reached: "
-            f"${tally.committed_usd:.2f} committed in this step, {tally.not_sent} request(s) not sent",
-            metadata={**metadata, "requests_not_sent": tally.not_sent, "budget_usd": dataset.budget_usd},
+            f"reached: ${tally.committed_usd:.2f} committed in this step, "
+            f"{tally.not_sent} request(s) not sent",
+            metadata={"requests_not_sent": tally.not_sent, "budget_usd": dataset.budget_usd},
         )
+    report_spend(context, dataset, STEP_ENDPOINTS[step], tally)
+    metadata = step_metadata(tally, rows)
+    metadata.update(preview_metadata(dataset.layout.outputs_dir, rows.totals.head_table(), f"{step} images"))
     return dg.MaterializeResult(metadata=metadata)

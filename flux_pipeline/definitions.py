@@ -20,6 +20,7 @@ from .assets import catalog, cost_report, images, prompt_table_files, prompts, r
 from .automation import build_dataset, prompt_table_sensor, unmaterialized_partitions
 from .checks import CATALOG_CHECKS
 from .export_asset import training_export
+from .reconciliation_asset import billing_reconciliation
 from .resources import BaseFalResource, DatasetResource, EmulatedFalResource, FalResource
 
 
@@ -58,7 +59,16 @@ def dataset_from_env() -> DatasetResource:
 
 def make_definitions(fal: BaseFalResource, dataset: DatasetResource) -> dg.Definitions:
     return dg.Definitions(
-        assets=[prompt_table_files, prompts, images, redux_variations, catalog, training_export, cost_report],
+        assets=[
+            prompt_table_files,
+            prompts,
+            images,
+            redux_variations,
+            catalog,
+            training_export,
+            billing_reconciliation,
+            cost_report,
+        ],
         asset_checks=CATALOG_CHECKS,
         jobs=[build_dataset],
         sensors=[prompt_table_sensor],

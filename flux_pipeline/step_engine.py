@@ -83,7 +83,7 @@ class StepTally:
     reused: int = 0
     resumed: int = 0
     spent_usd: float = 0.0
-    """What fal newly billed, counted by the first materialization that reports each request."""
+    """What fal billed that no materialization reported before (PartitionLedger.report_spend)."""
     spent_megapixels: int = 0
     call_counts: CallCounts = field(default_factory=CallCounts)
 
@@ -197,21 +197,22 @@ def record_row_failure(failure: RowFailure, out: StepOutput, tally: StepTally) -
     out.log.warning(f"prompt_id {failure.prompt_id!r} ({failure.endpoint}): {failure.field}: {failure.error}")
 
 
-def record_billing(job: GenerationJob, output: FluxOutput, out: StepOutput, tally: StepTally) -> None:
-    """fal bills a completed request by its output images; the first run to report it spends it."""
+def record_billing(job: GenerationJob, output: FluxOutput, out: StepOutput) -> None:
+    """fal bills a completed request by its output images."""
     price = out.prices[job.endpoint]
     width, height = job.input.size()
     images = len(output.images)
     units = price.units(width, height, images)
-    if out.ledger.billed(job, Billing(price.unit, units, price.unit_price, price.source, price.cost(units))):
-        tally.spent_usd += price.cost(units)
-        tally.spent_megapixels += billed_megapixels(width, height, price.megapixel_size) * images
+    megapixels = billed_megapixels(width, height, price.megapixel_size) * images
+    out.ledger.billed(
+        job, Billing(price.unit, units, price.unit_price, price.source, price.cost(units), megapixels)
+    )
 
 
 def record_failure(outcome: GenerationFailure, out: StepOutput, tally: StepTally) -> None:
     job, code = outcome.job, outcome.status_code
     if outcome.output is not None:
-        record_billing(job, outcome.output, out, tally)  # completed, so billed, but its files failed
+        record_billing(job, outcome.output, out)  # completed, so billed, but its files failed
         out.ledger.failed(job, outcome.error)
     elif code is not None and (outcome.request_id is None or (400 <= code < 500 and code not in (408, 429))):
         # A definitive answer from fal (a rejected submit, or a 4xx result such as 422 or
@@ -243,7 +244,7 @@ def record(outcome: Outcome, out: StepOutput, tally: StepTally) -> None:
             job, outcome.request_id, error, field_errors=fields, output=outcome.output
         )
         return record_failure(failure, out, tally)
-    record_billing(job, outcome.output, out, tally)
+    record_billing(job, outcome.output, out)
     out.ledger.stored(job, outcome.request_id, rows)
     out.rows.write(rows)
     tally.latencies.append(outcome.latency_s)
@@ -319,3 +320,14 @@ def run_generation_step(
         finally:
             partition_ledger.release()
     return tally
+
+
+def report_spend(
+    context: dg.AssetExecutionContext, dataset: DatasetResource, endpoint: str, tally: StepTally
+) -> None:
+    """Claim for this materialization the spend no materialization reported yet; call it only
+    when the step will materialize, so that no spend is claimed by a run that shows none."""
+    with RequestLedger(dataset.ledger_location()) as ledger:
+        tally.spent_usd, tally.spent_megapixels = ledger.report_spend(
+            context.partition_key, endpoint, context.run.run_id
+        )

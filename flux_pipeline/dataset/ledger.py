@@ -15,8 +15,9 @@ and released when the row is stored or failed, so two runs of one partition neve
 same row, and a dead run's rows are taken over once its lease expires.
 
 Money: the submitting run (and its backfill) and the time of the submit are recorded; when fal
-completes a request, its billed units, unit price and cost, and the first run to report that
-spend (so each request's cost is counted once, by exactly one materialization).
+completes a request, its billed units, unit price and cost; and, once a step is done, which
+run's materialization reports that spend (the first to end after it was billed, so a crashed
+run's spend is reported by the next, and every request's cost is counted exactly once).
 
 `PartitionLedger` is one run's view of a partition, as the fal batch runner records submits
 (fal.batch.Ledger): a lost submit's webhook wakes its waiter directly, without polling.
@@ -62,6 +63,7 @@ LEDGER_SCHEMA = LedgerSchema(
             "unit_price": "DOUBLE PRECISION",
             "price_source": "TEXT",
             "cost_usd": "DOUBLE PRECISION",
+            "billed_megapixels": "DOUBLE PRECISION",
             "billed_at": "DOUBLE PRECISION",
             "spent_run_id": "TEXT",
         }
@@ -123,6 +125,7 @@ class Billing:
     unit_price: float
     price_source: str
     cost_usd: float
+    megapixels: int
 
 
 class RequestLedger:
@@ -225,27 +228,30 @@ class RequestLedger:
             (request_id, time.time(), partition, job_key, endpoint),
         )
 
-    def billed(self, partition: str, job_key: str, endpoint: str, billing: Billing, run_id: str) -> bool:
-        """Record what fal billed for the row's request; True only for the first report (the
-        run that reports it counts the spend)."""
-        return bool(
-            self._store.execute(
-                "UPDATE requests SET billing_unit=?, billed_units=?, unit_price=?, price_source=?, "
-                f"cost_usd=?, billed_at=?, spent_run_id=? WHERE {KEY} AND billed_at IS NULL",
-                (
-                    billing.unit,
-                    billing.units,
-                    billing.unit_price,
-                    billing.price_source,
-                    billing.cost_usd,
-                    time.time(),
-                    run_id,
-                    partition,
-                    job_key,
-                    endpoint,
-                ),
-            )
+    def billed(self, partition: str, job_key: str, endpoint: str, billing: Billing) -> None:
+        """Record what fal billed for the row's request (once)."""
+        self._store.execute(
+            "UPDATE requests SET billing_unit=?, billed_units=?, unit_price=?, price_source=?, cost_usd=?, "
+            f"billed_megapixels=?, billed_at=? WHERE {KEY} AND billed_at IS NULL",
+            (billing.unit, billing.units, billing.unit_price, billing.price_source, billing.cost_usd,
+             billing.megapixels, time.time(), partition, job_key, endpoint),
+        )  # fmt: skip
+
+    def report_spend(self, partition: str, endpoint: str, run_id: str) -> tuple[float, int]:
+        """Claim, for `run_id`'s materialization, every billed request of the partition and
+        endpoint no materialization has reported yet (a crashed run's too); (USD, megapixels)
+        of all it reported. Each request is reported exactly once, whatever runs at once."""
+        self._store.execute(
+            "UPDATE requests SET spent_run_id=? WHERE partition=? AND endpoint=? AND billed_at IS NOT NULL "
+            "AND spent_run_id IS NULL",
+            (run_id, partition, endpoint),
         )
+        cost, megapixels = self._store.fetchone(
+            "SELECT SUM(cost_usd), SUM(billed_megapixels) FROM requests WHERE partition=? AND endpoint=? "
+            "AND spent_run_id=?",
+            (partition, endpoint, run_id),
+        )
+        return round(cost or 0.0, 6), int(megapixels or 0)
 
     def stored(self, partition: str, job_key: str, endpoint: str, request_id: str, rows: list[dict]) -> None:
         self._store.execute(
@@ -338,8 +344,8 @@ class PartitionLedger:
     def submitted(self, job: GenerationJob, request_id: str) -> None:
         self.ledger.submitted(*self._key(job), request_id)
 
-    def billed(self, job: GenerationJob, billing: Billing) -> bool:
-        return self.ledger.billed(*self._key(job), billing, self.run.run_id)
+    def billed(self, job: GenerationJob, billing: Billing) -> None:
+        self.ledger.billed(*self._key(job), billing)
 
     def stored(self, job: GenerationJob, request_id: str, rows: list[dict]) -> None:
         self.ledger.stored(*self._key(job), request_id, rows)

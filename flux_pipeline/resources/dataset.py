@@ -45,6 +45,12 @@ class DatasetResource(dg.ConfigurableResource):
         description="Seconds to wait for the webhook of a submit whose response was lost "
         "before giving up on it for this run.",
     )
+    billing_grace_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How long after a request finished its missing billing event is "
+        "pending rather than cataloged_not_billed (fal's billing lags).",
+    )
     image_size: str = Field(default="landscape_4_3", description="Default preset size for rows without one.")
     num_images: int = Field(default=1, description="Default images per row.")
     output_format: str = Field(default="jpeg")
