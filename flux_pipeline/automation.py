@@ -10,6 +10,7 @@ from .dataset.files import sha256_of
 from .dataset.layout import PARTITION_KEY
 from .export_asset import training_export
 from .partitions import prompt_tables
+from .reconciliation_asset import billing_reconciliation
 from .resources import DatasetResource
 
 DATA_VERSION_TAG = "dagster/data_version"
@@ -18,7 +19,7 @@ DATA_VERSION_TAG = "dagster/data_version"
 build_dataset = dg.define_asset_job(
     "build_dataset",
     selection=dg.AssetSelection.assets(
-        prompts, images, redux_variations, catalog, training_export, cost_report
+        prompts, images, redux_variations, catalog, training_export, billing_reconciliation, cost_report
     ),
     description="Prompt table → images → Redux variations → catalog → training export, cost report.",
 )

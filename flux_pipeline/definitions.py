@@ -20,7 +20,7 @@ from .assets import catalog, cost_report, images, prompt_table_files, prompts, r
 from .automation import build_dataset, prompt_table_sensor, unmaterialized_partitions
 from .checks import CATALOG_CHECKS
 from .export_asset import training_export
-from .reconciliation_asset import billing_reconciliation
+from .reconciliation_asset import RECONCILIATION_CHECKS, billing_reconciliation
 from .resources import BaseFalResource, DatasetResource, EmulatedFalResource, FalResource
 
 
@@ -69,7 +69,7 @@ def make_definitions(fal: BaseFalResource, dataset: DatasetResource) -> dg.Defin
             billing_reconciliation,
             cost_report,
         ],
-        asset_checks=CATALOG_CHECKS,
+        asset_checks=[*CATALOG_CHECKS, *RECONCILIATION_CHECKS],
         jobs=[build_dataset],
         sensors=[prompt_table_sensor],
         schedules=[unmaterialized_partitions],

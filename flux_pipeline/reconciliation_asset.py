@@ -6,7 +6,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import httpx
 import pyarrow as pa
+import pyarrow.parquet as pq
+from upath import UPath
 
 from .assets import catalog
 from .dataset import reconciliation as rec
@@ -14,19 +17,11 @@ from .dataset.catalog import read_catalog
 from .dataset.cost_report import requests_frame
 from .dataset.ledger import RequestLedger
 from .dataset.storage import write_parquet_atomically
+from .fal.errors import FalError
 from .metadata import table_preview
 from .partitions import GROUP, prompt_tables
 from .resources import BaseFalResource, DatasetResource
 
-NO_BILLED_IMAGE_LOST = dg.AssetCheckSpec(
-    "no_billed_image_lost", asset="billing_reconciliation", description="fal billed no request whose images "
-    "are missing from the catalog."
-)  # fmt: skip
-BILLED_UNITS_MATCH = dg.AssetCheckSpec(
-    "billed_units_match", asset="billing_reconciliation", description="fal billed each request the units "
-    "its cataloged images account for."
-)  # fmt: skip
-CHECKS = {NO_BILLED_IMAGE_LOST.name: rec.BILLED_NOT_CATALOGED, BILLED_UNITS_MATCH.name: rec.UNITS_MISMATCH}
 CATALOG_COLUMNS = ["request_id", "billing_unit", "billed_megapixels", "cost_usd"]
 SKEW = timedelta(hours=1)
 SKIPPED = (
@@ -41,7 +36,6 @@ SKIPPED = (
     code_version="1",
     kinds={"fal", "parquet"},
     output_required=False,
-    check_specs=[NO_BILLED_IMAGE_LOST, BILLED_UNITS_MATCH],
     description="Every request of the partition beside fal's billing event for it (reports/reconciliation/"
     "partition=KEY/data.parquet): matched, billed_not_cataloged, cataloged_not_billed, units_mismatch or "
     "pending.",
@@ -58,10 +52,16 @@ def billing_reconciliation(
     events = []
     if len(requests):
         ids, start = requests["request_id"].tolist(), requests["submitted_at"].min().to_pydatetime() - SKEW
-        events = fal.billing_events(ids, start, now + SKEW)
+        try:
+            events = fal.billing_events(ids, start, now + SKEW)
+        except (FalError, httpx.HTTPError) as exc:
+            context.log.warning(
+                f"billing_reconciliation skipped: fal's billing events could not be read ({exc})"
+            )
+            return
     cataloged = read_catalog(layout.catalog_dir, [key], CATALOG_COLUMNS)
     report = rec.reconcile(requests, cataloged, events, now, dataset.billing_grace_seconds)
-    path = layout.reports_dir / "reconciliation" / f"partition={key}" / "data.parquet"
+    path = report_path(dataset, key)
     write_parquet_atomically(pa.Table.from_pandas(report, preserve_index=False), path)
     counts = report["status"].value_counts().to_dict()
     yield dg.MaterializeResult(
@@ -74,11 +74,40 @@ def billing_reconciliation(
             **{status: int(counts.get(status, 0)) for status in rec.STATUSES},
             "path": dg.MetadataValue.path(str(path)),
             "problems": table_preview(report[report["status"] != rec.MATCHED]),
-        },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=name, passed=not counts.get(status), metadata={status: counts.get(status, 0)}
-            )
-            for name, status in CHECKS.items()
-        ],
+        }
     )
+
+
+def report_path(dataset: DatasetResource, partition: str) -> UPath:
+    return dataset.layout.reports_dir / "reconciliation" / f"partition={partition}" / "data.parquet"
+
+
+def _status_check(status: str, context: dg.AssetCheckExecutionContext, dataset: DatasetResource):
+    statuses = pq.read_table(report_path(dataset, context.partition_key).open("rb"), columns=["status"])
+    found = statuses["status"].to_pylist().count(status)
+    return dg.AssetCheckResult(passed=not found, metadata={status: found})
+
+
+@dg.asset_check(
+    asset=billing_reconciliation,
+    partitions_def=prompt_tables,
+    description="fal billed no request whose images are missing from the catalog.",
+)
+def no_billed_image_lost(
+    context: dg.AssetCheckExecutionContext, dataset: DatasetResource
+) -> dg.AssetCheckResult:
+    return _status_check(rec.BILLED_NOT_CATALOGED, context, dataset)
+
+
+@dg.asset_check(
+    asset=billing_reconciliation,
+    partitions_def=prompt_tables,
+    description="fal billed each request the units its cataloged images account for.",
+)
+def billed_units_match(
+    context: dg.AssetCheckExecutionContext, dataset: DatasetResource
+) -> dg.AssetCheckResult:
+    return _status_check(rec.UNITS_MISMATCH, context, dataset)
+
+
+RECONCILIATION_CHECKS = [no_billed_image_lost, billed_units_match]

@@ -258,10 +258,10 @@ def jobs_to_send(
     out: StepOutput,
     budget_left: float | None,
     tally: StepTally,
+    deferred: list[GenerationJob],
 ) -> Iterator[GenerationJob]:
-    """Triage and admit, a job at a time, as the batch asks for the next one; then the jobs other
-    runs held, once they are free."""
-    deferred: list[GenerationJob] = []
+    """Triage and admit, a job at a time, as the batch asks for the next one; a job another live
+    run holds goes to `deferred`."""
     for item in planned:
         if isinstance(item, RowFailure):
             record_row_failure(item, out, tally)
@@ -271,19 +271,26 @@ def jobs_to_send(
             record_reuse(verdict, out, tally)
         elif admit(verdict, request_cost(out.prices[item.endpoint], item), budget_left, tally):
             yield verdict.job
-    if deferred:
-        out.log.info(f"{len(deferred)} request(s) are held by another run: waiting for them")
-    while deferred:
-        waiting = []
-        for job in deferred:
-            if (verdict := claimed_verdict(job, out)) is None:
-                waiting.append(job)
-            elif isinstance(verdict, Reuse):
-                record_reuse(verdict, out, tally)
-            elif admit(verdict, request_cost(out.prices[job.endpoint], job), budget_left, tally):
-                yield verdict.job
-        if deferred := waiting:
-            time.sleep(CLAIM_POLL_SECONDS)
+
+
+def send_round(
+    fal: BaseFalResource,
+    dataset: DatasetResource,
+    jobs: Iterator[GenerationJob],
+    out: StepOutput,
+    tally: StepTally,
+) -> None:
+    """One batch through fal, each outcome recorded as it finishes."""
+    outcomes = fal.generate(
+        jobs,
+        ledger=out.ledger,
+        call_counts=tally.call_counts,
+        log=out.log,
+        max_file_bytes=dataset.max_download_bytes,
+    )
+    with closing(outcomes):
+        for outcome in outcomes:
+            record(outcome, out, tally)
 
 
 def run_generation_step(
@@ -295,7 +302,9 @@ def run_generation_step(
     rows: CatalogRowWriter,
 ) -> StepTally:
     """Jobs are drawn lazily and only requests in flight are held, so memory stays flat as the
-    partition grows; every output image's row goes to `rows` as soon as its file is stored."""
+    partition grows; every output image's row goes to `rows` as soon as its file is stored. Jobs
+    another run holds are taken up in later rounds, once that run stored them or its lease ran
+    out (between rounds nothing of this run is in flight, so two runs never wait on each other)."""
     tally = StepTally()
     partition, backend = context.partition_key, fal.backend
     backfill = context.run.tags.get(BACKFILL_TAG)
@@ -306,17 +315,19 @@ def run_generation_step(
     with RequestLedger(dataset.ledger_location()) as ledger:
         partition_ledger = PartitionLedger(ledger, partition, run)
         out = StepOutput(where, rows, partition_ledger, step_prices(fal, dataset, context.log), context.log)
-        outcomes = fal.generate(
-            jobs_to_send(planned, out, budget_left, tally),
-            ledger=partition_ledger,
-            call_counts=tally.call_counts,
-            log=context.log,
-            max_file_bytes=dataset.max_download_bytes,
-        )
         try:
-            with LeaseKeeper(partition_ledger.renew, run.lease_seconds / 3), closing(outcomes):
-                for outcome in outcomes:
-                    record(outcome, out, tally)
+            with LeaseKeeper(partition_ledger.renew, run.lease_seconds / 3):
+                pending: Iterable[GenerationJob | RowFailure] = planned
+                while pending:
+                    deferred: list[GenerationJob] = []
+                    send_round(
+                        fal, dataset, jobs_to_send(pending, out, budget_left, tally, deferred), out, tally
+                    )
+                    if pending := deferred:
+                        context.log.info(
+                            f"{len(deferred)} request(s) are held by another run: waiting for them"
+                        )
+                        time.sleep(CLAIM_POLL_SECONDS)
         finally:
             partition_ledger.release()
     return tally

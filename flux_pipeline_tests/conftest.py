@@ -19,6 +19,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 SECRET_KEY = "fal-test-key-7c1e55d0-SECRET"
 """Sent on every call in the tests; no log, error, metadata or catalog may ever contain it."""
+ADMIN_KEY = "fal-admin-key-3b9f02aa-SECRET"
+"""fal's admin key (billing events), under the same rule."""
+SECRETS = (SECRET_KEY, ADMIN_KEY)
 
 
 @pytest.fixture
@@ -98,14 +101,8 @@ def resource_for(server: EmulatorServer, **overrides) -> FalResource:
 
 def resource_for_url(url: str, **overrides) -> FalResource:
     urls = FalUrls.single_base(url)
-    return FalResource(
-        key=SECRET_KEY,
-        queue_url=urls.queue,
-        run_url=urls.run,
-        storage_url=urls.storage,
-        platform_url=url,
-        **overrides,
-    )
+    settings = {"key": SECRET_KEY, "queue_url": urls.queue, "run_url": urls.run, "storage_url": urls.storage}
+    return FalResource(**{**settings, "platform_url": url, **overrides})
 
 
 def request_stats(server: EmulatorServer) -> dict:
@@ -137,7 +134,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     texts = [report.longreprtext, *(content for _, content in report.sections)]
-    if any(SECRET_KEY in text for text in texts):
+    if any(secret in text for secret in SECRETS for text in texts):
         _LEAKS.append(f"{item.nodeid} ({call.when})")
 
 

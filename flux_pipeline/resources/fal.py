@@ -216,7 +216,12 @@ def _run(session, call):
 class FalResource(BaseFalResource):
     """Calls fal.ai. Set the key with `EnvVar("FAL_KEY")`."""
 
-    key: str = Field(description="fal API key; set it with EnvVar('FAL_KEY'). Never logged or shown.")
+    key: str = Field(
+        default=dg.EnvVar("FAL_KEY"),
+        description="fal API key, EnvVar('FAL_KEY') unless set otherwise; run config that sets other fields "
+        "keeps it (Dagster replaces a resource's configured values with a launch's run config). Never logged "
+        "or shown.",
+    )
     admin_key: str | None = Field(
         default=None,
         description="fal admin API key for billing events (EnvVar('FAL_ADMIN_KEY')); without it billing "

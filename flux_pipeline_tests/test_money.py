@@ -1,0 +1,324 @@
+"""Money you can audit and never pay twice: spend versus value, reconciliation with fal's billing
+records, concurrent runs of one partition, kills between a submit and its record, odd result
+bodies, backends. Every case runs real processes or real Dagster runs against a real HTTP server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from flux_pipeline.dataset.ledger import RequestLedger
+from flux_pipeline.definitions import make_definitions
+from flux_pipeline.emulator.app import create_app
+from flux_pipeline.emulator.engine import Emulator, EmulatorConfig
+from flux_pipeline.emulator.faults import FaultConfig
+from flux_pipeline.emulator.server import EmulatorServer
+from flux_pipeline.http_server import BackgroundServer
+from flux_pipeline.reconciliation_asset import SKIPPED
+from flux_pipeline.resources import EmulatedFalResource
+
+from .conftest import ADMIN_KEY, SECRET_KEY
+from .dataset_fixtures import Project, dataset_for, make_project, write_table
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def spent(instance: dg.DagsterInstance, *steps: str) -> float:
+    """spent_usd summed over every materialization of the steps, as a person adds up the plot."""
+    total = 0.0
+    for step in steps:
+        records = instance.fetch_materializations(dg.AssetKey(step), limit=1000).records
+        total += sum(r.asset_materialization.metadata["spent_usd"].value for r in records)
+    return round(total, 6)
+
+
+def billed_once_and_cataloged(project: Project, server: EmulatorServer, rows: int) -> None:
+    billing = server.emulator.billing
+    prompts = [server.emulator.requests[b.request_id].payload["prompt"] for b in billing]
+    assert len(prompts) == len(set(prompts)), "a prompt was billed twice"
+    catalog = project.catalog()
+    assert len(catalog) == sum(b.images for b in billing) == rows, "billed == cataloged"
+
+
+def latest(instance: dg.DagsterInstance, asset: str) -> dict:
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+# -- reconciliation with fal's billing records ------------------------------------------------------
+
+
+def test_a_discount_shows_in_the_reconciliation_as_billed_below_list(tmp_path):
+    config = EmulatorConfig(latency=0.02, admin_keys=(ADMIN_KEY,), percent_discount=10)
+    with EmulatorServer(config) as server, dg.instance_for_test() as instance:
+        project = make_project(tmp_path, server, instance, admin_key=ADMIN_KEY)
+        result = project.run("animals")
+        assert result.success
+        metadata = latest(instance, "billing_reconciliation")
+        assert metadata["matched"] == 6 and metadata["billed_not_cataloged"] == 0
+        assert metadata["list_cost_usd"] == pytest.approx(0.28)
+        assert metadata["fal_billed_usd"] == pytest.approx(0.252) and metadata[
+            "discount_usd"
+        ] == pytest.approx(0.028)
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert checks["no_billed_image_lost"] and checks["billed_units_match"]
+        report = pd.read_parquet(project.dataset.layout.reports_dir / "reconciliation")
+        assert set(report["status"]) == {"matched"} and set(report["fal_percent_discount"]) == {10}
+
+
+def test_an_image_billed_then_lost_is_reported_billed_not_cataloged(tmp_path):
+    faults = FaultConfig(lost_image=0.4, seed=3)
+    config = EmulatorConfig(latency=0.02, admin_keys=(ADMIN_KEY,), faults=faults)
+    with EmulatorServer(config) as server, dg.instance_for_test() as instance:
+        project = make_project(tmp_path, server, instance, samples=False, admin_key=ADMIN_KEY)
+        write_table(project.dataset.layout.prompts_dir / "lossy.parquet", 12)
+        result = project.run("lossy")
+        lost = server.emulator.faults_injected["lost_image"]
+        assert result.success and 0 < lost < 12
+        metadata = latest(instance, "billing_reconciliation")
+        assert metadata["billed_not_cataloged"] == lost and metadata["matched"] == 12 - lost
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert not checks["no_billed_image_lost"].passed
+        assert spent(instance, "images") == server.emulator.stats()["cost_usd"], "lost images were paid for"
+
+
+def test_without_an_admin_key_the_reconciliation_is_skipped_with_a_message(tmp_path):
+    with EmulatorServer(EmulatorConfig(latency=0.02)) as server, dg.instance_for_test() as instance:
+        project = make_project(tmp_path, server, instance)
+        result = project.run("landscapes")
+        assert result.success
+        messages = [e.message for e in instance.all_logs(result.run_id) if e.message]
+        assert SKIPPED in messages
+        assert instance.get_latest_materialization_event(dg.AssetKey("billing_reconciliation")) is None
+
+
+def refusing_platform() -> Starlette:
+    """fal's Platform API on a bad day: pricing refused (403), billing events failing (503)."""
+
+    async def pricing(request):
+        return JSONResponse({"detail": "Forbidden"}, status_code=403)
+
+    async def billing(request):
+        return JSONResponse({"detail": "Service unavailable"}, status_code=503)
+
+    return Starlette(
+        routes=[Route("/v1/models/pricing", pricing), Route("/v1/models/billing-events", billing)]
+    )
+
+
+def test_pricing_and_billing_failures_fall_back_cleanly(tmp_path):
+    with (
+        EmulatorServer(EmulatorConfig(latency=0.02)) as server,
+        BackgroundServer(refusing_platform()) as platform,
+        dg.instance_for_test() as instance,
+    ):
+        project = make_project(
+            tmp_path, server, instance, admin_key=ADMIN_KEY, platform_url=platform.url, max_attempts=2
+        )
+        result = project.run("landscapes")
+        assert result.success, "neither failure fails a run"
+        catalog = project.catalog()
+        assert set(catalog["price_source"]) == {"configured"} and set(catalog["unit_price"]) == {0.04}
+        messages = " ".join(e.message for e in instance.all_logs(result.run_id) if e.message)
+        assert "pricing API could not be read" in messages and "costing with the configured price" in messages
+        assert "billing events could not be read" in messages
+
+
+# -- spend ---------------------------------------------------------------------------------------
+
+
+def worker(server: EmulatorServer, root: Path, partition: str, *options: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "flux_pipeline_tests.worker", server.url, str(root), str(root / "home"),
+               partition, *options]  # fmt: skip
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def shared_instance(root: Path) -> dg.DagsterInstance:
+    (root / "home").mkdir(exist_ok=True)
+    return dg.DagsterInstance.from_config(str(root / "home"))
+
+
+def test_spend_over_every_materialization_equals_what_fal_billed(tmp_path):
+    """20 % faults, a SIGKILL mid-run, then two re-runs: the sum of spent_usd is fal's bill."""
+    faults = FaultConfig.spread(0.2, seed=8, slow_status_seconds=0.5, retry_after_seconds=0.05)
+    with (
+        EmulatorServer(EmulatorConfig(latency=0.3, faults=faults)) as server,
+        shared_instance(tmp_path) as instance,
+    ):
+        project = make_project(
+            tmp_path, server, instance, samples=False, http_timeout=1.0, lost_request_settle=1.0
+        )
+        write_table(project.dataset.layout.prompts_dir / "faulty.parquet", 40)
+        killed = worker(server, tmp_path, "faulty")
+        deadline = time.monotonic() + 120
+        while server.emulator.submitted < 20:
+            assert killed.poll() is None and time.monotonic() < deadline, killed.stderr.read()[-3000:]
+            time.sleep(0.01)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        project.run("faulty")
+        assert project.run("faulty").success
+        billed_once_and_cataloged(project, server, 40)
+        assert spent(instance, "images") == server.emulator.stats()["cost_usd"] == pytest.approx(40 * 0.04)
+
+
+# -- concurrent runs and kills ---------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "ledger" / "requests.sqlite")
+    return request.getfixturevalue("postgres_url")
+
+
+def test_two_runs_of_one_partition_at_once_pay_once(tmp_path, ledger):
+    with EmulatorServer(EmulatorConfig(latency=0.3)) as server, shared_instance(tmp_path) as instance:
+        write_table(tmp_path / "prompts" / "twice.parquet", 40)
+        runs = [worker(server, tmp_path, "twice", "--ledger", ledger) for _ in range(2)]
+        outcomes = [(run.wait(timeout=240), run.stderr.read()[-3000:]) for run in runs]
+        assert all(code == 0 for code, _ in outcomes), outcomes
+        assert server.emulator.submitted == 40, "no row was submitted by both runs"
+        dataset = dataset_for(tmp_path).model_copy(update={"ledger": ledger})
+        project = Project(tmp_path, server, instance, dataset, None)
+        billed_once_and_cataloged(project, server, 40)
+        assert spent(instance, "images") == pytest.approx(40 * 0.04), "each request's spend reported once"
+
+
+def test_a_kill_between_submitting_and_submitted_pays_once(tmp_path):
+    """The submit reached fal, the process died before recording its request id, and no webhook
+    receiver listens: the re-run finds the request in fal's history instead of sending it again."""
+    with EmulatorServer(EmulatorConfig(latency=0.2)) as server, shared_instance(tmp_path) as instance:
+        project = make_project(tmp_path, server, instance, samples=False, lost_request_settle=1.0)
+        write_table(project.dataset.layout.prompts_dir / "window.parquet", 10)
+        killed = worker(server, tmp_path, "window", "--kill-after-submits", "5")
+        assert killed.wait(timeout=120) == -signal.SIGKILL
+        with RequestLedger(project.dataset.ledger_location()) as ledger:
+            states = [ledger.entry("window", f"p{i:04d}", "fal-ai/flux-pro/v1.1") for i in range(10)]
+        assert sum(1 for e in states if e is not None and e.state == "submitting"), "the kill hit the window"
+        assert project.run("window").success
+        assert server.emulator.submitted == 10
+        billed_once_and_cataloged(project, server, 10)
+        assert spent(instance, "images") == pytest.approx(10 * 0.04)
+
+
+# -- backends -------------------------------------------------------------------------------------
+
+
+def test_partial_run_config_keeps_the_configured_key(tmp_path, monkeypatch):
+    """Launched with run config for one fal field, the run still calls the configured fal with
+    the configured key (before, it fell back to the embedded emulator)."""
+    monkeypatch.setenv("FAL_KEY", SECRET_KEY)
+    with EmulatorServer(EmulatorConfig(latency=0.02)) as server, dg.instance_for_test() as instance:
+        project = make_project(tmp_path, server, instance, key=dg.EnvVar("FAL_KEY"))
+        instance.add_dynamic_partitions("prompt_tables", ["landscapes"])
+        urls = {
+            "queue_url": server.url,
+            "run_url": f"{server.url}/run",
+            "storage_url": server.url,
+            "platform_url": server.url,
+        }
+        result = project.defs.resolve_job_def("build_dataset").execute_in_process(
+            partition_key="landscapes",
+            instance=instance,
+            run_config={"resources": {"fal": {"config": {"request_deadline": 300, **urls}}}},
+        )
+        assert result.success
+        assert server.emulator.stats()["requests_billed"] == 4, "the configured fal was called"
+        assert set(project.catalog()["backend"]) == {server.url.removeprefix("http://")}
+
+
+def test_a_request_made_on_one_backend_is_never_reused_for_another(tmp_path):
+    with EmulatorServer(EmulatorConfig(latency=0.02)) as server, dg.instance_for_test() as instance:
+        project = make_project(tmp_path, server, instance)
+        defs = make_definitions(EmulatedFalResource(latency=0.01), project.dataset)
+        emulated = Project(tmp_path, server, instance, project.dataset, defs)
+        assert emulated.run("landscapes").success
+        assert set(project.catalog()["backend"]) == {"emulator"}
+        assert server.emulator.submitted == 0
+        assert project.run("landscapes").success
+        assert server.emulator.stats()["requests_billed"] == 4, "nothing the emulator made was reused"
+        assert set(project.catalog()["backend"]) == {server.url.removeprefix("http://")}
+
+
+# -- odd result bodies ----------------------------------------------------------------------------
+
+
+ODD = {
+    "odd-flags": lambda body: {**body, "has_nsfw_concepts": [False, False, False]},
+    "odd-empty": lambda body: {**body, "images": []},
+    "odd-seed": lambda body: {**body, "seed": 2**64 - 1},
+}
+
+
+class OddResults:
+    """Serves the emulator, except that the result bodies of requests whose prompt names a case
+    of ODD come back rewritten by it: odd but possible answers from fal."""
+
+    def __init__(self, emulator: Emulator):
+        self.emulator, self.app = emulator, create_app(emulator)
+
+    async def __call__(self, scope, receive, send):
+        parts = scope.get("path", "").strip("/").split("/")
+        case = None
+        if (
+            scope["type"] == "http"
+            and "requests" in parts
+            and parts[-1] == parts[parts.index("requests") + 1]
+        ):
+            request = self.emulator.requests.get(parts[-1])
+            case = next((c for c in ODD if request and c in request.payload.get("prompt", "")), None)
+        if case is None:
+            return await self.app(scope, receive, send)
+        start: dict = {}
+
+        async def rewrite(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            body = json.dumps(ODD[case](json.loads(message["body"]))).encode()
+            headers = [(k, v) for k, v in start["headers"] if k != b"content-length"]
+            await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, rewrite)
+
+
+def test_odd_result_bodies_fail_only_their_own_rows_and_a_rerun_recovers(tmp_path):
+    emulator = Emulator(EmulatorConfig(latency=0.02))
+    with BackgroundServer(OddResults(emulator)) as server, dg.instance_for_test() as instance:
+        server.emulator = emulator
+        project = make_project(tmp_path, server, instance, samples=False)
+        prompts = ["a fine one", "another fine one", *(f"{case} scene" for case in ODD)]
+        project.dataset.layout.prompts_dir.mkdir(parents=True)
+        table = pa.table(
+            {"prompt_id": [f"r{i}" for i in range(5)], "prompt": prompts, "image_size": ["square"] * 5}
+        )
+        pq.write_table(table, project.dataset.layout.prompts_dir / "odd.parquet")
+        for _ in range(2):
+            assert project.run("odd").success, "one odd answer never sinks a partition"
+            failures = pq.read_table(
+                project.dataset.layout.partition_files("odd").folder / "generated_failures.parquet"
+            )
+            assert sorted(failures.column("field").to_pylist()) == ["has_nsfw_concepts", "images", "seed"]
+            assert sorted(project.catalog()["prompt_id"]) == ["r0", "r1"]
+        with RequestLedger(project.dataset.ledger_location()) as ledger:
+            states = {f"r{i}": ledger.entry("odd", f"r{i}", "fal-ai/flux-pro/v1.1").state for i in range(5)}
+        assert states == {"r0": "stored", "r1": "stored", "r2": "failed", "r3": "failed", "r4": "failed"}
+        assert len(os.listdir(project.dataset.layout.partition_files("odd").images_dir)) == 2, (
+            "no orphan file"
+        )

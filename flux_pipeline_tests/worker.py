@@ -1,0 +1,61 @@
+"""A partition run in a process of its own, as a second machine or a killed worker would run it:
+`python -m flux_pipeline_tests.worker FAL_URL DATA_DIR DAGSTER_HOME PARTITION [options]`.
+
+--ledger URL          the request ledger (default: DATA_DIR's SQLite file)
+--kill-after-submits N  SIGKILL this process right after the Nth submit reached fal, before its
+                        request id is recorded (the submitting → submitted window)
+--webhook-port P      receive fal's webhooks (default: none; lost submits go through the history)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+
+import dagster as dg
+
+from flux_pipeline.definitions import make_definitions
+from flux_pipeline.fal.client import FalClient
+from flux_pipeline.partitions import prompt_tables
+from flux_pipeline.resources import DatasetResource
+
+from .conftest import resource_for_url
+
+
+def kill_after_submits(count: int) -> None:
+    submit, sent = FalClient.submit, []
+
+    async def submit_then_die(self, *args, **kwargs):
+        request_id = await submit(self, *args, **kwargs)
+        sent.append(request_id)
+        if len(sent) >= count:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return request_id
+
+    FalClient.submit = submit_then_die
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    for name in ("url", "data_dir", "home", "partition"):
+        parser.add_argument(name)
+    parser.add_argument("--ledger")
+    parser.add_argument("--kill-after-submits", type=int)
+    parser.add_argument("--webhook-port", type=int)
+    args = parser.parse_args()
+    if args.kill_after_submits:
+        kill_after_submits(args.kill_after_submits)
+    fal = resource_for_url(
+        args.url, max_concurrency=4, lost_request_settle=1.0, webhook_port=args.webhook_port
+    )
+    dataset = DatasetResource(data_dir=args.data_dir, ledger=args.ledger, lost_request_wait=3)
+    with dg.DagsterInstance.from_config(args.home) as instance:
+        instance.add_dynamic_partitions(prompt_tables.name, [args.partition])
+        job = make_definitions(fal, dataset).resolve_job_def("build_dataset")
+        result = job.execute_in_process(partition_key=args.partition, instance=instance, raise_on_error=False)
+    raise SystemExit(0 if result.success else 1)
+
+
+if __name__ == "__main__":
+    main()
