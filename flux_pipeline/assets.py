@@ -23,6 +23,7 @@ from .dataset.prompt_table import (
     plan_rows,
     prompt_row_record,
 )
+from .dataset.reject_summary import RejectSummary
 from .dataset.rows import CatalogRowWriter, ParquetRowWriter
 from .dataset.storage import write_parquet_atomically
 from .metadata import preview_metadata, step_metadata, table_preview
@@ -70,12 +71,12 @@ def prompts(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.M
     path = layout.table(context.partition_key)
     try:
         table = open_prompt_table(path)
+        outcomes = plan_rows(table, path, dataset.request_defaults(), layout.prompts_dir)
+        valid, redux_rows, rejects = _write_prompt_rows(
+            context, outcomes, layout.partition_files(context.partition_key)
+        )
     except PromptTableError as exc:
         raise dg.Failure(description=str(exc), metadata={"table": dg.MetadataValue.path(str(path))}) from None
-    outcomes = plan_rows(table, dataset.request_defaults(), layout.prompts_dir)
-    valid, redux_rows, rejects = _write_prompt_rows(
-        context, outcomes, layout.partition_files(context.partition_key)
-    )
     return dg.MaterializeResult(
         metadata={
             "table": dg.MetadataValue.path(str(path)),
@@ -119,7 +120,12 @@ def redux_variations(
     context: dg.AssetExecutionContext, fal: BaseFalResource, dataset: DatasetResource
 ) -> dg.MaterializeResult:
     files = dataset.layout.partition_files(context.partition_key)
-    jobs = redux_jobs(files.prompt_rows(), files.outputs_dir, partial(files.first_images, GENERATED_STEP))
+    jobs = redux_jobs(
+        files.prompt_rows(),
+        files.outputs_dir,
+        dataset.layout.prompts_dir,
+        partial(files.first_images, GENERATED_STEP),
+    )
     budget_left = None
     if dataset.budget_usd is not None:
         spent = pc.sum(files.read_step(GENERATED_STEP, ["cost_usd"])["cost_usd"]).as_py() or 0.0
@@ -188,26 +194,25 @@ def cost_report(context: dg.AssetExecutionContext, dataset: DatasetResource) -> 
 def _write_prompt_rows(
     context: dg.AssetExecutionContext, outcomes, files: PartitionFiles
 ) -> tuple[int, int, list]:
-    """prompts.parquet and rejects.parquet from the validated rows; (valid, Redux rows, first rejects)."""
+    """prompts.parquet and rejects.parquet from the validated rows, committed only when every row
+    was read; the rejects summed up in one warning. (valid, Redux rows, first rejects)."""
     valid = redux_rows = 0
-    rejects: list[dict] = []
+    summary = RejectSummary()
     with (
-        ParquetRowWriter(files.prompts, PROMPT_ROW_SCHEMA) as planned,
-        ParquetRowWriter(files.rejects, REJECT_SCHEMA) as rejected,
+        ParquetRowWriter(files.prompts, PROMPT_ROW_SCHEMA, commit_on_error=False) as planned,
+        ParquetRowWriter(files.rejects, REJECT_SCHEMA, commit_on_error=False) as rejected,
     ):
         for outcome in outcomes:
             if isinstance(outcome, Reject):
                 rejected.write([vars(outcome)])
-                context.log.warning(
-                    f"row {outcome.row} (prompt_id {outcome.prompt_id!r}) rejected: "
-                    f"{outcome.field}: {outcome.reason}"
-                )
-                rejects += [vars(outcome)] if len(rejects) < 20 else []
+                summary.add(outcome)
                 continue
             planned.write([prompt_row_record(outcome)])
             valid += 1
             redux_rows += outcome.redux is not None
-    return valid, redux_rows, rejects
+    if text := summary.text():
+        context.log.warning(text)
+    return valid, redux_rows, [vars(reject) for reject in summary.first]
 
 
 def _generation_step(
