@@ -206,3 +206,45 @@ def test_tables_with_large_strings_as_polars_writes_them_are_read(project):
     assert run_table(project, "polars", table).success
     catalog = project.catalog(["polars"]).set_index("prompt_id")
     assert catalog.loc["x", "output_format"] == "png" and catalog.loc["y", "seed"] == 6
+
+
+def test_a_redux_file_swapped_for_a_symlink_out_after_prompts_fails_its_row_and_is_not_sent(
+    project, tmp_path
+):
+    folder = project.dataset.layout.prompts_dir / "source_images"
+    (folder / "mine.png").write_bytes((folder / "lighthouse.png").read_bytes())
+    table = pa.table(
+        {
+            "prompt_id": ["swapped", "kept"],
+            "prompt": ["a lighthouse"] * 2,
+            "image_size": ["square"] * 2,
+            "redux_image": ["source_images/mine.png", "source_images/lighthouse.png"],
+        }
+    )
+    pq.write_table(table, project.dataset.layout.table("swap"))
+    project.instance.add_dynamic_partitions("prompt_tables", ["swap"])
+    assert materialize(project, "swap", ["prompts", "images"]).success
+
+    private = tmp_path / "private.png"
+    private.write_bytes(b"\x89PNG private bytes that must never leave this machine")
+    (folder / "mine.png").unlink()
+    (folder / "mine.png").symlink_to(private)
+    assert materialize(project, "swap", ["redux_variations"]).success
+
+    failures = pq.read_table(
+        project.dataset.layout.partition_files("swap").step_failures("variations")
+    ).to_pylist()
+    assert [(f["prompt_id"], f["field"]) for f in failures] == [("swapped", "redux_image")]
+    assert "no longer a file inside the prompts folder" in failures[0]["error"]
+    emulator = project.emulator.emulator
+    uploaded = [stored.data for name, stored in emulator.files.items() if name.startswith("upload-")]
+    assert uploaded == [(folder / "lighthouse.png").read_bytes()], "only the file inside was sent"
+
+
+def materialize(project, partition: str, assets: list[str]) -> dg.ExecuteInProcessResult:
+    """Some assets of the graph alone, as from the UI."""
+    job = dg.define_asset_job("some_assets", selection=assets)
+    defs = dg.Definitions.merge(project.defs, dg.Definitions(jobs=[job]))
+    return defs.resolve_job_def("some_assets").execute_in_process(
+        partition_key=partition, instance=project.instance, raise_on_error=False
+    )
