@@ -32,11 +32,13 @@ CONTENT_TYPES: dict[str, str] = {"jpeg": "image/jpeg", "png": "image/png"}
 
 MAX_SIDE = 14142
 """The largest width or height fal accepts in a custom size. Our spec (shared/fal-api/endpoints.md)
-gives no bound; fal's own queue OpenAPI documents its shared `ImageSize` schema (the custom size of
-the models built with fal's toolkit, FLUX among them) as `width`/`height`: integer,
-`exclusiveMinimum: 0`, `maximum: 14142` (e.g. https://fal.ai/api/openapi/queue/openapi.json?endpoint_id=
-fal-ai/bytedance/seedream/v4/text-to-image, components.schemas.ImageSize). 14142² is 200
-megapixels, $8 an image at $0.04 per megapixel."""
+gives no bound. fal's "Common Model Arguments" page (docs.fal.ai/documentation/model-apis/
+model-arguments) says `image_size` is shared by the models built with fal's toolkit, FLUX among
+them; fal's queue OpenAPI for such a model (https://fal.ai/api/openapi/queue/openapi.json?
+endpoint_id=..., components.schemas.ImageSize) documents `width` and `height` as integers with
+`exclusiveMinimum: 0` and `maximum: 14142`. We found that schema quoted from endpoints other than
+FLUX1.1 [pro]; if fal ever answers a 422 below this bound, that answer is the truth. 14142² is 200
+megapixels: $8 an image at $0.04 per megapixel."""
 
 SEED_RANGE = (-(2**63), 2**63 - 1)
 """fal documents a seed as an integer with no bound; ours is what the catalog's int64 `seed`
