@@ -25,6 +25,7 @@ from .dataset.prompt_table import (
     plan_rows,
     prompt_row_record,
 )
+from .dataset.reject_summary import RejectSummary
 from .dataset.rows import CatalogRowWriter, ParquetRowWriter
 from .dataset.storage import write_parquet_atomically
 from .fal.batch import GenerationJob
@@ -84,13 +85,13 @@ def prompts(
 ) -> dg.MaterializeResult:
     layout = dataset.layout
     path = layout.table(context.partition_key)
+    files = layout.partition_files(context.partition_key)
     try:
         table = open_prompt_table(path)
+        outcomes = plan_rows(table, path, dataset.request_defaults(), layout.prompts_dir)
+        valid, redux_rows, rejects = _write_prompt_rows(context, outcomes, files)
     except PromptTableError as exc:
         raise dg.Failure(description=str(exc), metadata={"table": dg.MetadataValue.path(str(path))}) from None
-    files = layout.partition_files(context.partition_key)
-    outcomes = plan_rows(table, dataset.request_defaults(), layout.prompts_dir)
-    valid, redux_rows, rejects = _write_prompt_rows(context, outcomes, files)
     forecast = _estimate(context, fal, dataset, files)
     return dg.MaterializeResult(
         metadata={
@@ -140,7 +141,12 @@ def redux_variations(
     context: dg.AssetExecutionContext, fal: BaseFalResource, dataset: DatasetResource
 ) -> dg.MaterializeResult:
     files = dataset.layout.partition_files(context.partition_key)
-    jobs = redux_jobs(files.prompt_rows(), files.outputs_dir, partial(files.first_images, GENERATED_STEP))
+    jobs = redux_jobs(
+        files.prompt_rows(),
+        files.outputs_dir,
+        dataset.layout.prompts_dir,
+        partial(files.first_images, GENERATED_STEP),
+    )
     budget_left = None
     if dataset.budget_usd is not None:
         spent = pc.sum(files.read_step(GENERATED_STEP, ["cost_usd"])["cost_usd"]).as_py() or 0.0
@@ -224,7 +230,10 @@ def _estimate(
     prices = step_prices(fal, dataset, context.log)
     with RequestLedger(dataset.ledger_location()) as ledger:
         entry_of = partial(_entry, ledger, context.partition_key)
-        return estimate(files.prompt_rows(), entry_of, prices, fal.backend, files.outputs_dir)
+        layout = dataset.layout
+        return estimate(
+            files.prompt_rows(), entry_of, prices, fal.backend, layout.outputs_dir, layout.prompts_dir
+        )
 
 
 def _entry(ledger: RequestLedger, partition: str, job: GenerationJob) -> LedgerEntry | None:
@@ -246,26 +255,25 @@ def _budget_check(forecast: Estimate, budget_usd: float | None) -> dg.AssetCheck
 def _write_prompt_rows(
     context: dg.AssetExecutionContext, outcomes, files: PartitionFiles
 ) -> tuple[int, int, list]:
-    """prompts.parquet and rejects.parquet from the validated rows; (valid, Redux rows, first rejects)."""
+    """prompts.parquet and rejects.parquet from the validated rows, committed only when every row
+    was read; the rejects summed up in one warning. (valid, Redux rows, first rejects)."""
     valid = redux_rows = 0
-    rejects: list[dict] = []
+    summary = RejectSummary()
     with (
-        ParquetRowWriter(files.prompts, PROMPT_ROW_SCHEMA) as planned,
-        ParquetRowWriter(files.rejects, REJECT_SCHEMA) as rejected,
+        ParquetRowWriter(files.prompts, PROMPT_ROW_SCHEMA, commit_on_error=False) as planned,
+        ParquetRowWriter(files.rejects, REJECT_SCHEMA, commit_on_error=False) as rejected,
     ):
         for outcome in outcomes:
             if isinstance(outcome, Reject):
                 rejected.write([vars(outcome)])
-                context.log.warning(
-                    f"row {outcome.row} (prompt_id {outcome.prompt_id!r}) rejected: "
-                    f"{outcome.field}: {outcome.reason}"
-                )
-                rejects += [vars(outcome)] if len(rejects) < 20 else []
+                summary.add(outcome)
                 continue
             planned.write([prompt_row_record(outcome)])
             valid += 1
             redux_rows += outcome.redux is not None
-    return valid, redux_rows, rejects
+    if text := summary.text():
+        context.log.warning(text)
+    return valid, redux_rows, [vars(reject) for reject in summary.first]
 
 
 def _generation_step(

@@ -16,7 +16,10 @@ OUT_OF_RANGE = [
     (TEXT_TO_IMAGE, {"prompt": "x", "output_format": "webp"}, "output_format"),
     (TEXT_TO_IMAGE, {"prompt": "x", "safety_tolerance": 7}, "safety_tolerance"),
     (TEXT_TO_IMAGE, {"prompt": "x", "safety_tolerance": "0"}, "safety_tolerance"),
+    (TEXT_TO_IMAGE, {"prompt": "x", "image_size": {"width": 14143, "height": 10}}, "image_size"),
     (TEXT_TO_IMAGE, {"prompt": "x", "seed": "abc"}, "seed"),
+    (TEXT_TO_IMAGE, {"prompt": "x", "seed": 2**63}, "seed"),
+    (TEXT_TO_IMAGE, {"prompt": "x", "seed": -(2**63) - 1}, "seed"),
     (TEXT_TO_IMAGE, {"prompt": "x", "unknown_field": 1}, "unknown_field"),
     (REDUX, {"prompt": "x"}, "image_url"),
     (REDUX, {"image_url": "http://x/y.png", "num_inference_steps": 0}, "num_inference_steps"),
@@ -55,6 +58,15 @@ def test_safety_tolerance_accepts_int_and_is_sent_as_text():
     assert TextToImageInput(prompt="x", safety_tolerance="6").wire()["safety_tolerance"] == "6"
     with pytest.raises(FalInputError):
         validate_input(TEXT_TO_IMAGE, {"prompt": "x", "safety_tolerance": True})
+
+
+def test_a_bad_custom_size_names_its_side_and_reason_not_the_presets():
+    with pytest.raises(FalInputError) as caught:
+        validate_input(TEXT_TO_IMAGE, {"prompt": "x", "image_size": {"width": 0, "height": 100_000}})
+    assert caught.value.errors == [
+        ("image_size.custom.width", "Input should be greater than 0"),
+        ("image_size.custom.height", "Input should be less than or equal to 14142"),
+    ]
 
 
 def test_custom_size_and_presets():

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
 from pathlib import Path
 
 import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
 
 from flux_pipeline.definitions import fal_from_env, make_definitions
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.faults import FaultConfig
 from flux_pipeline.emulator.server import EmulatorServer
+from flux_pipeline.fal.client import FalClient
+from flux_pipeline.fal.endpoints import FalUrls
+from flux_pipeline.fal.errors import FalApiError
+from flux_pipeline.fal.models import TEXT_TO_IMAGE
+from flux_pipeline.fal.platform import FalPlatform
+from flux_pipeline.http_server import BackgroundServer
 
-from .conftest import SECRET_KEY, free_port
+from .conftest import SECRET_KEY, free_port, resource_for_url
 from .dataset_fixtures import SAMPLE_PROMPTS, dataset_for
 
 
@@ -30,8 +44,6 @@ def test_key_is_absent_from_logs_events_metadata_catalog_ledger_and_errors(
         monkeypatch.setenv("FAL_RUN_URL", f"{server.url}/run")
         monkeypatch.setenv("FAL_STORAGE_URL", server.url)
         fal = fal_from_env().model_copy(update={"http_timeout": 1.0, "webhook_port": free_port()})
-        import shutil
-
         shutil.copytree(SAMPLE_PROMPTS, tmp_path / "prompts")
         defs = make_definitions(fal, dataset_for(tmp_path))
         instance.add_dynamic_partitions("prompt_tables", ["animals", "landscapes"])
@@ -57,3 +69,72 @@ def test_key_is_absent_from_logs_events_metadata_catalog_ledger_and_errors(
     assert any(p.suffix == ".sqlite" for p in written) and any(p.name == "data.parquet" for p in written)
     for path in written:
         assert SECRET_KEY.encode() not in path.read_bytes(), path
+
+
+def echoing_server(plain_text: bool = False) -> BackgroundServer:
+    """A fal that answers every call 401 and echoes the Authorization header it was sent: in a
+    JSON body and its request-id header, or in plain text with the key across the 500th
+    character (where error texts are cut)."""
+
+    async def deny(request: Request) -> Response:
+        sent = request.headers.get("authorization", "")
+        if plain_text:
+            return PlainTextResponse("x" * 480 + f" rejected {sent}", status_code=401)
+        return JSONResponse(
+            {"detail": [{"loc": ["header"], "msg": f"key {sent} is not valid"}], "error_type": sent},
+            status_code=401,
+            headers={"x-fal-request-id": f"rid-{sent}"},
+        )
+
+    return BackgroundServer(Starlette(routes=[Route("/{path:path}", deny, methods=["GET", "POST", "PUT"])]))
+
+
+def test_a_key_echoed_in_an_error_body_reaches_no_file_log_or_run_record(tmp_path, capfd, caplog):
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.INFO, logger="httpcore")  # its DEBUG trace prints response headers
+    shutil.copytree(SAMPLE_PROMPTS, tmp_path / "data" / "prompts")
+    (tmp_path / "dagster").mkdir()
+    with echoing_server() as server, dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        defs = make_definitions(resource_for_url(server.url, max_attempts=1), dataset_for(tmp_path / "data"))
+        instance.add_dynamic_partitions("prompt_tables", ["landscapes"])
+        run = defs.resolve_job_def("build_dataset").execute_in_process(
+            partition_key="landscapes", instance=instance, raise_on_error=False
+        )
+        texts = [caplog.text, *capfd.readouterr(), *(repr(entry) for entry in instance.all_logs(run.run_id))]
+
+    failures = pq.read_table(tmp_path / "data" / "outputs" / "landscapes" / "generated_failures.parquet")
+    errors = failures["error"].to_pylist()
+    assert errors and all("401" in error and "key Key [REDACTED] is not valid" in error for error in errors)
+    assert any("[REDACTED]" in text for text in texts), "the scan covers the failures' log lines"
+    for text in texts:
+        assert SECRET_KEY not in text
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "requests.sqlite" for p in written) and any(p.suffix == ".db" for p in written)
+    for path in written:
+        assert SECRET_KEY.encode() not in path.read_bytes(), path
+
+
+def test_a_key_echoed_in_plain_text_is_redacted_before_the_text_is_cut():
+    async def call(url: str):
+        async with FalClient(SECRET_KEY, FalUrls.single_base(url)) as fal:
+            await fal.status(TEXT_TO_IMAGE, "some-request")
+
+    with echoing_server(plain_text=True) as server, pytest.raises(FalApiError) as caught:
+        asyncio.run(call(server.url))
+    assert caught.value.status_code == 401 and str(caught.value).endswith(" rejected Key [REDAC")
+    assert SECRET_KEY[:6] not in str(caught.value), "not even the piece before the cut"
+
+
+def test_the_platform_client_redacts_its_key_from_error_bodies(caplog):
+    caplog.set_level(logging.INFO, logger="httpcore")  # its DEBUG trace prints response headers
+
+    async def call(url: str):
+        async with FalPlatform(SECRET_KEY, url) as platform:
+            await platform.prices([TEXT_TO_IMAGE])
+
+    with echoing_server() as server, pytest.raises(FalApiError) as caught:
+        asyncio.run(call(server.url))
+    error = caught.value
+    texts = [str(error), repr(error.detail), error.error_type, error.request_id]
+    assert all(SECRET_KEY not in text for text in texts)
+    assert error.error_type == "Key [REDACTED]" and error.request_id == "rid-Key [REDACTED]"

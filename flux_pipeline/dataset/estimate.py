@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from upath import UPath
+
 from ..fal.batch import GenerationJob
 from ..fal.models import REDUX, billed_megapixels
 from .ledger import LedgerEntry
@@ -48,7 +50,8 @@ def estimate(
     entry_of: Callable[[GenerationJob], LedgerEntry | None],
     prices: dict[str, UnitPrice],
     backend: str,
-    outputs_dir,
+    outputs_dir: UPath,
+    prompts_dir: UPath,
 ) -> Estimate:
     total = Estimate()
     for row in rows:
@@ -59,7 +62,7 @@ def estimate(
             parents = {}
             if already_paid(text_to_image, parent, backend) and parent.rows:
                 parents = {row.prompt_id: next(r for r in parent.rows if r["image_index"] == 0)}
-            jobs += redux_jobs([row], outputs_dir, lambda parents=parents: parents)
+            jobs += redux_jobs([row], outputs_dir, prompts_dir, lambda parents=parents: parents)
         for job in jobs:
             if isinstance(job, RowFailure):  # its parent is not made yet: it will be new
                 job = GenerationJob(row.prompt_id, REDUX, row.redux)

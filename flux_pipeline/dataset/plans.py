@@ -4,16 +4,18 @@ for Redux, its lineage."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from upath import UPath
 
 from ..fal.batch import GenerationJob
+from ..fal.client import decode_data_uri
 from ..fal.models import REDUX, TEXT_TO_IMAGE
 from .files import sha256_of
 from .ledger import fingerprint
-from .prompt_table import GENERATED, PromptRow
+from .prompt_table import GENERATED, PromptRow, file_inside
 from .storage import open_location
 
 
@@ -37,8 +39,9 @@ class RowFailure:
 
 @dataclass(frozen=True)
 class ReduxSource:
-    """The image a Redux row varies: a file to upload or a URL to send, and what stands for it in
-    the fingerprint (an uploaded file's content hash, so a re-upload is the same request)."""
+    """The image a Redux row varies: a file to upload or a URL (or data URI) to send, and what
+    stands for it in the fingerprint (the content hash of an uploaded file or of a data URI's data,
+    so a re-upload is the same request)."""
 
     identity: str
     lineage: Lineage
@@ -64,10 +67,14 @@ def redux_job(row: PromptRow, source: ReduxSource) -> GenerationJob:
 
 
 def redux_jobs(
-    rows: Iterable[PromptRow], outputs_dir: UPath, first_images: Callable[[], dict[str, dict]]
+    rows: Iterable[PromptRow],
+    outputs_dir: UPath,
+    prompts_dir: UPath,
+    first_images: Callable[[], dict[str, dict]],
 ) -> Iterator[GenerationJob | RowFailure]:
     """`first_images()`: prompt_id → the row's first generated image (catalog columns image_id,
-    file_path, content_hash); called once, and only if a row varies its generated image."""
+    file_path, content_hash); called once, and only if a row varies its generated image. A local
+    source is checked again, as it is read, to be a file inside `prompts_dir`."""
     parents = None
     for row in rows:
         if row.redux is None:
@@ -86,7 +93,25 @@ def redux_jobs(
             source = ReduxSource(
                 row.redux_source, Lineage(parent_source=row.redux_source), url=row.redux_source
             )
+        elif row.redux_source.startswith("data:"):
+            source = _data_uri_source(row.redux_source)
         else:
-            local = open_location(row.redux_source, outputs_dir.storage_options)
+            local = file_inside(open_location(row.redux_source, prompts_dir.storage_options), prompts_dir)
+            if local is None or not local.is_file():
+                yield RowFailure(
+                    row.prompt_id,
+                    REDUX,
+                    "redux_image",
+                    f"local image {row.redux_source!r} is no longer a file inside the prompts folder",
+                )
+                continue
             source = ReduxSource(sha256_of(local), Lineage(parent_source=row.redux_source), upload_path=local)
         yield redux_job(row, source)
+
+
+def _data_uri_source(uri: str) -> ReduxSource:
+    """A data URI is sent as it is; its lineage and fingerprint name its content by hash rather
+    than carry the whole blob."""
+    data, media_type = decode_data_uri(uri)
+    digest = hashlib.sha256(data).hexdigest()
+    return ReduxSource(digest, Lineage(parent_source=f"data:{media_type};sha256={digest}"), url=uri)

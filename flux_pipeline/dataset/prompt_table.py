@@ -13,29 +13,54 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
-from ..fal.client import validate_input
-from ..fal.errors import FalInputError
+from ..fal.client import decode_data_uri, validate_input
+from ..fal.errors import FalError, FalInputError
 from ..fal.models import REDUX, TEXT_TO_IMAGE, ReduxInput, TextToImageInput
 from .storage import is_local, parquet_file
 
 GENERATED = "generated"
 """`redux_image` value asking to vary the row's own first generated image."""
 
-REQUIRED_COLUMNS = {"prompt_id": pa.types.is_string, "prompt": pa.types.is_string}
+
+def _unwrapped(column_type: pa.DataType) -> pa.DataType:
+    """A dictionary column (pandas categorical) is read as its values."""
+    return column_type.value_type if pa.types.is_dictionary(column_type) else column_type
+
+
+def _text(column_type: pa.DataType) -> bool:
+    """Any Arrow string: string, large_string (Polars, pandas 3), string_view."""
+    strings = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+    return any(is_kind(_unwrapped(column_type)) for is_kind in strings)
+
+
+def _numeric(column_type: pa.DataType) -> bool:
+    """Integers or floats: where a whole number is expected (WHOLE_NUMBER_COLUMNS), a float column
+    (pandas writes an integer column with gaps as float) is checked value by value."""
+    column_type = _unwrapped(column_type)
+    return pa.types.is_integer(column_type) or pa.types.is_floating(column_type)
+
+
+def _flag(column_type: pa.DataType) -> bool:
+    return pa.types.is_boolean(_unwrapped(column_type))
+
+
+REQUIRED_COLUMNS = {"prompt_id": _text, "prompt": _text}
 OPTIONAL_COLUMNS = {
-    "image_size": pa.types.is_string,
-    "width": pa.types.is_integer,
-    "height": pa.types.is_integer,
-    "seed": pa.types.is_integer,
-    "num_images": pa.types.is_integer,
-    "output_format": pa.types.is_string,
-    "safety_tolerance": lambda t: pa.types.is_string(t) or pa.types.is_integer(t),
-    "enhance_prompt": pa.types.is_boolean,
-    "redux_image": pa.types.is_string,
-    "redux_prompt": pa.types.is_string,
-    "num_inference_steps": pa.types.is_integer,
-    "guidance_scale": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
+    "image_size": _text,
+    "width": _numeric,
+    "height": _numeric,
+    "seed": _numeric,
+    "num_images": _numeric,
+    "output_format": _text,
+    "safety_tolerance": lambda t: _text(t) or _numeric(t),
+    "enhance_prompt": _flag,
+    "redux_image": _text,
+    "redux_prompt": _text,
+    "num_inference_steps": _numeric,
+    "guidance_scale": _numeric,
 }
+WHOLE_NUMBER_COLUMNS = ("width", "height", "seed", "num_images", "safety_tolerance", "num_inference_steps")
+"""Columns whose values must be whole numbers: a float value that is not is a reject of its row."""
 REQUEST_FIELDS = ("seed", "num_images", "output_format", "safety_tolerance", "enhance_prompt")
 
 
@@ -53,7 +78,8 @@ class PromptRow:
     text_to_image: TextToImageInput
     redux: ReduxInput | None = None
     redux_source: str | None = None
-    """`generated`, an http(s) URL, or the location of a file inside the prompts folder."""
+    """`generated`, an http(s) URL, a `data:` URI, or the location of a file inside the prompts
+    folder."""
 
 
 @dataclass(frozen=True)
@@ -91,19 +117,26 @@ def open_prompt_table(path: UPath) -> pq.ParquetFile:
 
 
 def _value(row: pd.Series, name: str):
+    """The row's value in plain Python (None when missing); a whole number where one is expected."""
     value = row.get(name)
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None
-    return value.item() if hasattr(value, "item") else value
+    value = value.item() if hasattr(value, "item") else value
+    if name in WHOLE_NUMBER_COLUMNS and isinstance(value, float):
+        if not value.is_integer():
+            raise _RowError(name, f"must be a whole number, not {value}")
+        return int(value)
+    return value
 
 
 def plan_rows(
-    table: pq.ParquetFile, defaults: dict, prompts_dir: UPath, batch_rows: int = 1024
+    table: pq.ParquetFile, path: UPath, defaults: dict, prompts_dir: UPath, batch_rows: int = 1024
 ) -> Iterator[PromptRow | Reject]:
-    """Validate every row on its own: good rows become requests, bad rows become rejects."""
+    """Validate every row of `table` (opened from `path`) on its own: good rows become requests,
+    bad rows become rejects. A batch that cannot be read raises PromptTableError."""
     seen: set[str] = set()
     offset = 0
-    for batch in table.iter_batches(batch_size=batch_rows):
+    for batch in _batches(table, path, batch_rows):
         frame = batch.to_pandas(types_mapper=pd.ArrowDtype)
         for position, (_, row) in enumerate(frame.iterrows()):
             prompt_id = _value(row, "prompt_id")
@@ -117,6 +150,28 @@ def plan_rows(
             except _RowError as exc:
                 yield Reject(offset + position, prompt_id, exc.field, exc.reason)
         offset += batch.num_rows
+
+
+def _batches(table: pq.ParquetFile, path: UPath, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The table's rows a batch at a time, dictionary columns decoded and every string type read
+    as `string`. A page that cannot be read (valid footer, corrupt data) is the table's error."""
+    batches, offset = table.iter_batches(batch_size=batch_rows), 0
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError) as exc:
+            raise PromptTableError(path, f"rows from {offset} on cannot be read ({exc})") from None
+        if batch is None:
+            return
+        offset += batch.num_rows
+        columns = [
+            column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
+            for column in batch.columns
+        ]
+        yield pa.RecordBatch.from_arrays(
+            [column.cast(pa.string()) if _text(column.type) else column for column in columns],
+            names=batch.schema.names,
+        )
 
 
 class _RowError(Exception):
@@ -163,26 +218,54 @@ def _validated(endpoint: str, request: dict):
         return validate_input(endpoint, request)
     except FalInputError as exc:
         field, reason = exc.errors[0]
-        column = {"image_size.width": "width", "image_size.height": "height"}.get(field, field.split(".")[0])
-        raise _RowError(column, reason) from None
+        raise _RowError(_column(field), reason) from None
+
+
+def _column(field: str) -> str:
+    """The table column behind a model field: `image_size.custom.width` comes from `width`."""
+    parts = field.split(".")
+    return parts[-1] if parts[0] == "image_size" and parts[-1] in ("width", "height") else parts[0]
 
 
 def _resolve_source(source: str, prompts_dir: UPath) -> str:
-    """Redux sources: the row's generated image, an http(s) URL, or a file inside the prompts
-    folder, named relative to it (a table must not make the pipeline read and upload arbitrary
-    files)."""
+    """Redux sources: the row's generated image, an http(s) URL, a `data:` URI of an image (both
+    sent as they are), or a file inside the prompts folder, named relative to it (a table must
+    not make the pipeline read and upload arbitrary files)."""
+    if any(ord(character) < 32 or ord(character) == 127 for character in source):
+        raise _RowError("redux_image", f"{source[:80]!r} contains a control character")
     if source == GENERATED or source.startswith(("http://", "https://")):
+        return source
+    if source.startswith("data:"):
+        _check_data_uri(source)
         return source
     relative = PurePosixPath(source)
     escapes = "://" in source or relative.is_absolute() or ".." in relative.parts
     path = prompts_dir if escapes else prompts_dir / relative.as_posix()
-    if escapes or (
-        is_local(path) and not path.resolve().is_relative_to(prompts_dir.resolve())
-    ):  # a symlink out
+    if escapes or file_inside(path, prompts_dir) is None:
         raise _RowError("redux_image", f"local image {source!r} is not a path inside the prompts folder")
     if not path.is_file():
         raise _RowError("redux_image", f"local image {source!r} not found in {prompts_dir}")
     return str(path)
+
+
+def _check_data_uri(source: str) -> None:
+    try:
+        _, media_type = decode_data_uri(source)
+    except FalError as exc:
+        raise _RowError("redux_image", f"not a usable data URI: {exc}") from None
+    if not media_type.startswith("image/"):
+        raise _RowError("redux_image", f"the data URI holds {media_type!r}, not an image")
+
+
+def file_inside(path: UPath, folder: UPath) -> UPath | None:
+    """`path` with any symlinks followed, when it lies inside `folder`; None when it leads out.
+    Checked where a Redux file is named and again where it is read (a file can be replaced by a
+    symlink in between)."""
+    if is_local(path):
+        real = path.resolve()
+        return real if real.is_relative_to(folder.resolve()) else None
+    inside = path.protocol == folder.protocol and PurePosixPath(path.path).is_relative_to(folder.path)
+    return path if inside and ".." not in PurePosixPath(path.path).parts else None
 
 
 PROMPT_ROW_SCHEMA = pa.schema(

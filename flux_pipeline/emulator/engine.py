@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from ..fal.client import decode_data_uri
 from ..fal.models import CONTENT_TYPES, REDUX, billed_megapixels, input_model
 from .faults import FaultConfig
+from .fetch import AddressRule, fetch_public, is_public
 from .images import image_digest, render_image
 
 NSFW_PATTERN = re.compile(r"\bnsfw\b", re.IGNORECASE)
@@ -132,10 +133,15 @@ class Billing:
 
 
 class Emulator:
-    """State of one emulated fal account. Lives on the server's event loop."""
+    """State of one emulated fal account. Lives on the server's event loop.
+    `source_address_allowed` judges the addresses a Redux `image_url` resolves to: public ones
+    only (tests alone loosen it)."""
 
-    def __init__(self, config: EmulatorConfig | None = None):
+    def __init__(
+        self, config: EmulatorConfig | None = None, *, source_address_allowed: AddressRule = is_public
+    ):
         self.config = config or EmulatorConfig()
+        self._source_address_allowed = source_address_allowed
         self.requests: dict[str, QueuedRequest] = {}
         self.files: dict[str, StoredFile] = {}
         self.billing: list[Billing] = []
@@ -325,15 +331,13 @@ class Emulator:
         return hit
 
     async def _load_source(self, image_url: str) -> bytes:
+        """A Redux source: a data URI, a file this emulator serves, or a URL on a public address."""
         if image_url.startswith("data:"):
             blob, _ = decode_data_uri(image_url)
         elif (own := self.own_file(image_url)) is not None:
             blob = own.data
         else:
-            async with httpx.AsyncClient(timeout=30, follow_redirects=True) as client:
-                response = await client.get(image_url)
-                response.raise_for_status()
-                blob = response.content
+            blob = await fetch_public(image_url, allowed=self._source_address_allowed)
         with Image.open(io.BytesIO(blob)) as image:
             image.verify()
         return blob

@@ -95,7 +95,7 @@ class FalClient:
         )
         self._api: httpx.AsyncClient | None = None
         self._public: httpx.AsyncClient | None = None
-        self._retrier = Retrier(retry, call_counts, log)
+        self._retrier = Retrier(retry, call_counts, log, keys=(key,))
         self.call_counts = self._retrier.call_counts
 
     def __repr__(self) -> str:
@@ -178,7 +178,7 @@ class FalClient:
         async with aconnect_sse(self._api, "GET", url, params={"logs": int(on_log is not None)}) as events:
             if events.response.is_error:
                 await events.response.aread()
-                raise FalApiError.from_response(events.response, endpoint=endpoint, request_id=request_id)
+                raise self._retrier.error(events.response, endpoint=endpoint, request_id=request_id)
             async for event in events.aiter_sse():
                 last = QueueStatus.model_validate(event.json())
                 for line in (last.logs or []) if on_log else []:

@@ -1,8 +1,31 @@
-"""Errors raised by the fal client. None of them ever carries request headers (the key)."""
+"""Errors raised by the fal client. None of them ever carries request headers (the key), nor a
+secret echoed back in a server's error body: those are redacted as the error is made."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+REDACTED = "[REDACTED]"
+
+
+def secret_texts(key: str) -> tuple[str, ...]:
+    """What of a key a server may echo: the key, and the secret half of an `id:secret` fal key."""
+    _, _, secret = key.partition(":")
+    return tuple(text for text in (key, secret) if text)
+
+
+def redact(value: Any, secrets: Iterable[str]) -> Any:
+    """`value` (text, or JSON made of lists and dicts) with every secret in it replaced."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, list):
+        return [redact(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {redact(name, secrets): redact(item, secrets) for name, item in value.items()}
+    return value
 
 
 class FalError(Exception):
@@ -61,24 +84,31 @@ class FalApiError(FalError):
 
     @classmethod
     def from_response(
-        cls, response: Any, *, endpoint: str | None = None, request_id: str | None = None
+        cls,
+        response: Any,
+        *,
+        endpoint: str | None = None,
+        request_id: str | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> FalApiError:
+        """The error a response's status and body describe, every text from the server with
+        `secrets` redacted (a server may echo the key it was sent)."""
         detail: Any = None
         error_type = response.headers.get("x-fal-error-type")
         try:
-            body = response.json()
+            body = redact(response.json(), secrets)
         except ValueError:
             body = None
         if isinstance(body, dict):
             detail = body.get("detail", body)
             error_type = body.get("error_type") or error_type
-        message = _describe(detail) if detail is not None else (response.text[:500] or response.reason_phrase)
+        text = redact(response.text, secrets)[:500] or response.reason_phrase
         return cls(
             response.status_code,
-            message,
+            _describe(detail) if detail is not None else text,
             endpoint=endpoint,
-            request_id=request_id or response.headers.get("x-fal-request-id"),
-            error_type=error_type,
+            request_id=request_id or redact(response.headers.get("x-fal-request-id"), secrets),
+            error_type=redact(error_type, secrets),
             detail=detail,
         )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
 TEXT_TO_IMAGE = "fal-ai/flux-pro/v1.1"
 REDUX = "fal-ai/flux-pro/v1.1/redux"
@@ -30,12 +30,38 @@ OutputFormat = Literal["jpeg", "png"]
 CONTENT_TYPES: dict[str, str] = {"jpeg": "image/jpeg", "png": "image/png"}
 
 
+MAX_SIDE = 14142
+"""The largest width or height fal accepts in a custom size. Our spec (shared/fal-api/endpoints.md)
+gives no bound. fal's "Common Model Arguments" page (docs.fal.ai/documentation/model-apis/
+model-arguments) says `image_size` is shared by the models built with fal's toolkit, FLUX among
+them; fal's queue OpenAPI for such a model (https://fal.ai/api/openapi/queue/openapi.json?
+endpoint_id=..., components.schemas.ImageSize) documents `width` and `height` as integers with
+`exclusiveMinimum: 0` and `maximum: 14142`. We found that schema quoted from endpoints other than
+FLUX1.1 [pro]; if fal ever answers a 422 below this bound, that answer is the truth. 14142² is 200
+megapixels: $8 an image at $0.04 per megapixel."""
+
+SEED_RANGE = (-(2**63), 2**63 - 1)
+"""fal documents a seed as an integer with no bound; ours is what the catalog's int64 `seed`
+column can store, so a seed that could not be cataloged is never sent (and paid for)."""
+
+
 class ImageSize(BaseModel):
-    """A custom size. The spec sets no bounds beyond being a size, so only positivity is checked."""
+    """A custom size, each side within fal's documented bounds (0, MAX_SIDE]."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    width: int = Field(gt=0)
-    height: int = Field(gt=0)
+    width: int = Field(gt=0, le=MAX_SIDE)
+    height: int = Field(gt=0, le=MAX_SIDE)
+
+
+def _size_kind(value: object) -> str:
+    return "preset" if isinstance(value, str) else "custom"
+
+
+SizeChoice = Annotated[
+    Annotated[ImageSizePreset, Tag("preset")] | Annotated[ImageSize, Tag("custom")], Discriminator(_size_kind)
+]
+"""A preset name or a custom size: an error names the branch the value was meant for (a width of
+0 is "greater than 0" at `image_size.custom.width`, not "not a preset")."""
 
 
 def _tolerance_as_text(value: object) -> object:
@@ -65,8 +91,8 @@ class TextToImageInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: NonBlankText
-    image_size: ImageSizePreset | ImageSize = "landscape_4_3"
-    seed: int | None = None
+    image_size: SizeChoice = "landscape_4_3"
+    seed: int | None = Field(default=None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     sync_mode: bool = False
     num_images: int = Field(default=1, ge=1, le=4)
     output_format: OutputFormat = "jpeg"

@@ -65,7 +65,7 @@ class FalPlatform:
         self.base_url = base_url.rstrip("/")
         self._http_timeout = http_timeout
         self._http: httpx.AsyncClient | None = None
-        self._retrier = Retrier(retry, call_counts)
+        self._retrier = Retrier(retry, call_counts, keys=(key,))
         self.call_counts = self._retrier.call_counts
 
     def __repr__(self) -> str:

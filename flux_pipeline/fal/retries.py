@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from .errors import FalApiError, FalSubmitUncertain
+from .errors import FalApiError, FalSubmitUncertain, secret_texts
 
 LOG = logging.getLogger("flux_pipeline.fal")
 
@@ -76,17 +76,25 @@ def is_retryable(response: httpx.Response) -> bool:
 
 class Retrier:
     """Retries calls within `policy` (attempts per call, a budget across the session), counting
-    calls and retries in `call_counts` and logging each retry to `log`."""
+    calls and retries in `call_counts` and logging each retry to `log`. `keys` (those the calls
+    carry) are redacted from every error a server answers."""
 
     def __init__(
         self,
         policy: RetryPolicy | None = None,
         call_counts: CallCounts | None = None,
         log: logging.Logger | logging.LoggerAdapter = LOG,
+        *,
+        keys: tuple[str, ...] = (),
     ):
         self.policy = policy or RetryPolicy()
         self.call_counts = call_counts or CallCounts()
         self.log = log
+        self._secrets = tuple(text for key in keys for text in secret_texts(key))
+
+    def error(self, response: httpx.Response, **where: str | None) -> FalApiError:
+        """The FalApiError of an error response (`where`: endpoint, request_id), secrets redacted."""
+        return FalApiError.from_response(response, **where, secrets=self._secrets)
 
     async def backoff(self, kind: str, attempt: int, reason: str, retry_after: float | None = None) -> bool:
         """Wait before retrying a failed attempt; False when no retry is allowed (attempts or
@@ -130,5 +138,5 @@ class Retrier:
                 if await self.backoff(kind, attempt, reason, retry_after_seconds(response)):
                     continue
             if response.is_error:
-                raise FalApiError.from_response(response, endpoint=endpoint, request_id=request_id)
+                raise self.error(response, endpoint=endpoint, request_id=request_id)
             return response
