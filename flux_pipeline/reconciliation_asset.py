@@ -51,7 +51,8 @@ def billing_reconciliation(
         requests = requests_frame(ledger.requests(key)).dropna(subset=["request_id"])
     events = []
     if len(requests):
-        ids, start = requests["request_id"].tolist(), requests["submitted_at"].min().to_pydatetime() - SKEW
+        ids = requests["request_id"].tolist()
+        start = requests["submitted_at"].min().to_pydatetime(warn=False) - SKEW
         try:
             events = fal.billing_events(ids, start, now + SKEW)
         except (FalError, httpx.HTTPError) as exc:

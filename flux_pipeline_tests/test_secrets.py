@@ -1,4 +1,5 @@
-"""The fal key, read through EnvVar as in production, appears nowhere the pipeline writes."""
+"""The fal keys (normal and admin), read through EnvVar as in production, appear nowhere the
+pipeline writes."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from flux_pipeline.fal.models import TEXT_TO_IMAGE
 from flux_pipeline.fal.platform import FalPlatform
 from flux_pipeline.http_server import BackgroundServer
 
-from .conftest import SECRET_KEY, free_port, resource_for_url
+from .conftest import ADMIN_KEY, SECRET_KEY, free_port, resource_for_url
 from .dataset_fixtures import SAMPLE_PROMPTS, dataset_for
 
 
@@ -35,14 +36,13 @@ def test_key_is_absent_from_logs_events_metadata_catalog_ledger_and_errors(
 ):
     caplog.set_level(logging.DEBUG)
     faults = FaultConfig.spread(0.3, seed=3, slow_status_seconds=1.5)
-    with (
-        EmulatorServer(EmulatorConfig(latency=0.02, faults=faults)) as server,
-        dg.instance_for_test() as instance,
-    ):
+    config = EmulatorConfig(latency=0.02, faults=faults, admin_keys=(ADMIN_KEY,))
+    with EmulatorServer(config) as server, dg.instance_for_test() as instance:
         monkeypatch.setenv("FAL_KEY", SECRET_KEY)
-        monkeypatch.setenv("FAL_QUEUE_URL", server.url)
+        monkeypatch.setenv("FAL_ADMIN_KEY", ADMIN_KEY)
+        for name in ("FAL_QUEUE_URL", "FAL_STORAGE_URL", "FAL_API_URL"):
+            monkeypatch.setenv(name, server.url)
         monkeypatch.setenv("FAL_RUN_URL", f"{server.url}/run")
-        monkeypatch.setenv("FAL_STORAGE_URL", server.url)
         fal = fal_from_env().model_copy(update={"http_timeout": 1.0, "webhook_port": free_port()})
         shutil.copytree(SAMPLE_PROMPTS, tmp_path / "prompts")
         defs = make_definitions(fal, dataset_for(tmp_path))
@@ -62,13 +62,21 @@ def test_key_is_absent_from_logs_events_metadata_catalog_ledger_and_errors(
             texts.append(repr(record.run_config))
             texts.extend(repr(entry) for entry in instance.all_logs(run.run_id))
         assert any("rejected" in t for t in texts), "the scan covers the rejected row's warning"
+        assert instance.get_latest_materialization_event(dg.AssetKey("billing_reconciliation")), (
+            "admin key used"
+        )
         for text in texts:
-            assert SECRET_KEY not in text
+            assert SECRET_KEY not in text and ADMIN_KEY not in text
 
     written = [p for p in Path(tmp_path).rglob("*") if p.is_file()]
     assert any(p.suffix == ".sqlite" for p in written) and any(p.name == "data.parquet" for p in written)
+    assert any("reconciliation" in p.parts for p in written) and any(
+        p.name == "requests.parquet" for p in written
+    )
     for path in written:
-        assert SECRET_KEY.encode() not in path.read_bytes(), path
+        assert SECRET_KEY.encode() not in path.read_bytes() and ADMIN_KEY.encode() not in path.read_bytes(), (
+            path
+        )
 
 
 def echoing_server(plain_text: bool = False) -> BackgroundServer:
