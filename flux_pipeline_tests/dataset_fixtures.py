@@ -60,7 +60,8 @@ class Project:
 
 
 def dataset_for(root: Path) -> DatasetResource:
-    return DatasetResource(data_dir=str(root), lost_request_wait=3)
+    # a killed worker's claims expire in 10 s (not 2 minutes), so re-runs in tests take them over soon
+    return DatasetResource(data_dir=str(root), lost_request_wait=3, claim_lease_seconds=10)
 
 
 def make_project(

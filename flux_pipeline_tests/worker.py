@@ -18,9 +18,9 @@ import dagster as dg
 from flux_pipeline.definitions import make_definitions
 from flux_pipeline.fal.client import FalClient
 from flux_pipeline.partitions import prompt_tables
-from flux_pipeline.resources import DatasetResource
 
 from .conftest import resource_for_url
+from .dataset_fixtures import dataset_for
 
 
 def kill_after_submits(count: int) -> None:
@@ -49,7 +49,7 @@ def main() -> None:
     fal = resource_for_url(
         args.url, max_concurrency=4, lost_request_settle=1.0, webhook_port=args.webhook_port
     )
-    dataset = DatasetResource(data_dir=args.data_dir, ledger=args.ledger, lost_request_wait=3)
+    dataset = dataset_for(args.data_dir).model_copy(update={"ledger": args.ledger})
     with dg.DagsterInstance.from_config(args.home) as instance:
         instance.add_dynamic_partitions(prompt_tables.name, [args.partition])
         job = make_definitions(fal, dataset).resolve_job_def("build_dataset")
