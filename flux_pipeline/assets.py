@@ -1,5 +1,6 @@
 """The dataset's asset graph, one partition per prompt table:
-prompt_table_files → prompts → images → redux_variations → catalog → cost_report."""
+prompt_table_files → prompts → images → redux_variations → catalog → cost_report (unpartitioned).
+Their automation conditions are in automation.py."""
 
 from functools import partial
 from itertools import chain
@@ -9,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .automation import DATASET_CONDITION, REPORT_CONDITION
 from .dataset.catalog import CatalogSummary, replace_partition
 from .dataset.catalog import cost_report as compute_cost_report
 from .dataset.files import sha256_of
@@ -59,6 +61,7 @@ prompt_table_files = dg.AssetSpec(
 
 @dg.asset(
     partitions_def=prompt_tables,
+    automation_condition=DATASET_CONDITION,
     deps=[prompt_table_files],
     group_name=GROUP,
     code_version="1",
@@ -68,6 +71,12 @@ prompt_table_files = dg.AssetSpec(
 def prompts(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
     layout = dataset.layout
     path = layout.table(context.partition_key)
+    if not path.exists():
+        raise dg.Failure(
+            description=f"partition {context.partition_key!r} has no prompt table: expected {path}. Add "
+            "the table, or delete the partition (automation never runs a partition without a table).",
+            metadata={"table": dg.MetadataValue.path(str(path))},
+        )
     try:
         table = open_prompt_table(path)
     except PromptTableError as exc:
@@ -91,6 +100,7 @@ def prompts(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.M
 
 @dg.asset(
     partitions_def=prompt_tables,
+    automation_condition=DATASET_CONDITION,
     deps=[prompts],
     group_name=GROUP,
     pool=FAL_POOL,
@@ -108,6 +118,7 @@ def images(
 
 @dg.asset(
     partitions_def=prompt_tables,
+    automation_condition=DATASET_CONDITION,
     deps=[images],
     group_name=GROUP,
     pool=FAL_POOL,
@@ -129,6 +140,7 @@ def redux_variations(
 
 @dg.asset(
     partitions_def=prompt_tables,
+    automation_condition=DATASET_CONDITION,
     deps=[images, redux_variations],
     group_name=GROUP,
     code_version="1",
@@ -160,6 +172,7 @@ def catalog(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.M
 
 @dg.asset(
     deps=[catalog],
+    automation_condition=REPORT_CONDITION,
     group_name=GROUP,
     kinds={"parquet"},
     description="Cost, megapixels, images and NSFW count per partition.",
