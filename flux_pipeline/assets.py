@@ -30,6 +30,7 @@ from .dataset.storage import write_parquet_atomically
 from .metadata import preview_metadata, step_metadata, table_preview
 from .partitions import FAL_POOL, GROUP, prompt_tables
 from .resources import BaseFalResource, DatasetResource
+from .spend import add_run_spend
 from .step_engine import FAILURE_SCHEMA, run_generation_step
 
 REJECT_SCHEMA = pa.schema(
@@ -241,6 +242,7 @@ def _generation_step(
     )
     metadata = step_metadata(tally, rows)
     metadata.update(preview_metadata(dataset.layout.outputs_dir, rows.totals.head_table(), f"{step} images"))
+    add_run_spend(context, metadata)
     if tally.budget_stopped:
         raise dg.Failure(
             description=f"budget of ${dataset.budget_usd:.2f} for partition {context.partition_key!r} "

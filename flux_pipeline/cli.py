@@ -1,7 +1,8 @@
 """`flux-pipeline emulator` serves the fal emulator; `flux-pipeline run` builds the dataset for
 every prompt table on a local Dagster instance (DAGSTER_HOME, default .dagster_home/, configured
 by instance.py unless it has a dagster.yaml), logging at INFO (`--debug`: DEBUG);
-`flux-pipeline spend --backfill ID` sums the fal spend of a backfill's runs on that instance."""
+`flux-pipeline instance` writes that configuration alone (e.g. before `dg dev`) and prints its
+path; `flux-pipeline spend --backfill ID` sums the fal spend of a backfill's runs on that instance."""
 
 from __future__ import annotations
 
@@ -28,9 +29,13 @@ def _emulator(args: argparse.Namespace) -> int:
     return 0
 
 
-def _local_instance():
+def _local_config() -> Path:
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home"))
-    write_local_instance(Path(os.environ["DAGSTER_HOME"]))
+    return write_local_instance(Path(os.environ["DAGSTER_HOME"]))
+
+
+def _local_instance():
+    _local_config()
     import dagster as dg
 
     return dg.DagsterInstance.get()
@@ -41,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
     from .dataset.catalog import cost_report
     from .definitions import defs
     from .partitions import prompt_tables
-    from .spend import tag_run_spend
+    from .spend import run_spend
     from .table_sensor import scan_prompt_tables, table_version_events
 
     dataset = defs.resources["dataset"].process_config_and_initialize()  # resolves its EnvVars
@@ -62,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
         result = job.execute_in_process(
             run_config=console, partition_key=key, instance=instance, raise_on_error=False
         )
-        spent = tag_run_spend(instance, result.run_id)
+        spent = run_spend(instance, result.run_id)
         spend = f", spent ${spent:.4f}" if spent is not None else ""
         print(f"partition {key}: {'ok' if result.success else 'FAILED'} (run {result.run_id}{spend})")
         if not result.success:
@@ -71,6 +76,11 @@ def _run(args: argparse.Namespace) -> int:
     print(f"\ncatalog: {dataset.layout.catalog_dir}\n")
     print(cost_report(dataset.layout.catalog_dir).to_string(index=False))
     return 1 if failed else 0
+
+
+def _instance(args: argparse.Namespace) -> int:
+    print(_local_config())
+    return 0
 
 
 def _spend(args: argparse.Namespace) -> int:
@@ -100,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--partition", action="append", help="a prompt table's name; repeat for more")
     run.add_argument("--debug", action="store_true", help="log at DEBUG (default INFO)")
     run.set_defaults(handler=_run)
+    instance = commands.add_parser(
+        "instance", help="write the local instance's dagster.yaml (for `dg dev`) unless it has one"
+    )
+    instance.set_defaults(handler=_instance)
     spend = commands.add_parser("spend", help="the fal spend of a backfill's runs")
     spend.add_argument("--backfill", required=True, help="the backfill's id (its page in the UI shows it)")
     spend.set_defaults(handler=_spend)

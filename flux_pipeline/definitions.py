@@ -24,7 +24,6 @@ from .checks import CATALOG_CHECKS
 from .export_asset import training_export
 from .jobs import EXECUTOR, build_dataset, report_costs
 from .resources import BaseFalResource, DatasetResource, EmulatedFalResource, FalResource
-from .spend import SPEND_SENSORS
 from .table_sensor import prompt_table_sensor
 
 
@@ -62,7 +61,7 @@ def make_definitions(fal: BaseFalResource, dataset: DatasetResource) -> dg.Defin
         assets=[prompt_table_files, prompts, images, redux_variations, catalog, training_export, cost_report],
         asset_checks=CATALOG_CHECKS,
         jobs=[build_dataset, report_costs],
-        sensors=[prompt_table_sensor, dataset_automation, *SPEND_SENSORS],
+        sensors=[prompt_table_sensor, dataset_automation],
         resources={"fal": fal, "dataset": dataset},
         executor=EXECUTOR,
     )

@@ -40,10 +40,8 @@ mutation AddDynamicPartition($partitionsDefName: String!, $partitionKey: String!
                              $repositorySelector: RepositorySelector!) {
   addDynamicPartition(partitionsDefName: $partitionsDefName, partitionKey: $partitionKey,
                       repositorySelector: $repositorySelector) {
-    __typename
-    ... on AddDynamicPartitionSuccess { partitionKey }
-    ... on PythonError { message }
-    ... on DuplicateDynamicPartitionError { partitionName }
+    __typename ... on PythonError { message }
+    ... on AddDynamicPartitionSuccess { partitionKey } ... on DuplicateDynamicPartitionError { partitionName }
   }
 }"""
 
@@ -62,9 +60,7 @@ mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
 BACKFILL = """
 query Backfill($backfillId: String!) {
   partitionBackfillOrError(backfillId: $backfillId) {
-    __typename
-    ... on PartitionBackfill { id status numPartitions }
-    ... on PythonError { message }
+    __typename ... on PartitionBackfill { id status numPartitions } ... on PythonError { message }
   }
 }"""
 
