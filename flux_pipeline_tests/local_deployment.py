@@ -78,6 +78,13 @@ query JobAssets($pipeline: PipelineSelector!) {
   assetNodes(pipeline: $pipeline) { assetKey { path } }
 }"""
 
+RUN_EVENTS = """
+query RunEvents($runId: ID!) {
+  logsForRun(runId: $runId) {
+    ... on EventConnection { events { __typename ... on MessageEvent { timestamp } } }
+  }
+}"""
+
 CHECK_PARTITIONS = """
 query CheckPartitions($assetKey: AssetKeyInput!) {
   assetNodeOrError(assetKey: $assetKey) {
@@ -274,6 +281,11 @@ class LocalDeployment:
             )
             for r in results
         ]
+
+    def launched(self, run_id: str) -> float:
+        """When the daemon launched the run (its RunStartingEvent), before its process started."""
+        events = self.graphql(RUN_EVENTS, {"runId": run_id})["logsForRun"]["events"]
+        return next(float(e["timestamp"]) / 1000 for e in events if e["__typename"] == "RunStartingEvent")
 
     def wait_for_backfill(self, backfill_id: str, timeout: float) -> str:
         """Waits until the backfill and all its runs are done; its final status."""
