@@ -21,7 +21,7 @@ def add_run_spend(context: dg.AssetExecutionContext, metadata: Mapping) -> None:
     if spent is None:
         return
     spent = spent.value if isinstance(spent, dg.MetadataValue) else spent
-    instance, run_id = context.instance, context.run_id
+    instance, run_id = context.instance, context.run.run_id
     before = float(instance.get_run_by_id(run_id).tags.get(SPENT_TAG, 0))
     instance.add_run_tags(run_id, {SPENT_TAG: f"{before + spent:.4f}"})
 
