@@ -1,5 +1,6 @@
 """The dataset's asset graph, one partition per prompt table:
-prompt_table_files → prompts → images → redux_variations → catalog → cost_report."""
+prompt_table_files → prompts → images → redux_variations → catalog → cost_report (unpartitioned).
+Their automation conditions are in automation.py."""
 
 from functools import partial
 from itertools import chain
@@ -9,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .automation import DATASET_CONDITION, REPORT_CONDITION
 from .dataset import cost_report as cost_views
 from .dataset.catalog import CatalogSummary, replace_partition
 from .dataset.estimate import Estimate, estimate
@@ -33,6 +35,7 @@ from .fal.models import REDUX, TEXT_TO_IMAGE
 from .metadata import preview_metadata, step_metadata, table_preview
 from .partitions import FAL_POOL, GROUP, prompt_tables
 from .resources import BaseFalResource, DatasetResource
+from .spend import add_run_spend
 from .step_engine import FAILURE_SCHEMA, report_spend, run_generation_step, step_prices
 
 REJECT_SCHEMA = pa.schema(
@@ -71,6 +74,7 @@ prompt_table_files = dg.AssetSpec(
 
 @dg.asset(
     partitions_def=prompt_tables,
+    automation_condition=DATASET_CONDITION,
     deps=[prompt_table_files],
     group_name=GROUP,
     code_version="1",
@@ -86,6 +90,12 @@ def prompts(
     layout = dataset.layout
     path = layout.table(context.partition_key)
     files = layout.partition_files(context.partition_key)
+    if not path.exists():
+        raise dg.Failure(
+            description=f"partition {context.partition_key!r} has no prompt table: expected {path}. Add "
+            "the table, or delete the partition (automation never runs a partition without a table).",
+            metadata={"table": dg.MetadataValue.path(str(path))},
+        )
     try:
         table = open_prompt_table(path)
         outcomes = plan_rows(table, path, dataset.request_defaults(), layout.prompts_dir)
@@ -113,6 +123,7 @@ def prompts(
 
 @dg.asset(
     partitions_def=prompt_tables,
+    automation_condition=DATASET_CONDITION,
     deps=[prompts],
     group_name=GROUP,
     pool=FAL_POOL,
@@ -130,6 +141,7 @@ def images(
 
 @dg.asset(
     partitions_def=prompt_tables,
+    automation_condition=DATASET_CONDITION,
     deps=[images],
     group_name=GROUP,
     pool=FAL_POOL,
@@ -156,6 +168,7 @@ def redux_variations(
 
 @dg.asset(
     partitions_def=prompt_tables,
+    automation_condition=DATASET_CONDITION,
     deps=[images, redux_variations],
     group_name=GROUP,
     code_version="1",
@@ -187,6 +200,7 @@ def catalog(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.M
 
 @dg.asset(
     deps=[catalog],
+    automation_condition=REPORT_CONDITION,
     group_name=GROUP,
     kinds={"parquet"},
     description="Spend and list value per partition, spend per run and backfill and per day, and every "
@@ -301,4 +315,5 @@ def _generation_step(
     report_spend(context, dataset, STEP_ENDPOINTS[step], tally)
     metadata = step_metadata(tally, rows)
     metadata.update(preview_metadata(dataset.layout.outputs_dir, rows.totals.head_table(), f"{step} images"))
+    add_run_spend(context, metadata)
     return dg.MaterializeResult(metadata=metadata)

@@ -1,8 +1,13 @@
 """Asset checks on a catalog partition. Each re-reads what is on disk, so it also catches a file
 changed or deleted after the run (execute them from the UI at any time). They read the partition
-a batch at a time, only the columns they need."""
+a batch at a time, only the columns they need.
 
-from collections.abc import Iterator
+They are partitioned like the catalog, so each result (and a run that failed before its checks)
+shows on its own partition. Partitioned checks are a Dagster 1.13 preview; `partition_check`
+silences its PreviewWarning for these definitions alone."""
+
+import warnings
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 import pyarrow as pa
@@ -26,16 +31,24 @@ def _partition_rows(
         yield from batch.to_pylist()
 
 
+def partition_check(asset, description: str, blocking: bool = False) -> Callable:
+    """@dg.asset_check on one partition of `asset`."""
+
+    def define(function: Callable) -> dg.AssetChecksDefinition:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+            return dg.asset_check(
+                asset=asset, partitions_def=prompt_tables, blocking=blocking, description=description
+            )(function)
+
+    return define
+
+
 def _examples(image_ids: list[str]) -> str:
     return ", ".join(image_ids[:EXAMPLES]) or "none"
 
 
-@dg.asset_check(
-    asset=catalog,
-    partitions_def=prompt_tables,
-    blocking=True,
-    description="Every catalog row's file exists and has the recorded SHA-256.",
-)
+@partition_check(catalog, "Every catalog row's file exists and has the recorded SHA-256.", blocking=True)
 def files_match_hashes(
     context: dg.AssetCheckExecutionContext, dataset: DatasetResource
 ) -> dg.AssetCheckResult:
@@ -58,12 +71,7 @@ def files_match_hashes(
     )
 
 
-@dg.asset_check(
-    asset=catalog,
-    partitions_def=prompt_tables,
-    blocking=True,
-    description="No image id appears twice in the partition.",
-)
+@partition_check(catalog, "No image id appears twice in the partition.", blocking=True)
 def unique_image_ids(context: dg.AssetCheckExecutionContext, dataset: DatasetResource) -> dg.AssetCheckResult:
     # Holds the one id column in Arrow (about 30 bytes a row), not the partition.
     batches = iter_partition(dataset.layout.catalog_dir, context.partition_key, ["image_id"])
@@ -76,11 +84,7 @@ def unique_image_ids(context: dg.AssetCheckExecutionContext, dataset: DatasetRes
     )
 
 
-@dg.asset_check(
-    asset=catalog,
-    partitions_def=prompt_tables,
-    description="Each row's cost recomputes from its size, billing unit and unit price.",
-)
+@partition_check(catalog, "Each row's cost recomputes from its size, billing unit and unit price.")
 def cost_recomputes(context: dg.AssetCheckExecutionContext, dataset: DatasetResource) -> dg.AssetCheckResult:
     rows, cost, wrong, examples = 0, 0.0, 0, []
     columns = ["image_id", "width", "height", "megapixel_size", "billed_megapixels", "billing_unit"]
@@ -105,11 +109,7 @@ def cost_recomputes(context: dg.AssetCheckExecutionContext, dataset: DatasetReso
     )
 
 
-@dg.asset_check(
-    asset=catalog,
-    partitions_def=prompt_tables,
-    description="Warns when the share of NSFW-flagged images exceeds the configured rate.",
-)
+@partition_check(catalog, "Warns when the share of NSFW-flagged images exceeds the configured rate.")
 def nsfw_rate(context: dg.AssetCheckExecutionContext, dataset: DatasetResource) -> dg.AssetCheckResult:
     images = flagged = 0
     for batch in iter_partition(dataset.layout.catalog_dir, context.partition_key, ["nsfw"]):

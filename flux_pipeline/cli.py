@@ -1,5 +1,8 @@
 """`flux-pipeline emulator` serves the fal emulator; `flux-pipeline run` builds the dataset for
-every prompt table on a local Dagster instance (DAGSTER_HOME, default .dagster_home/)."""
+every prompt table on a local Dagster instance (DAGSTER_HOME, default .dagster_home/, configured
+by instance.py unless it has a dagster.yaml), logging at INFO (`--debug`: DEBUG);
+`flux-pipeline instance` writes that configuration alone (e.g. before `dg dev`) and prints its
+path; `flux-pipeline spend --backfill ID` sums the fal spend of a backfill's runs on that instance."""
 
 from __future__ import annotations
 
@@ -7,8 +10,9 @@ import argparse
 import logging
 import os
 import sys
-import warnings
 from pathlib import Path
+
+from .instance import write_local_instance
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,22 +29,28 @@ def _emulator(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
+def _local_config() -> Path:
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home"))
-    home = Path(os.environ["DAGSTER_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch()  # an empty config: local SQLite storage under DAGSTER_HOME
-    warnings.filterwarnings("ignore", module="dagster")
+    return write_local_instance(Path(os.environ["DAGSTER_HOME"]))
+
+
+def _local_instance():
+    _local_config()
     import dagster as dg
 
-    from .automation import scan_prompt_tables, table_version_events
+    return dg.DagsterInstance.get()
+
+
+def _run(args: argparse.Namespace) -> int:
+    instance = _local_instance()
     from .dataset.cost_report import by_partition, requests_frame
     from .dataset.ledger import RequestLedger
     from .definitions import defs
     from .partitions import prompt_tables
+    from .spend import run_spend
+    from .table_sensor import scan_prompt_tables, table_version_events
 
-    instance = dg.DagsterInstance.get()
-    dataset = defs.resources["dataset"]
+    dataset = defs.resources["dataset"].process_config_and_initialize()  # resolves its EnvVars
     found = scan_prompt_tables(dataset, logging.getLogger("flux_pipeline"))
     keys = args.partition or sorted(found)
     unknown = [key for key in keys if key not in found]
@@ -52,17 +62,36 @@ def _run(args: argparse.Namespace) -> int:
         for event in table_version_events(key, found[key]):
             instance.report_runless_asset_event(event)
     job = defs.resolve_job_def("build_dataset")
+    console = {"loggers": {"console": {"config": {"log_level": "DEBUG" if args.debug else "INFO"}}}}
     failed = []
     for key in keys:
-        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
-        print(f"partition {key}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
+        result = job.execute_in_process(
+            run_config=console, partition_key=key, instance=instance, raise_on_error=False
+        )
+        spent = run_spend(instance, result.run_id)
+        spend = f", spent ${spent:.4f}" if spent is not None else ""
+        print(f"partition {key}: {'ok' if result.success else 'FAILED'} (run {result.run_id}{spend})")
         if not result.success:
             failed.append(key)
+    defs.resolve_job_def("report_costs").execute_in_process(run_config=console, instance=instance)
     print(f"\ncatalog: {dataset.layout.catalog_dir}\n")
     with RequestLedger(dataset.ledger_location()) as ledger:
         requests = requests_frame(ledger.requests())
     print(by_partition(dataset.layout.catalog_dir, requests).to_string(index=False))
     return 1 if failed else 0
+
+
+def _instance(args: argparse.Namespace) -> int:
+    print(_local_config())
+    return 0
+
+
+def _spend(args: argparse.Namespace) -> int:
+    from .spend import backfill_spend
+
+    spent, runs = backfill_spend(_local_instance(), args.backfill)
+    print(f"backfill {args.backfill}: ${spent:.4f} over {runs} run(s) tagged with their spend")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     emulator.set_defaults(handler=_emulator)
     run = commands.add_parser("run", help="build the dataset for every prompt table (or --partition)")
     run.add_argument("--partition", action="append", help="a prompt table's name; repeat for more")
+    run.add_argument("--debug", action="store_true", help="log at DEBUG (default INFO)")
     run.set_defaults(handler=_run)
+    instance = commands.add_parser(
+        "instance", help="write the local instance's dagster.yaml (for `dg dev`) unless it has one"
+    )
+    instance.set_defaults(handler=_instance)
+    spend = commands.add_parser("spend", help="the fal spend of a backfill's runs")
+    spend.add_argument("--backfill", required=True, help="the backfill's id (its page in the UI shows it)")
+    spend.set_defaults(handler=_spend)
     args = parser.parse_args(argv)
     return args.handler(args)
 

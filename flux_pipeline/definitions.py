@@ -8,7 +8,10 @@ FAL_QUEUE_URL, FAL_RUN_URL, FAL_STORAGE_URL, FAL_API_URL (fal's Platform API), F
 (a folder or an fsspec URL such as s3://bucket/prefix) and FLUX_LEDGER (a SQLite file or a
 postgresql:// URL; required when FLUX_DATA_DIR is a URL). Numbers are read here, so that their
 bounds are checked: FLUX_MAX_CONCURRENCY, FLUX_BUDGET_USD (Dagster's EnvVar.int bypasses field
-bounds, and it has no float EnvVar)."""
+bounds, and it has no float EnvVar).
+
+Every run executes in process (jobs.EXECUTOR). Nothing starts runs by itself until a person turns
+on `prompt_table_sensor` or `dataset_automation` in the UI (runs against real fal cost money)."""
 
 from __future__ import annotations
 
@@ -17,11 +20,13 @@ import os
 import dagster as dg
 
 from .assets import catalog, cost_report, images, prompt_table_files, prompts, redux_variations
-from .automation import build_dataset, prompt_table_sensor, unmaterialized_partitions
+from .automation import dataset_automation
 from .checks import CATALOG_CHECKS
 from .export_asset import training_export
+from .jobs import EXECUTOR, build_dataset, report_costs
 from .reconciliation_asset import RECONCILIATION_CHECKS, billing_reconciliation
 from .resources import BaseFalResource, DatasetResource, EmulatedFalResource, FalResource
+from .table_sensor import prompt_table_sensor
 
 
 def _env(name: str, of=dg.EnvVar):
@@ -70,10 +75,10 @@ def make_definitions(fal: BaseFalResource, dataset: DatasetResource) -> dg.Defin
             cost_report,
         ],
         asset_checks=[*CATALOG_CHECKS, *RECONCILIATION_CHECKS],
-        jobs=[build_dataset],
-        sensors=[prompt_table_sensor],
-        schedules=[unmaterialized_partitions],
+        jobs=[build_dataset, report_costs],
+        sensors=[prompt_table_sensor, dataset_automation],
         resources={"fal": fal, "dataset": dataset},
+        executor=EXECUTOR,
     )
 
 

@@ -5,6 +5,7 @@ import dagster as dg
 import pydantic
 
 from .assets import catalog
+from .automation import DATASET_CONDITION
 from .dataset.export import ExportOptions, export_partition, version_folder
 from .partitions import GROUP, prompt_tables
 from .resources import DatasetResource
@@ -19,6 +20,7 @@ ExportConfig = pydantic.create_model(
 
 @dg.asset(
     partitions_def=prompt_tables,
+    automation_condition=DATASET_CONDITION,
     deps=[catalog],
     group_name=GROUP,
     code_version="1",

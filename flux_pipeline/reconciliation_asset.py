@@ -12,6 +12,8 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from .assets import catalog
+from .automation import DATASET_CONDITION
+from .checks import partition_check
 from .dataset import reconciliation as rec
 from .dataset.catalog import read_catalog
 from .dataset.cost_report import requests_frame
@@ -36,6 +38,7 @@ SKIPPED = (
     code_version="1",
     kinds={"fal", "parquet"},
     output_required=False,
+    automation_condition=DATASET_CONDITION,
     description="Every request of the partition beside fal's billing event for it (reports/reconciliation/"
     "partition=KEY/data.parquet): matched, billed_not_cataloged, cataloged_not_billed, units_mismatch or "
     "pending.",
@@ -89,21 +92,15 @@ def _status_check(status: str, context: dg.AssetCheckExecutionContext, dataset: 
     return dg.AssetCheckResult(passed=not found, metadata={status: found})
 
 
-@dg.asset_check(
-    asset=billing_reconciliation,
-    partitions_def=prompt_tables,
-    description="fal billed no request whose images are missing from the catalog.",
-)
+@partition_check(billing_reconciliation, "fal billed no request whose images are missing from the catalog.")
 def no_billed_image_lost(
     context: dg.AssetCheckExecutionContext, dataset: DatasetResource
 ) -> dg.AssetCheckResult:
     return _status_check(rec.BILLED_NOT_CATALOGED, context, dataset)
 
 
-@dg.asset_check(
-    asset=billing_reconciliation,
-    partitions_def=prompt_tables,
-    description="fal billed each request the units its cataloged images account for.",
+@partition_check(
+    billing_reconciliation, "fal billed each request the units its cataloged images account for."
 )
 def billed_units_match(
     context: dg.AssetCheckExecutionContext, dataset: DatasetResource

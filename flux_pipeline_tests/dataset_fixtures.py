@@ -13,10 +13,12 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from flux_pipeline.dataset.catalog import read_catalog
+from flux_pipeline.dataset.files import sha256_of
 from flux_pipeline.definitions import make_definitions
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.partitions import prompt_tables
 from flux_pipeline.resources import DatasetResource
+from flux_pipeline.table_sensor import table_version_events
 
 from .conftest import resource_for
 
@@ -44,6 +46,17 @@ class Project:
         return defs.resolve_job_def("selection").execute_in_process(
             partition_key=partition, instance=self.instance, raise_on_error=False
         )
+
+    def report(self) -> dg.ExecuteInProcessResult:
+        """The cost report, as automation runs it after catalog changes."""
+        return self.defs.resolve_job_def("report_costs").execute_in_process(instance=self.instance)
+
+    def record_table_versions(self, *partitions: str) -> None:
+        """What prompt_table_sensor records for a table it has seen (without its runs)."""
+        for partition in partitions:
+            version = sha256_of(self.dataset.layout.table(partition))
+            for event in table_version_events(partition, version):
+                self.instance.report_runless_asset_event(event)
 
     def catalog(self, partitions: list[str] | None = None):
         return read_catalog(self.dataset.layout.catalog_dir, partitions)

@@ -6,7 +6,6 @@ import hashlib
 import math
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -15,13 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flux_pipeline.automation import prompt_table_sensor, unmaterialized_partitions
 from flux_pipeline.checks import cost_recomputes, files_match_hashes, unique_image_ids
 from flux_pipeline.dataset.catalog import partition_file
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.models import REDUX, TEXT_TO_IMAGE
 from flux_pipeline.partitions import prompt_tables
+from flux_pipeline.table_sensor import prompt_table_sensor
 
 from .conftest import request_stats
 from .dataset_fixtures import make_project
@@ -45,6 +44,7 @@ def test_whole_graph_catalog_matches_what_the_emulator_returned(project):
         assert result.success, partition
         assert all(e.passed for e in check_results(result).values())
 
+    assert project.report().success
     catalog = project.catalog()
     emulator = project.emulator.emulator
     assert len(catalog) == emulator.stats()["images_billed"] == 11
@@ -315,41 +315,110 @@ def test_malformed_table_fails_naming_file_and_problem(project, content, problem
     assert set(project.catalog()["partition"]) == {"animals"}, "other partitions are untouched"
 
 
-def test_sensor_registers_new_tables_and_reruns_changed_ones(project):
-    dataset = project.dataset
-    context = dg.build_sensor_context(instance=project.instance, resources={"dataset": dataset})
-    first = prompt_table_sensor(context)
-    assert sorted(r.partition_key for r in first.run_requests) == ["animals", "landscapes"]
-    assert first.dynamic_partitions_requests[0].partition_keys == ["animals", "landscapes"]
-    project.instance.add_dynamic_partitions("prompt_tables", ["animals", "landscapes"])
-
-    again = prompt_table_sensor(
+def sense(project, cursor=None, apply=False) -> dg.SensorResult:
+    """One tick of prompt_table_sensor; with `apply`, what the sensor daemon then records."""
+    result = prompt_table_sensor(
         dg.build_sensor_context(
-            instance=project.instance, cursor=first.cursor, resources={"dataset": dataset}
+            instance=project.instance, cursor=cursor, resources={"dataset": project.dataset}
         )
     )
-    assert again.run_requests == [] and again.dynamic_partitions_requests == []
+    if apply:
+        for request in result.dynamic_partitions_requests:
+            project.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        for event in result.asset_events:
+            project.instance.report_runless_asset_event(event)
+    return result
+
+
+def test_sensor_registers_new_tables_and_reruns_changed_ones(project):
+    dataset = project.dataset
+    first = sense(project, apply=True)
+    assert sorted(r.partition_key for r in first.run_requests) == ["animals", "landscapes"]
+    assert first.dynamic_partitions_requests[0].partition_keys == ["animals", "landscapes"]
+
+    again = sense(project, first.cursor)
+    assert again.run_requests == [] and again.dynamic_partitions_requests == [] and again.asset_events == []
 
     pq.write_table(
         pa.table({"prompt_id": ["n"], "prompt": ["new prompt"]}),
         dataset.layout.prompts_dir / "landscapes.parquet",
     )
     (dataset.layout.prompts_dir / "animals.parquet").unlink()
-    changed = prompt_table_sensor(
-        dg.build_sensor_context(
-            instance=project.instance, cursor=again.cursor, resources={"dataset": dataset}
-        )
-    )
+    changed = sense(project, again.cursor)
     assert [r.partition_key for r in changed.run_requests] == ["landscapes"]
     assert changed.dynamic_partitions_requests == [], "a deleted table keeps its partition"
+    assert project.instance.get_dynamic_partitions("prompt_tables") == ["animals", "landscapes"]
 
 
-def test_schedule_requests_only_unmaterialized_partitions(project):
+def test_sensor_first_tick_adopts_tables_already_built(project, capsys):
+    """After `flux-pipeline run` built a table, turning the sensor on runs only what is not built
+    from its current table, and says once which partitions have no table."""
     assert project.run("animals").success
-    project.instance.add_dynamic_partitions("prompt_tables", ["landscapes"])
-    context = dg.build_schedule_context(instance=project.instance, scheduled_execution_time=datetime.now(UTC))
-    requests = list(unmaterialized_partitions(context))
-    assert [r.partition_key for r in requests] == ["landscapes"]
+    project.instance.add_dynamic_partitions("prompt_tables", ["ghost"])
+    first = sense(project, apply=True)
+    assert [r.partition_key for r in first.run_requests] == ["landscapes"]
+    assert {e.partition for e in first.asset_events} == {"animals", "landscapes"}, "versions are recorded"
+    assert sense(project, first.cursor).run_requests == []
+    log = capsys.readouterr().err  # the sensor's log, as its tick shows it
+    assert "already built from their current table: animals" in log
+    assert log.count("ghost have no prompt table") == 1, "said once"
+    lost_cursor = sense(project)
+    assert [r.partition_key for r in lost_cursor.run_requests] == ["landscapes"]
+    assert lost_cursor.asset_events == [], "versions already recorded are not recorded again"
+
+    path = project.dataset.layout.table("animals")
+    pq.write_table(pq.read_table(path).slice(0, 3), path)
+    assert [r.partition_key for r in sense(project, first.cursor).run_requests] == ["animals"]
+
+
+def test_a_partition_without_a_table_fails_clearly(project):
+    project.instance.add_dynamic_partitions("prompt_tables", ["ghost"])
+    result = project.run("ghost")
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.user_failure_data.description
+    assert message.startswith("partition 'ghost' has no prompt table: expected ")
+    assert message.split("expected ")[1].startswith(str(project.dataset.layout.table("ghost")))
+
+
+DATASET_ASSETS = ["prompts", "images", "redux_variations", "catalog", "training_export"]
+
+
+def requested(evaluation) -> dict[str, set]:
+    return {
+        key: evaluation.get_requested_partitions(dg.AssetKey(key))
+        for key in [*DATASET_ASSETS, "cost_report"]
+        if evaluation.get_num_requested(dg.AssetKey(key))
+    }
+
+
+def test_automation_runs_missing_partitions_with_a_table_once(project):
+    assert project.run("animals").success
+    project.record_table_versions("animals", "landscapes")
+    project.instance.add_dynamic_partitions("prompt_tables", ["landscapes", "ghost"])  # ghost: no table
+
+    first = dg.evaluate_automation_conditions(project.defs, project.instance)
+    assert requested(first) == {**{key: {"landscapes"} for key in DATASET_ASSETS}, "cost_report": {None}}
+    second = dg.evaluate_automation_conditions(project.defs, project.instance, cursor=first.cursor)
+    assert second.total_requested == 0, "requested once; a failed run is not retried"
+
+    assert project.run("landscapes").success
+    third = dg.evaluate_automation_conditions(project.defs, project.instance, cursor=second.cursor)
+    assert requested(third) == {"cost_report": {None}}, "the report follows a catalog change"
+    assert project.report().success
+    fourth = dg.evaluate_automation_conditions(project.defs, project.instance, cursor=third.cursor)
+    assert fourth.total_requested == 0
+
+
+def test_automation_leaves_partitions_being_built_and_their_report_alone(project):
+    project.record_table_versions("animals")
+    project.instance.add_dynamic_partitions("prompt_tables", ["animals"])
+    run = project.instance.create_run_for_job(
+        project.defs.resolve_job_def("build_dataset"), tags={"dagster/partition": "animals"}
+    )
+    assert run.status == dg.DagsterRunStatus.NOT_STARTED
+    evaluation = dg.evaluate_automation_conditions(project.defs, project.instance)
+    assert evaluation.total_requested == 0
 
 
 def stale_status(project, asset: str, partition: str):
@@ -371,19 +440,7 @@ def stale_status(project, asset: str, partition: str):
 def test_a_changed_table_makes_its_downstream_assets_stale(project):
     from dagster._core.definitions.data_version import StaleStatus
 
-    def sense(cursor=None):
-        result = prompt_table_sensor(
-            dg.build_sensor_context(
-                instance=project.instance, cursor=cursor, resources={"dataset": project.dataset}
-            )
-        )
-        for request in result.dynamic_partitions_requests:  # what the sensor daemon applies and records
-            project.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-        for event in result.asset_events:
-            project.instance.report_runless_asset_event(event)
-        return result
-
-    first = sense()
+    first = sense(project, apply=True)
     assert {e.partition for e in first.asset_events} == {"animals", "landscapes"}
     assert {type(e).__name__ for e in first.asset_events} == {"AssetObservation", "AssetMaterialization"}
     assert project.run("animals").success
@@ -399,7 +456,7 @@ def test_a_changed_table_makes_its_downstream_assets_stale(project):
 
     path = project.dataset.layout.table("animals")
     pq.write_table(pq.read_table(path).slice(0, 3), path)
-    changed = sense(first.cursor)
+    changed = sense(project, first.cursor, apply=True)
     assert {e.partition for e in changed.asset_events} == {"animals"}
     # Dagster 1.13 marks the direct dependent stale; the rest follow once prompts has a new version
     assert stale_status(project, "prompts", "animals") == StaleStatus.STALE

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from upath import UPath
 
-from flux_pipeline.automation import scan_prompt_tables
 from flux_pipeline.dataset.storage import atomic_writer, write_bytes_atomically
 from flux_pipeline.definitions import make_definitions
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.resources import DatasetResource
+from flux_pipeline.table_sensor import scan_prompt_tables
 
 from .conftest import resource_for
 from .dataset_fixtures import SAMPLE_PROMPTS, Project
@@ -47,6 +47,7 @@ def test_whole_graph_with_the_dataset_in_a_bucket(s3, bucket, tmp_path):
             assert result.success, partition
             assert all(e.passed for e in result.get_asset_check_evaluations())
         billed = server.emulator.stats()["images_billed"]
+        assert project.report().success
 
         catalog = pd.read_parquet(f"{root}/catalog", storage_options=s3)  # as a user reads it
         assert len(catalog) == billed == 11
