@@ -53,6 +53,7 @@ def test_key_is_absent_from_logs_events_metadata_catalog_ledger_and_errors(
             )
             for key in ("animals", "landscapes")
         ]
+        runs.append(defs.resolve_job_def("report_costs").execute_in_process(instance=instance))
         assert all(run.success for run in runs)
         assert server.emulator.stats()["faults_injected"], "the run went through failures and retries"
 

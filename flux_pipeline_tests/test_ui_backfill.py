@@ -69,7 +69,10 @@ def test_a_backfill_from_the_ui_with_one_partition_that_has_no_table(tmp_path):
     catalog = read_catalog(UPath(data / "catalog"))
     assert len(catalog) == billed["images_billed"] == 11, "every image billed once, and cataloged"
     assert billed["peak_in_flight"] <= MAX_CONCURRENCY, "two runs share the fal pool's one slot"
-    report = pd.read_parquet(data / "reports" / "cost_report.parquet").set_index("partition")
+    report = pd.read_parquet(data / "reports" / "cost_by_partition.parquet").set_index("partition")
     assert report.loc["TOTAL", "images"] == 11 and set(report.index) == {"animals", "landscapes", "TOTAL"}
+    assert report.loc["TOTAL", "spent_usd"] == pytest.approx(billed["cost_usd"]), (
+        "the backfill's spend, to the cent"
+    )
     assert "partition 'ghost' has no prompt table" in logs
     assert SECRET_KEY not in logs
