@@ -24,6 +24,7 @@ from .endpoints import FalUrls
 from .errors import FalApiError, FalError, FalInputError
 from .models import FluxInput, FluxOutput, input_model
 from .retries import LOG, RETRYABLE_STATUS, CallCounts, Retrier, RetryPolicy
+from .transport import AiohttpTransport
 
 DEFAULT_URLS = FalUrls()
 LogSink = Callable[[str, dict], None]
@@ -106,9 +107,11 @@ class FalClient:
         self._api = httpx.AsyncClient(
             headers={"Authorization": f"Key {self._key}", "User-Agent": "flux-pipeline"},
             timeout=timeout,
-            limits=self._limits,
+            transport=AiohttpTransport(self._limits),
         )
-        self._public = httpx.AsyncClient(timeout=timeout, limits=self._limits, follow_redirects=True)
+        self._public = httpx.AsyncClient(
+            timeout=timeout, transport=AiohttpTransport(self._limits), follow_redirects=True
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
