@@ -59,7 +59,12 @@ class AiohttpResponseStream(httpx.AsyncByteStream):
                 yield chunk
 
     async def aclose(self) -> None:
-        self._response.release()  # back to the pool once read to the end, else closed
+        """The connection goes back to the pool if the body was read to its end; otherwise it
+        is closed, so the rest of the body is never read (a file past the size limit)."""
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
