@@ -18,6 +18,7 @@ turns out to be closed (RFC 9112 9.3.1).
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
@@ -71,13 +72,23 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """Sends httpx requests through one aiohttp session, made on first use (inside the event
     loop). `limits.max_connections` bounds the pool (None: unbounded) and idle connections are
     closed after `limits.keepalive_expiry`; aiohttp has no separate keep-alive count. TLS uses
-    httpx's context, so `verify` and SSL_CERT_FILE mean what they mean to httpx; proxies are read
-    from the environment as httpx does."""
+    httpx's context, so `verify` and SSL_CERT_FILE mean what they mean to httpx. A proxy is taken
+    from the environment (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY) once per origin: aiohttp's
+    own `trust_env` would look it up, and read ~/.netrc, in a worker thread on every request."""
 
     def __init__(self, limits: httpx.Limits, *, verify: bool | str = True):
         self._limits = limits
         self._ssl = httpx.create_ssl_context(verify=verify)
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[tuple[str, str], str | None] = {}
+
+    def _proxy(self, url: httpx.URL) -> str | None:
+        origin = (url.scheme, url.host)
+        if origin not in self._proxies:
+            proxies = urllib.request.getproxies()
+            bypass = urllib.request.proxy_bypass(url.host)
+            self._proxies[origin] = None if bypass else proxies.get(url.scheme) or proxies.get("all")
+        return self._proxies[origin]
 
     def _connected(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -89,10 +100,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
             # httpx keeps the cookies, decodes content encodings and follows redirects
             self._session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-                trust_env=True,
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
             )
         return self._session
 
@@ -108,6 +116,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=body or None,
                 allow_redirects=False,
                 compress=None,
+                proxy=self._proxy(request.url),
                 timeout=aiohttp.ClientTimeout(
                     total=None,
                     connect=None if pool is None or connect is None else pool + connect,
