@@ -153,7 +153,7 @@ class FalClient:
             endpoint=endpoint,
             request_id=request_id,
         )
-        return QueueStatus.model_validate(response.json())
+        return QueueStatus.model_validate_json(response.content)
 
     async def wait(self, endpoint: str, request_id: str, on_log: LogSink | None = None) -> QueueStatus:
         """Block until the request is COMPLETED, forwarding new log lines to `on_log`."""
@@ -183,7 +183,7 @@ class FalClient:
                 await events.response.aread()
                 raise FalApiError.from_response(events.response, endpoint=endpoint, request_id=request_id)
             async for event in events.aiter_sse():
-                last = QueueStatus.model_validate(event.json())
+                last = QueueStatus.model_validate_json(event.data)
                 for line in (last.logs or []) if on_log else []:
                     on_log(request_id, line)
                 if last.status == "COMPLETED":
@@ -209,7 +209,7 @@ class FalClient:
         response = await self._send(
             "result", "GET", self.urls.request(endpoint, request_id), endpoint=endpoint, request_id=request_id
         )
-        return FluxOutput.model_validate(response.json())
+        return FluxOutput.model_validate_json(response.content)
 
     async def cancel(self, endpoint: str, request_id: str) -> bool:
         """Ask fal to cancel; False when the request had already completed."""
@@ -247,7 +247,7 @@ class FalClient:
             timeout=None,
             idempotent=False,
         )
-        return FluxOutput.model_validate(response.json())
+        return FluxOutput.model_validate_json(response.content)
 
     # -- files ---------------------------------------------------------------------------------
 
