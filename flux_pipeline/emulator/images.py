@@ -10,7 +10,7 @@ from functools import lru_cache
 
 from PIL import Image, ImageDraw, ImageOps
 
-PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG"}
+from ..fal.verify import PIL_FORMATS
 
 
 def image_digest(params: dict, index: int, source_sha256: str | None = None) -> bytes:
