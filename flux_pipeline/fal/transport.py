@@ -37,6 +37,7 @@ ERRORS: list[tuple[type[BaseException], type[httpx.TransportError]]] = [
     (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
     (TimeoutError, httpx.ReadTimeout),
     (aiohttp.ClientError, httpx.ReadError),
+    (OSError, httpx.ReadError),  # a socket error aiohttp did not wrap: the request may have gone
 ]
 
 
@@ -45,7 +46,7 @@ def httpx_errors() -> Iterator[None]:
     """Raise aiohttp's errors as the httpx errors of the same meaning (see the module's doc)."""
     try:
         yield
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
         mapped = next(target for source, target in ERRORS if isinstance(exc, source))
         raise mapped(f"{type(exc).__name__}: {exc}") from exc
 
