@@ -24,8 +24,18 @@ def _emulator(args: argparse.Namespace) -> int:
     config = EmulatorConfig(
         latency=args.latency, queue_delay=args.queue_delay, runners=args.runners, random_seed=args.random_seed
     )
-    print(f"fal emulator on http://{args.host}:{args.port} (queue at /, sync at /run, storage at /storage)")
-    serve_forever(config, args.host, args.port)
+    scheme = "https" if args.ssl_certfile else "http"
+    print(
+        f"fal emulator on {scheme}://{args.host}:{args.port} (queue at /, sync at /run, storage at /storage)"
+    )
+    serve_forever(
+        config,
+        args.host,
+        args.port,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+        log_level=args.log_level,
+    )
     return 0
 
 
@@ -108,6 +118,16 @@ def main(argv: list[str] | None = None) -> int:
         "--runners", type=int, default=None, help="requests run at once (default unlimited)"
     )
     emulator.add_argument("--random-seed", type=int, default=0, help="seeds server-picked seeds")
+    emulator.add_argument(
+        "--ssl-certfile", help="serve https with this PEM certificate (and key, if no --ssl-keyfile)"
+    )
+    emulator.add_argument("--ssl-keyfile", help="the certificate's private key, when in a file of its own")
+    emulator.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's log level; below info, requests are not logged",
+    )
     emulator.set_defaults(handler=_emulator)
     run = commands.add_parser("run", help="build the dataset for every prompt table (or --partition)")
     run.add_argument("--partition", action="append", help="a prompt table's name; repeat for more")

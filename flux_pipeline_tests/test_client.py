@@ -16,6 +16,7 @@ from flux_pipeline.fal.client import FalClient
 from flux_pipeline.fal.endpoints import FalUrls
 from flux_pipeline.fal.errors import FalApiError, FalInputError
 from flux_pipeline.fal.models import PRESET_SIZES, REDUX, TEXT_TO_IMAGE
+from flux_pipeline.fal.retries import RetryPolicy
 
 from .conftest import SECRET_KEY, decode, urls_for
 from .test_models import OUT_OF_RANGE
@@ -278,3 +279,17 @@ def test_key_never_in_logs_or_errors(emulator, caplog):
     assert caplog.records, "httpx logged the requests"
     for text in texts:
         assert SECRET_KEY not in text
+
+
+def test_the_environment_proxy_is_used_unless_no_proxy_names_the_host(emulator, monkeypatch):
+    from .conftest import free_port
+
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    with pytest.raises(httpx.ConnectError):
+        run(emulator, lambda fal: fal.status(TEXT_TO_IMAGE, "no-such-id"), retry=RetryPolicy(max_attempts=1))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with pytest.raises(FalApiError) as caught:
+        run(emulator, lambda fal: fal.status(TEXT_TO_IMAGE, "no-such-id"))
+    assert caught.value.status_code == 404, "the emulator answered, not the proxy"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -190,8 +193,6 @@ def test_retry_after_is_honoured_up_to_its_cap():
 
 
 def test_client_errors_are_not_retried(emulator):
-    import asyncio
-
     from flux_pipeline.fal.client import FalClient
     from flux_pipeline.fal.errors import FalApiError
     from flux_pipeline.fal.models import TEXT_TO_IMAGE
@@ -253,3 +254,44 @@ def test_an_interrupted_run_cancels_queued_requests_and_a_rerun_completes_them(t
         billed = {b.request_id for b in server.emulator.billing}
         assert not billed & cancelled, "cancelled requests were never billed"
         assert_each_request_billed_once(project, rows)
+
+
+class HangUpAfterRequest(socketserver.BaseRequestHandler):
+    """Reads a request's head, then closes the connection without answering."""
+
+    def handle(self):
+        head = b""
+        while b"\r\n\r\n" not in head and (chunk := self.request.recv(65536)):
+            head += chunk
+        self.server.requests.append(head.split(b"\r\n", 1)[0].decode())
+
+
+def test_a_connection_dropped_after_sending_never_resends_a_submit():
+    """Over the real transport: a submit whose connection closes once it was sent may be queued
+    at fal, so it is not sent again; a status call is retried."""
+    from flux_pipeline.fal.client import FalClient
+    from flux_pipeline.fal.endpoints import FalUrls
+    from flux_pipeline.fal.errors import FalSubmitUncertain
+    from flux_pipeline.fal.models import TEXT_TO_IMAGE
+
+    from .conftest import SECRET_KEY
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), HangUpAfterRequest) as server:
+        server.requests = []
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+
+        async def calls():
+            policy = RetryPolicy(max_attempts=3, base_delay=0.01)
+            async with FalClient(SECRET_KEY, FalUrls.single_base(url), retry=policy) as fal:
+                with pytest.raises(FalSubmitUncertain):
+                    await fal.submit(TEXT_TO_IMAGE, {"prompt": "x"})
+                with pytest.raises(httpx.RemoteProtocolError):
+                    await fal.status(TEXT_TO_IMAGE, "some-request")
+                return fal.call_counts
+
+        counts = asyncio.run(calls())
+        server.shutdown()
+    submits = [r for r in server.requests if r.startswith("POST")]
+    assert submits == [f"POST /{TEXT_TO_IMAGE} HTTP/1.1"], "the submit was sent once"
+    assert counts.calls["status"] == 3 and counts.retries["status"] == 2

@@ -129,12 +129,12 @@ def create_app(emulator: Emulator):
             last_state = None
             while True:
                 now = time.monotonic()
-                logs = found.logs(now)
+                steps = found.steps_done(now)
                 state = found.state(now)
-                if state != last_state or len(logs) > sent_logs:
-                    body = status_body(found, logs=logs[sent_logs:] if want_logs else None)
+                if state != last_state or steps > sent_logs:
+                    body = status_body(found, logs=found.logs(now, since=sent_logs) if want_logs else None)
                     yield f"data: {json.dumps(body)}\n\n"
-                    sent_logs, last_state = len(logs), state
+                    sent_logs, last_state = steps, state
                 if state == "COMPLETED":
                     return  # fal closes the stream after COMPLETED
                 wake = (

@@ -95,27 +95,32 @@ class QueuedRequest:
             return "COMPLETED"
         return "IN_QUEUE" if now < self.start_at else "IN_PROGRESS"
 
-    def logs(self, now: float) -> list[dict]:
-        """Cumulative progress lines up to `now`."""
+    def steps_done(self, now: float) -> int:
+        """Progress lines written by `now`: none while queued or once cancelled there."""
         if self.cancelled or now < self.start_at:
-            return []
-        run_time = max(self.finish_at - self.start_at, 1e-9)
-        done_steps = (
-            self.steps
-            if self.done.is_set()
-            else min(self.steps, int((now - self.start_at) / run_time * self.steps))
-        )
+            return 0
+        if self.done.is_set():
+            return self.steps
+        return min(self.steps, int((now - self.start_at) / self.run_time * self.steps))
+
+    def logs(self, now: float, since: int = 0) -> list[dict]:
+        """Cumulative progress lines up to `now`, or only those after the first `since` (what
+        a status stream has not sent yet)."""
         return [
             {
                 "message": f"step {k}/{self.steps}",
                 "level": "INFO",
                 "source": "USER",
                 "timestamp": datetime.fromtimestamp(
-                    self.start_at_wall + k * run_time / self.steps, UTC
+                    self.start_at_wall + k * self.run_time / self.steps, UTC
                 ).isoformat(),
             }
-            for k in range(1, done_steps + 1)
+            for k in range(since + 1, self.steps_done(now) + 1)
         ]
+
+    @property
+    def run_time(self) -> float:
+        return max(self.finish_at - self.start_at, 1e-9)
 
     @property
     def start_at_wall(self) -> float:

@@ -35,5 +35,24 @@ class EmulatorServer(BackgroundServer):
         )
 
 
-def serve_forever(config: EmulatorConfig, host: str, port: int) -> None:
-    uvicorn.run(create_app(Emulator(config)), host=host, port=port, log_level="info")
+def serve_forever(
+    config: EmulatorConfig,
+    host: str,
+    port: int,
+    *,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve until interrupted; TLS when given a certificate (fal's Python client speaks only https
+    to a host set through its environment, protocol.md 1.1)."""
+    uvicorn.run(
+        create_app(Emulator(config)),
+        host=host,
+        port=port,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        log_level=log_level,
+        access_log=log_level in ("debug", "trace", "info"),
+        backlog=2048,
+    )

@@ -195,16 +195,12 @@ async def _submit(
 
 
 async def _download_verified(fal: FalClient, job: GenerationJob, url: str, max_bytes: int) -> GeneratedFile:
+    """The file at `url`, checked to be the image the job asked for; a broken download is tried
+    again (up to DOWNLOAD_ATTEMPTS in all), a file over `max_bytes` is not."""
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
-        data, content_type = await fal.download(url)
+        data, content_type = await fal.download(url, max_bytes=max_bytes)
         try:
-            verify_image(
-                data,
-                content_type,
-                output_format=job.input.output_format,
-                size=job.input.size(),
-                max_bytes=max_bytes,
-            )
+            verify_image(data, content_type, output_format=job.input.output_format, size=job.input.size())
             return GeneratedFile(data, content_type, url)
         except InvalidImageError:
             if attempt == DOWNLOAD_ATTEMPTS:

@@ -21,9 +21,10 @@ from httpx_sse import SSEError, aconnect_sse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .endpoints import FalUrls
-from .errors import FalApiError, FalError, FalInputError
+from .errors import FalApiError, FalError, FalInputError, FileTooLarge
 from .models import FluxInput, FluxOutput, input_model
 from .retries import LOG, RETRYABLE_STATUS, CallCounts, Retrier, RetryPolicy
+from .transport import AiohttpTransport
 
 DEFAULT_URLS = FalUrls()
 LogSink = Callable[[str, dict], None]
@@ -106,9 +107,11 @@ class FalClient:
         self._api = httpx.AsyncClient(
             headers={"Authorization": f"Key {self._key}", "User-Agent": "flux-pipeline"},
             timeout=timeout,
-            limits=self._limits,
+            transport=AiohttpTransport(self._limits),
         )
-        self._public = httpx.AsyncClient(timeout=timeout, limits=self._limits, follow_redirects=True)
+        self._public = httpx.AsyncClient(
+            timeout=timeout, transport=AiohttpTransport(self._limits), follow_redirects=True
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -150,7 +153,7 @@ class FalClient:
             endpoint=endpoint,
             request_id=request_id,
         )
-        return QueueStatus.model_validate(response.json())
+        return QueueStatus.model_validate_json(response.content)
 
     async def wait(self, endpoint: str, request_id: str, on_log: LogSink | None = None) -> QueueStatus:
         """Block until the request is COMPLETED, forwarding new log lines to `on_log`."""
@@ -180,7 +183,7 @@ class FalClient:
                 await events.response.aread()
                 raise self._retrier.error(events.response, endpoint=endpoint, request_id=request_id)
             async for event in events.aiter_sse():
-                last = QueueStatus.model_validate(event.json())
+                last = QueueStatus.model_validate_json(event.data)
                 for line in (last.logs or []) if on_log else []:
                     on_log(request_id, line)
                 if last.status == "COMPLETED":
@@ -206,7 +209,7 @@ class FalClient:
         response = await self._send(
             "result", "GET", self.urls.request(endpoint, request_id), endpoint=endpoint, request_id=request_id
         )
-        return FluxOutput.model_validate(response.json())
+        return FluxOutput.model_validate_json(response.content)
 
     async def cancel(self, endpoint: str, request_id: str) -> bool:
         """Ask fal to cancel; False when the request had already completed."""
@@ -244,7 +247,7 @@ class FalClient:
             timeout=None,
             idempotent=False,
         )
-        return FluxOutput.model_validate(response.json())
+        return FluxOutput.model_validate_json(response.content)
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -274,11 +277,38 @@ class FalClient:
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return await self.upload(await asyncio.to_thread(path.read_bytes), content_type, path.name)
 
-    async def download(self, url: str) -> tuple[bytes, str]:
-        """Bytes and content type of a result file (https URL or sync_mode data URI)."""
+    async def download(self, url: str, *, max_bytes: int | None = None) -> tuple[bytes, str]:
+        """Bytes and content type of a result file (https URL or sync_mode data URI). The body is
+        streamed: past `max_bytes` (declared or received), reading stops with FileTooLarge."""
         if url.startswith("data:"):
-            return decode_data_uri(url)
-        response = await self._send("download", "GET", url, api=False)
-        return response.content, response.headers.get("content-type", "application/octet-stream").split(";")[
-            0
-        ]
+            data, content_type = decode_data_uri(url)
+            if max_bytes is not None and len(data) > max_bytes:
+                raise FileTooLarge(url, len(data), max_bytes)
+            return data, content_type
+        body = BoundedBody(url, max_bytes)
+        response = await self._send("download", "GET", url, api=False, read_body=body.read)
+        content_type = response.headers.get("content-type", "application/octet-stream")
+        return body.data, content_type.split(";")[0]
+
+
+class BoundedBody:
+    """Reads a response body into `data`, raising FileTooLarge as soon as it is known to exceed
+    `max_bytes` (no limit when None): from Content-Length before reading, or while reading."""
+
+    def __init__(self, url: str, max_bytes: int | None):
+        self.url = url
+        self.max_bytes = max_bytes
+        self.data = b""
+
+    async def read(self, response: httpx.Response) -> None:
+        limit = self.max_bytes
+        declared = response.headers.get("content-length", "")
+        if limit is not None and declared.isdigit() and int(declared) > limit:
+            raise FileTooLarge(self.url, int(declared), limit)
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise FileTooLarge(self.url, size, limit)
+            chunks.append(chunk)
+        self.data = b"".join(chunks)

@@ -136,6 +136,16 @@ class AmbiguousLostRequest(FalError):
         )
 
 
+class FileTooLarge(FalError):
+    """A result file is larger than the caller accepts; reading it stopped at the limit."""
+
+    def __init__(self, url: str, size: int, max_bytes: int):
+        self.size = size
+        self.max_bytes = max_bytes
+        where = "a data URI" if url.startswith("data:") else url
+        super().__init__(f"{where}: {size} bytes or more exceeds the {max_bytes}-byte limit")
+
+
 class FalTimeoutError(FalError):
     """A request did not complete within the configured deadline (it was cancelled)."""
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -23,6 +24,8 @@ from .errors import FalApiError, FalSubmitUncertain, secret_texts
 LOG = logging.getLogger("flux_pipeline.fal")
 
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+BodyReader = Callable[[httpx.Response], Awaitable[Any]]
+"""Consumes a successful response's body from its stream."""
 UNSENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 """Transport errors raised before a request left this machine: safe to retry even a submit."""
 
@@ -67,6 +70,11 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
         return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
     except (TypeError, ValueError):
         return None
+
+
+async def read_whole(response: httpx.Response) -> None:
+    """The default body reader: the body into `response.content`."""
+    await response.aread()
 
 
 def is_retryable(response: httpx.Response) -> bool:
@@ -118,15 +126,22 @@ class Retrier:
         idempotent: bool = True,
         endpoint: str | None = None,
         request_id: str | None = None,
+        read_body: BodyReader = read_whole,
         **kwargs: Any,
     ) -> httpx.Response:
-        """The response of one logical call; an error status raises FalApiError."""
+        """The response of one logical call; an error status raises FalApiError. `read_body`
+        consumes a successful response's body (a transport error on the way is retried like any
+        other; whatever else it raises ends the call); `kwargs` are httpx's `build_request`'s."""
         attempt = 0
         while True:
             attempt += 1
             self.call_counts.calls[kind] += 1
             try:
-                response = await http.request(method, url, **kwargs)
+                response = await http.send(http.build_request(method, url, **kwargs), stream=True)
+                try:
+                    await (response.aread() if response.is_error else read_body(response))
+                finally:
+                    await response.aclose()
             except httpx.TransportError as exc:
                 if not idempotent and not isinstance(exc, UNSENT_ERRORS):
                     raise FalSubmitUncertain(endpoint or url, exc) from None
