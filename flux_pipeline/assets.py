@@ -17,7 +17,7 @@ from .dataset.estimate import Estimate, estimate
 from .dataset.files import sha256_of
 from .dataset.gallery import write_gallery
 from .dataset.layout import PartitionFiles
-from .dataset.ledger import LedgerEntry, RequestLedger
+from .dataset.ledger import PartitionLedger, RequestLedger, RunContext
 from .dataset.plans import redux_jobs, text_to_image_job
 from .dataset.prompt_table import (
     PROMPT_ROW_SCHEMA,
@@ -30,7 +30,6 @@ from .dataset.prompt_table import (
 from .dataset.reject_summary import RejectSummary
 from .dataset.rows import CatalogRowWriter, ParquetRowWriter
 from .dataset.storage import write_parquet_atomically
-from .fal.batch import GenerationJob
 from .fal.models import REDUX, TEXT_TO_IMAGE
 from .metadata import preview_metadata, step_metadata, table_preview
 from .partitions import FAL_POOL, GROUP, prompt_tables
@@ -243,15 +242,13 @@ def _estimate(
 ) -> Estimate:
     prices = step_prices(fal, dataset, context.log)
     with RequestLedger(dataset.ledger_location()) as ledger:
-        entry_of = partial(_entry, ledger, context.partition_key)
+        entry_of = PartitionLedger(
+            ledger, context.partition_key, RunContext(context.run.run_id, fal.backend)
+        ).entry
         layout = dataset.layout
         return estimate(
             files.prompt_rows(), entry_of, prices, fal.backend, layout.outputs_dir, layout.prompts_dir
         )
-
-
-def _entry(ledger: RequestLedger, partition: str, job: GenerationJob) -> LedgerEntry | None:
-    return ledger.entry(partition, job.prompt_id, job.endpoint)
 
 
 def _budget_check(forecast: Estimate, budget_usd: float | None) -> dg.AssetCheckResult:

@@ -31,14 +31,15 @@ from .dataset.layout import PartitionFiles
 from .dataset.leases import LeaseKeeper
 from .dataset.ledger import Billing, LedgerEntry, PartitionLedger, RequestLedger, RunContext
 from .dataset.plans import RowFailure
-from .dataset.pricing import UnitPrice, price_list
+from .dataset.pricing import UnitPrice, price_list, request_cost
 from .dataset.results import RowContext, UnusableResult, catalog_rows
 from .dataset.rows import CatalogRowWriter
 from .fal.batch import GenerationFailure, GenerationJob, LostSubmit, Outcome
 from .fal.errors import FalError
-from .fal.models import ENDPOINTS, FluxOutput, billed_megapixels
+from .fal.models import ENDPOINTS, FluxOutput
 from .fal.retries import CallCounts
 from .resources import BaseFalResource, DatasetResource
+from .spend import BACKFILL_TAG
 
 FAILURE_SCHEMA = pa.schema(
     [
@@ -51,7 +52,6 @@ FAILURE_SCHEMA = pa.schema(
     ]
 )
 PROBLEM_LEVELS = ("WARN", "ERROR", "STDERR")
-BACKFILL_TAG = "dagster/backfill"
 CLAIM_POLL_SECONDS = 1.0
 
 
@@ -104,12 +104,6 @@ def failure_row(
         "error": error,
         "status_code": status_code,
     }
-
-
-def request_cost(price: UnitPrice, job: GenerationJob) -> float:
-    """What fal will bill for the job if it succeeds: known before sending."""
-    width, height = job.input.size()
-    return price.cost(price.units(width, height, job.input.num_images))
 
 
 def step_prices(fal: BaseFalResource, dataset: DatasetResource, log) -> dict[str, UnitPrice]:
@@ -203,7 +197,7 @@ def record_billing(job: GenerationJob, output: FluxOutput, out: StepOutput) -> N
     width, height = job.input.size()
     images = len(output.images)
     units = price.units(width, height, images)
-    megapixels = billed_megapixels(width, height, price.megapixel_size) * images
+    megapixels = price.megapixels(width, height, images)
     out.ledger.billed(
         job, Billing(price.unit, units, price.unit_price, price.source, price.cost(units), megapixels)
     )

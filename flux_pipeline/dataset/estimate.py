@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from upath import UPath
 
 from ..fal.batch import GenerationJob
-from ..fal.models import REDUX, billed_megapixels
+from ..fal.models import REDUX
 from .ledger import LedgerEntry
 from .plans import RowFailure, redux_jobs, text_to_image_job
-from .pricing import UnitPrice
+from .pricing import UnitPrice, request_cost
 from .prompt_table import PromptRow
 
 PAID_STATES = ("submitted", "stored")
@@ -29,10 +29,8 @@ class Estimate:
     """Requests fal already has (reused or resumed for free)."""
 
     def add(self, job: GenerationJob, price: UnitPrice) -> None:
-        width, height = job.input.size()
-        images = job.input.num_images
-        self.cost_usd = round(self.cost_usd + price.cost(price.units(width, height, images)), 6)
-        self.megapixels += billed_megapixels(width, height, price.megapixel_size) * images
+        self.cost_usd = round(self.cost_usd + request_cost(price, job), 6)
+        self.megapixels += price.megapixels(*job.input.size(), job.input.num_images)
         self.new_requests += 1
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..fal.batch import GenerationJob
 from ..fal.models import billed_megapixels
 
 MEGAPIXELS, IMAGES = "megapixels", "image"
@@ -22,13 +23,21 @@ class UnitPrice:
     """Where the price came from: `fal` (its pricing API) or `configured`."""
     megapixel_size: int = 1024 * 1024
 
-    def units(self, width: int, height: int, images: int = 1) -> int:
-        if self.unit == IMAGES:
-            return images
+    def megapixels(self, width: int, height: int, images: int = 1) -> int:
+        """Billed megapixels: each image's size rounded up to whole megapixels."""
         return billed_megapixels(width, height, self.megapixel_size) * images
+
+    def units(self, width: int, height: int, images: int = 1) -> int:
+        return images if self.unit == IMAGES else self.megapixels(width, height, images)
 
     def cost(self, units: float) -> float:
         return round(units * self.unit_price, 6)
+
+
+def request_cost(price: UnitPrice, job: GenerationJob) -> float:
+    """What fal will bill for the job if it succeeds: known before sending."""
+    width, height = job.input.size()
+    return price.cost(price.units(width, height, job.input.num_images))
 
 
 def price_list(endpoints: list[str], configured: UnitPrice, from_fal: dict[str, tuple[float, str]]) -> dict:
