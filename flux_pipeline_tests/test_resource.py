@@ -7,6 +7,7 @@ import time
 import dagster as dg
 
 from flux_pipeline.emulator.engine import EmulatorConfig
+from flux_pipeline.emulator.faults import FaultConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.batch import Generation, GenerationFailure, GenerationJob
 from flux_pipeline.fal.models import REDUX, TEXT_TO_IMAGE, ReduxInput, TextToImageInput
@@ -93,3 +94,19 @@ def test_without_a_key_the_embedded_emulator_is_used_and_says_so():
         messages = [e.message for e in instance.all_logs(result.run_id) if e.message]
     assert result.output_for_node("one_image") == 2
     assert any("FAL_KEY is not set" in m and "embedded fal emulator" in m for m in messages)
+
+
+def test_a_slow_download_does_not_hold_a_fal_slot():
+    """A request frees its slot at fal once its result is fetched: while its file downloads, the
+    next requests run. Drawn but unread jobs stay bounded (twice the limit)."""
+    faults = FaultConfig(slow_download=1.0, slow_download_seconds=1.5)
+    with EmulatorServer(EmulatorConfig(latency=0.1, faults=faults)) as server:
+        stream = resource_for(server, max_concurrency=2).generate(t2i_jobs(8, image_size="square"))
+        first = next(stream)
+        submitted_before_the_first_download_ended = server.emulator.stats()["requests_submitted"]
+        rest = list(stream)
+        stats = server.emulator.stats()
+    assert all(isinstance(o, Generation) for o in [first, *rest]) and len(rest) == 7
+    assert submitted_before_the_first_download_ended == 4, "2 requests at fal, 2 downloading"
+    assert stats["peak_in_flight"] == 2, "never more than the limit at fal"
+    assert stats["requests_billed"] == 8

@@ -33,26 +33,30 @@ class FaultConfig:
     """Result calls answer 500 (the result stays available)."""
     corrupt_download: float = 0.0
     """File downloads serve truncated bytes."""
+    slow_download: float = 0.0
+    """File downloads start only after `slow_download_seconds` (a slow CDN)."""
     lost_submit: float = 0.0
     """Submit queues (and will bill) the request, then the response is lost."""
     lost_image: float = 0.0
     """Per request: billed, but its image files are gone (their download answers 404)."""
     retry_after_seconds: float = 0.2
     slow_status_seconds: float = 3.0
+    slow_download_seconds: float = 1.0
     seed: int = 0
 
     @classmethod
     def kinds(cls) -> list[str]:
         """Every kind of fault (the probability fields)."""
-        settings = ("retry_after_seconds", "slow_status_seconds", "seed")
+        settings = ("retry_after_seconds", "slow_status_seconds", "slow_download_seconds", "seed")
         return [f.name for f in fields(cls) if f.name not in settings]
 
     @classmethod
     def spread(cls, total: float, **extra) -> FaultConfig:
         """`total` chance of some fault on every kind of call, split evenly among the kinds.
         `lost_image` is left out: a billed image that can never be stored is a loss no client
-        can recover from, while a spread run must still catalog every billed image."""
-        spread = [kind for kind in cls.kinds() if kind != "lost_image"]
+        can recover from, while a spread run must still catalog every billed image. So is
+        `slow_download`, which only slows a run down."""
+        spread = [kind for kind in cls.kinds() if kind not in ("lost_image", "slow_download")]
         return cls(**{kind: total / 4 for kind in spread}, **extra)  # a call meets 4 kinds
 
     def injected_kinds(self) -> list[str]:
@@ -130,6 +134,9 @@ class FaultInjector:
             return await _drop(send, "submit response lost after queueing")
         if kind == "download" and self._roll("corrupt_download"):
             return await self.app(scope, receive, _truncating(send))
+        if kind == "download" and self.config.slow_download and self._roll("slow_download"):
+            # rolled only when configured: other seeded fault sequences stay as they were
+            await asyncio.sleep(self.config.slow_download_seconds)
         return await self.app(scope, receive, send)
 
 

@@ -31,6 +31,9 @@ SUBMIT_ATTEMPTS = 3
 CANCELLED_STATUS = 400
 """What fal's result answers for a cancelled request (protocol.md 3.5; real fal's exact body is unknown)."""
 DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
+FAILURES = (FalError, InvalidImageError, httpx.HTTPError, KeyError, ValueError)
+"""What fails one job and never the batch (ValueError also covers malformed JSON and responses
+that do not match the output schema)."""
 
 
 @dataclass(frozen=True)
@@ -207,13 +210,25 @@ async def _download_verified(fal: FalClient, job: GenerationJob, url: str, max_b
                 raise
 
 
-async def _complete(
+@dataclass
+class Settled:
+    """fal's part of a job, done: the request completed and its result was fetched."""
+
+    job: GenerationJob
+    request_id: str
+    output: FluxOutput
+    started: float
+    logs: list[dict]
+
+
+async def _settle(
     fal: FalClient, job: GenerationJob, ledger: Ledger | None, options: BatchOptions, uploads: Uploads
-) -> Outcome:
+) -> Settled | GenerationFailure:
+    """Submit (or resume), wait and fetch the result: everything that holds one of fal's
+    concurrency slots. A request left unfinished (error or cancellation) is cancelled at fal."""
     started = time.monotonic()
     request_id = job.request_id
     finished = False
-    output = None
     logs: list[dict] = []
 
     def on_log(_: str, line: dict) -> None:
@@ -234,20 +249,30 @@ async def _complete(
             )
             output = await _wait_and_fetch(fal, job, request_id, options, on_log)
         finished = True
-        files = [
-            await _download_verified(fal, job, image.url, options.max_file_bytes) for image in output.images
-        ]
-        return Generation(job, request_id, output, files, time.monotonic() - started, logs)
+        return Settled(job, request_id, output, started, logs)
     except FalApiError as exc:
         finished = True
-        return GenerationFailure(job, request_id, str(exc), exc.status_code, exc.field_errors, logs, output)
-    except (FalError, InvalidImageError, httpx.HTTPError, KeyError, ValueError) as exc:
-        # ValueError also covers malformed JSON and responses that do not match the output schema.
-        return GenerationFailure(job, request_id, f"{type(exc).__name__}: {exc}", logs=logs, output=output)
+        return GenerationFailure(job, request_id, str(exc), exc.status_code, exc.field_errors, logs)
+    except FAILURES as exc:
+        return GenerationFailure(job, request_id, f"{type(exc).__name__}: {exc}", logs=logs)
     finally:
         if request_id is not None and not finished:
             with contextlib.suppress(Exception):
                 await asyncio.shield(fal.cancel(job.endpoint, request_id))
+
+
+async def _fetch_files(fal: FalClient, settled: Settled, options: BatchOptions) -> Outcome:
+    """Download and verify a settled request's files (fal billed it, whatever happens here)."""
+    job, request_id, output = settled.job, settled.request_id, settled.output
+    try:
+        files = [
+            await _download_verified(fal, job, image.url, options.max_file_bytes) for image in output.images
+        ]
+    except FAILURES as exc:
+        return GenerationFailure(
+            job, request_id, f"{type(exc).__name__}: {exc}", logs=settled.logs, output=output
+        )
+    return Generation(job, request_id, output, files, time.monotonic() - settled.started, settled.logs)
 
 
 async def _wait_and_fetch(
@@ -266,19 +291,31 @@ async def _wait_and_fetch(
 async def run_batch(
     fal: FalClient, jobs: AsyncIterator[GenerationJob], options: BatchOptions, *, ledger: Ledger | None = None
 ) -> AsyncIterator[Outcome]:
-    """Yield one Outcome per job, in completion order. Jobs are drawn lazily, one per free slot."""
-    slots = asyncio.Semaphore(options.max_concurrency)
+    """Yield one Outcome per job, in completion order. Jobs are drawn lazily, one per free slot.
+
+    A job holds one of fal's `max_concurrency` slots only while fal works on it: the slot frees
+    when the result is fetched, so downloads overlap the next requests. Downloading and finished
+    jobs the caller has not taken yet are bounded too (another `max_concurrency`)."""
+    fal_slots = asyncio.Semaphore(options.max_concurrency)
+    unread = asyncio.Semaphore(2 * options.max_concurrency)
     finished: asyncio.Queue[Outcome | None] = asyncio.Queue()
     running: set[asyncio.Task] = set()
     uploads = Uploads(fal)
 
     async def one(job: GenerationJob) -> None:
-        await finished.put(await _complete(fal, job, ledger, options, uploads))
+        try:
+            settled = await _settle(fal, job, ledger, options, uploads)
+        finally:
+            fal_slots.release()
+        if isinstance(settled, Settled):
+            settled = await _fetch_files(fal, settled, options)
+        await finished.put(settled)
 
     async def feed() -> None:
         try:
             while True:
-                await slots.acquire()
+                await unread.acquire()
+                await fal_slots.acquire()
                 if (job := await anext(jobs, None)) is None:
                     break
                 task = asyncio.create_task(one(job))
@@ -292,7 +329,7 @@ async def run_batch(
     feeder = asyncio.create_task(feed())
     try:
         while (outcome := await finished.get()) is not None:
-            slots.release()  # the slot frees once the caller takes the outcome: bounded memory
+            unread.release()  # frees once the caller takes the outcome: bounded memory
             yield outcome
         await feeder  # surfaces an error raised by the jobs iterable
     finally:
