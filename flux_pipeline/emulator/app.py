@@ -185,6 +185,5 @@ def create_app(emulator: Emulator):
     ]
     app = Starlette(routes=routes, exception_handlers=ERROR_HANDLERS)
     if emulator.config.faults.any():
-        app = FaultInjector(app, emulator.config.faults)
-        emulator.faults_injected = app.injected
+        app = FaultInjector(app, emulator.config.faults, emulator.faults_injected)
     return CallCounter(app, emulator.calls)
