@@ -31,8 +31,8 @@ from PIL import Image
 from pydantic import ValidationError
 
 from ..fal.client import decode_data_uri
-from ..fal.models import CONTENT_TYPES, REDUX, billed_megapixels, input_model
-from .faults import FaultConfig
+from ..fal.models import CONTENT_TYPES, REDUX, TextToImageInput, billed_megapixels, input_model
+from .faults import FaultConfig, FaultDice
 from .fetch import AddressRule, fetch_public, is_public
 from .images import image_digest, render_image
 
@@ -137,6 +137,11 @@ class Billing:
     billed_at: float = field(default_factory=time.time)
 
 
+def _unprocessable(*errors: tuple[tuple, str, str]) -> tuple[int, dict]:
+    """fal's 422 for invalid input: each error is (location in the body, message, type)."""
+    return 422, {"detail": [{"loc": ["body", *loc], "msg": msg, "type": kind} for loc, msg, kind in errors]}
+
+
 class Emulator:
     """State of one emulated fal account. Lives on the server's event loop.
     `source_address_allowed` judges the addresses a Redux `image_url` resolves to: public ones
@@ -158,7 +163,7 @@ class Emulator:
         self.peak_in_flight = 0
         self._runner_free_at: list[float] = []
         self._rng = random.Random(self.config.random_seed)
-        self._fault_rng = random.Random(self.config.faults.seed)
+        self._faults = FaultDice(self.config.faults, self.faults_injected)
         self._tasks: set[asyncio.Task] = set()
 
     # -- queue ---------------------------------------------------------------------------------
@@ -173,11 +178,7 @@ class Emulator:
         finish = start + self.config.latency
         if self.config.runners:
             heapq.heappush(self._runner_free_at, finish)
-        steps = (
-            payload.get("num_inference_steps", TEXT_TO_IMAGE_STEPS)
-            if endpoint == REDUX
-            else TEXT_TO_IMAGE_STEPS
-        )
+        steps = payload.get("num_inference_steps") if endpoint == REDUX else None
         request = QueuedRequest(
             id=str(uuid.uuid4()),
             endpoint=endpoint,
@@ -266,74 +267,63 @@ class Emulator:
         try:
             data = input_model(endpoint).model_validate(payload)
         except ValidationError as exc:
-            return 422, {
-                "detail": [
-                    {"loc": ["body", *err["loc"]], "msg": err["msg"], "type": err["type"]}
-                    for err in exc.errors()
-                ]
-            }
+            return _unprocessable(*((err["loc"], err["msg"], err["type"]) for err in exc.errors()))
         source_sha = None
         if endpoint == REDUX:
             try:
-                source = await self._load_source(data.image_url)
+                source_sha = hashlib.sha256(await self._load_source(data.image_url)).hexdigest()
             except Exception as exc:  # any unreadable source is the caller's input error
-                return 422, {
-                    "detail": [
-                        {
-                            "loc": ["body", "image_url"],
-                            "msg": f"Could not load image: {exc}",
-                            "type": "image_load_error",
-                        }
-                    ]
-                }
-            source_sha = hashlib.sha256(source).hexdigest()
+                return _unprocessable((("image_url",), f"Could not load image: {exc}", "image_load_error"))
         seed = data.seed if data.seed is not None else self._rng.randrange(2**32)
         params = data.model_copy(update={"seed": seed, "sync_mode": False}).wire()
-        width, height = data.size()
         sync = data.sync_mode or not store
-        lost = not sync and self._lose_image()
-        images = await asyncio.to_thread(
+        lost = not sync and self._faults.roll_if_configured("lost_image")
+        width, height = data.size()
+        blobs = await asyncio.to_thread(
             lambda: [
                 render_image(image_digest(params, i, source_sha), width, height, data.output_format)
                 for i in range(data.num_images)
             ]
         )
+        outputs = self._outputs(blobs, data, base_url, request_id, sync, lost)
+        self._bill(request_id, endpoint, data.num_images, width, height)
+        return 200, {
+            "images": outputs,
+            "timings": {"inference": self.config.latency},
+            "seed": seed,
+            "has_nsfw_concepts": [bool(NSFW_PATTERN.search(data.prompt))] * data.num_images,
+            "prompt": data.prompt + ENHANCED_SUFFIX if data.enhance_prompt else data.prompt,
+        }
+
+    def _outputs(
+        self,
+        blobs: list[bytes],
+        data: TextToImageInput,
+        base_url: str,
+        request_id: str,
+        sync: bool,
+        lost: bool,
+    ) -> list[dict]:
+        """The result's `images`: data URIs when `sync`, else the URLs of files this emulator
+        serves (whose bytes it does not keep when `lost`)."""
         content_type = CONTENT_TYPES[data.output_format]
+        width, height = data.size()
         outputs = []
-        for index, blob in enumerate(images):
+        for index, blob in enumerate(blobs):
             if sync:
                 url = f"data:{content_type};base64,{base64.b64encode(blob).decode()}"
             else:
                 file_id = f"{request_id}-{index}"
                 if not lost:
-                    self.files[file_id] = StoredFile(blob, content_type)
+                    self.store_file(file_id, blob, content_type)
                 url = f"{base_url}/files/{file_id}/image.{data.output_format}"
             outputs.append({"url": url, "content_type": content_type, "width": width, "height": height})
-        flagged = bool(NSFW_PATTERN.search(data.prompt))
-        megapixels = billed_megapixels(width, height, self.config.megapixel_size) * data.num_images
-        self.billing.append(
-            Billing(
-                request_id,
-                endpoint,
-                data.num_images,
-                megapixels,
-                round(megapixels * self.config.price_per_megapixel, 6),
-            )
-        )
-        return 200, {
-            "images": outputs,
-            "timings": {"inference": self.config.latency},
-            "seed": seed,
-            "has_nsfw_concepts": [flagged] * data.num_images,
-            "prompt": data.prompt + ENHANCED_SUFFIX if data.enhance_prompt else data.prompt,
-        }
+        return outputs
 
-    def _lose_image(self) -> bool:
-        """Roll the `lost_image` fault for one request."""
-        hit = self.config.faults.lost_image > 0 and self._fault_rng.random() < self.config.faults.lost_image
-        if hit:
-            self.faults_injected["lost_image"] = self.faults_injected.get("lost_image", 0) + 1
-        return hit
+    def _bill(self, request_id: str, endpoint: str, images: int, width: int, height: int) -> None:
+        megapixels = billed_megapixels(width, height, self.config.megapixel_size) * images
+        cost = round(megapixels * self.config.price_per_megapixel, 6)
+        self.billing.append(Billing(request_id, endpoint, images, megapixels, cost))
 
     async def _load_source(self, image_url: str) -> bytes:
         """A Redux source: a data URI, a file this emulator serves, or a URL on a public address."""

@@ -88,54 +88,61 @@ def call_kind(method: str, path: str) -> str | None:
     return None
 
 
-class FaultInjector:
-    def __init__(self, app, config: FaultConfig):
-        self.app, self.config = app, config
-        self.rng = random.Random(config.seed)
-        self.injected: dict[str, int] = {}
+class FaultDice:
+    """Seeded rolls for the faults of a FaultConfig, each hit counted by kind in `injected`."""
 
-    def _roll(self, kind: str) -> bool:
+    def __init__(self, config: FaultConfig, injected: dict[str, int]):
+        self.config, self.injected = config, injected
+        self.rng = random.Random(config.seed)
+
+    def roll(self, kind: str) -> bool:
         hit = self.rng.random() < getattr(self.config, kind)
         if hit:
             self.injected[kind] = self.injected.get(kind, 0) + 1
         return hit
 
+    def roll_if_configured(self, kind: str) -> bool:
+        """Roll only a kind whose probability is above 0, so that configuring it leaves the
+        seeded sequences of the other kinds as they were."""
+        return getattr(self.config, kind) > 0 and self.roll(kind)
+
+
+class FaultInjector:
+    """Rolls, in a fixed order, the faults that apply to each call (see `call_kind`)."""
+
+    def __init__(self, app, config: FaultConfig, injected: dict[str, int]):
+        self.app, self.config = app, config
+        self.dice = FaultDice(config, injected)
+
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        kind = call_kind(scope["method"], scope["path"])
+        kind = call_kind(scope["method"], scope["path"]) if scope["type"] == "http" else None
         if kind is None:
             return await self.app(scope, receive, send)
+        roll = self.dice.roll
         if kind != "download":
-            if self._roll("rate_limit"):
-                return await _json(
-                    send,
-                    429,
-                    {"detail": "Too many requests"},
-                    [(b"retry-after", str(self.config.retry_after_seconds).encode())],
-                )
-            if self._roll("server_error"):
-                status = self.rng.choice((500, 503))
-                return await _json(
-                    send, status, {"detail": "Injected server error", "error_type": "runner_disconnected"}
-                )
-        if self._roll("connection_reset"):
+            if roll("rate_limit"):
+                retry_after = (b"retry-after", str(self.config.retry_after_seconds).encode())
+                return await _json(send, 429, {"detail": "Too many requests"}, retry_after)
+            if roll("server_error"):
+                status = self.dice.rng.choice((500, 503))
+                body = {"detail": "Injected server error", "error_type": "runner_disconnected"}
+                return await _json(send, status, body)
+        if roll("connection_reset"):
             return await _drop(send, kind)
-        if kind == "status" and self._roll("slow_status"):
+        if kind == "status" and roll("slow_status"):
             await asyncio.sleep(self.config.slow_status_seconds)
-        if kind == "result" and self._roll("result_error"):
+        if kind == "result" and roll("result_error"):
             return await _json(send, 500, {"detail": "Injected result error"})
-        if kind == "submit" and self._roll("lost_submit"):
+        if kind == "submit" and roll("lost_submit"):
 
             async def swallow(message):
                 pass
 
             await self.app(scope, receive, swallow)
             return await _drop(send, "submit response lost after queueing")
-        if kind == "download" and self._roll("corrupt_download"):
+        if kind == "download" and roll("corrupt_download"):
             return await self.app(scope, receive, _truncating(send))
-        if kind == "download" and self.config.slow_download and self._roll("slow_download"):
-            # rolled only when configured: other seeded fault sequences stay as they were
+        if kind == "download" and self.dice.roll_if_configured("slow_download"):
             await asyncio.sleep(self.config.slow_download_seconds)
         return await self.app(scope, receive, send)
 
@@ -143,30 +150,16 @@ class FaultInjector:
 async def _drop(send, why: str) -> None:
     """Close the connection mid-response. (Raising before a response starts would make uvicorn
     answer 500, which a client rightly retries: not a dropped connection.)"""
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"4096")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b'{"status": ', "more_body": True})
     raise DroppedConnection(why)
 
 
-async def _json(send, status: int, body: dict, headers: list | None = None) -> None:
+async def _json(send, status: int, body: dict, *extra_headers: tuple[bytes, bytes]) -> None:
     data = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, *extra_headers]})
     await send({"type": "http.response.body", "body": data})
 
 

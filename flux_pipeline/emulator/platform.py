@@ -26,14 +26,16 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..fal.models import ENDPOINTS
 from ..fal.platform import MAX_BILLING_PAGE, MAX_BILLING_RANGE, MAX_REQUESTS_PAGE, Timeframe
 from ..fal.platform_models import BillingEvent, Price, RequestRecord, UsageBucket, UsageResult
 from .engine import Billing, Emulator, QueuedRequest
+from .errors import ApiError, require_key
 from .platform_query import QueryError, choice, page, values, window
 
 MAX_PRICING_PAGE = 50
@@ -44,10 +46,6 @@ STATUS_CLASSES = {"success": range(200, 300), "user_error": range(400, 500), "er
 ESTIMATE_QUANTITIES = {"unit_price": "unit_quantity", "historical_api_price": "call_quantity"}
 
 Handler = Callable[[Request], Awaitable[dict]]
-
-
-def _error(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)
 
 
 def _stamp(seconds: float | None) -> datetime | None:
@@ -87,30 +85,52 @@ def _zone(name: str) -> tzinfo:
         raise QueryError(f"timezone: unknown time zone {name!r}") from None
 
 
-def platform_routes(emulator: Emulator) -> list[Route]:
-    """The routes, relative to the /v1 mount."""
-    config = emulator.config
+class PlatformApi:
+    def __init__(self, emulator: Emulator):
+        self.emulator, self.config = emulator, emulator.config
 
-    def units(billed: Billing) -> int:
-        return billed.images if config.unit == "image" else billed.megapixels
+    def routes(self) -> list[Route]:
+        """The routes, relative to the /v1 mount."""
+        return [
+            self._route("/models/pricing", self.pricing),
+            self._route("/models/pricing/estimate", self.estimate, method="POST"),
+            self._route("/models/billing-events", self.billing, admin=True),
+            self._route("/models/usage", self.usage, admin=True),
+            self._route("/models/requests/by-endpoint", self.by_endpoint),
+        ]
 
-    def billing_event(billed: Billing) -> BillingEvent:
-        price, discount = config.price_per_megapixel, config.percent_discount
+    def _route(self, path: str, handler: Handler, *, admin: bool = False, method: str = "GET") -> Route:
+        """`handler`'s JSON body, after the 401 without a key and, on an admin API, the 403 for a
+        key not in `admin_keys`."""
+
+        async def endpoint(request: Request) -> JSONResponse:
+            key = require_key(request, allow_empty=False)
+            if admin and key not in self.config.admin_keys:
+                raise ApiError(403, "This API requires an admin API key")
+            return JSONResponse(await handler(request))
+
+        return Route(path, endpoint, methods=[method])
+
+    def _units(self, billed: Billing) -> int:
+        return billed.images if self.config.unit == "image" else billed.megapixels
+
+    def _billing_event(self, billed: Billing) -> BillingEvent:
+        price, discount = self.config.price_per_megapixel, self.config.percent_discount
         return BillingEvent(
             request_id=billed.request_id,
             endpoint_id=billed.endpoint,
             timestamp=_stamp(billed.billed_at),
-            output_units=units(billed),
+            output_units=self._units(billed),
             unit_price=price,
             percent_discount=discount,
-            cost_estimate_nano_usd=round(units(billed) * price * (1 - (discount or 0) / 100) * 1e9),
+            cost_estimate_nano_usd=round(self._units(billed) * price * (1 - (discount or 0) / 100) * 1e9),
         )
 
-    def billing_events(params, start: datetime, end: datetime) -> list[BillingEvent]:
+    def _billing_events(self, params: QueryParams, start: datetime, end: datetime) -> list[BillingEvent]:
         """The events listed by now, billed in [start, end), filtered by `endpoint_id` and `request_id`."""
         endpoints, ids = set(values(params, "endpoint_id")), set(values(params, "request_id"))
-        listed_until = datetime.now(UTC).timestamp() - config.billing_delay
-        events = [billing_event(b) for b in emulator.billing if b.billed_at <= listed_until]
+        listed_until = datetime.now(UTC).timestamp() - self.config.billing_delay
+        events = [self._billing_event(b) for b in self.emulator.billing if b.billed_at <= listed_until]
         return [
             e
             for e in events
@@ -119,36 +139,29 @@ def platform_routes(emulator: Emulator) -> list[Route]:
             and (not ids or e.request_id in ids)
         ]
 
-    def totals(events: Iterable[BillingEvent]) -> list[dict]:
+    def _totals(self, events: Iterable[BillingEvent]) -> list[dict]:
         by_endpoint: dict[str, list[BillingEvent]] = defaultdict(list)
         for event in events:
             by_endpoint[event.endpoint_id].append(event)
         return [
             UsageResult(
                 endpoint_id=endpoint,
-                unit=config.unit,
+                unit=self.config.unit,
                 quantity=sum(e.output_units for e in group),
-                unit_price=config.price_per_megapixel,
+                unit_price=self.config.price_per_megapixel,
                 cost=round(sum(e.cost_usd for e in group), 9),
             ).model_dump(mode="json", exclude_none=True)
             for endpoint, group in sorted(by_endpoint.items())
         ]
 
-    async def pricing(request: Request) -> dict:
+    async def pricing(self, request: Request) -> dict:
         asked = values(request.query_params, "endpoint_id", required=True)
-        prices = [
-            Price(endpoint_id=endpoint, unit_price=config.price_per_megapixel, unit=config.unit)
-            for endpoint in asked
-            if endpoint in ENDPOINTS
-        ]
-        return page(
-            request.query_params,
-            [p.model_dump(mode="json") for p in prices],
-            "prices",
-            max_limit=MAX_PRICING_PAGE,
-        )
+        unit_price, unit = self.config.price_per_megapixel, self.config.unit
+        prices = [Price(endpoint_id=e, unit_price=unit_price, unit=unit) for e in asked if e in ENDPOINTS]
+        dumped = [p.model_dump(mode="json") for p in prices]
+        return page(request.query_params, dumped, "prices", max_limit=MAX_PRICING_PAGE)
 
-    async def estimate(request: Request) -> dict:
+    async def estimate(self, request: Request) -> dict:
         try:
             body = await request.json()
         except json.JSONDecodeError:
@@ -161,18 +174,19 @@ def platform_routes(emulator: Emulator) -> list[Route]:
             quantity = spec.get(ESTIMATE_QUANTITIES[kind]) if isinstance(spec, dict) else None
             if endpoint not in ENDPOINTS or not isinstance(quantity, int | float) or quantity < 0:
                 raise QueryError(f"endpoints.{endpoint}: unknown endpoint or bad {ESTIMATE_QUANTITIES[kind]}")
-            history = [units(b) for b in emulator.billing if b.endpoint == endpoint]
+            history = [self._units(b) for b in self.emulator.billing if b.endpoint == endpoint]
             per_call = sum(history) / len(history) if history else 1
             units_each = per_call if kind == "historical_api_price" else 1
-            total += quantity * units_each * config.price_per_megapixel
+            total += quantity * units_each * self.config.price_per_megapixel
         return {"estimate_type": kind, "total_cost": round(total, 9), "currency": "USD"}
 
-    async def billing(request: Request) -> dict:
+    async def billing(self, request: Request) -> dict:
         start, end = window(request.query_params, MAX_BILLING_RANGE)
-        events = [e.model_dump(mode="json") for e in billing_events(request.query_params, start, end)]
-        return page(request.query_params, events, "billing_events", max_limit=MAX_BILLING_PAGE)
+        events = self._billing_events(request.query_params, start, end)
+        dumped = [e.model_dump(mode="json") for e in events]
+        return page(request.query_params, dumped, "billing_events", max_limit=MAX_BILLING_PAGE)
 
-    async def usage(request: Request) -> dict:
+    async def usage(self, request: Request) -> dict:
         params = request.query_params
         zone = _zone(params.get("timezone", "UTC"))
         start, end = window(params)
@@ -180,18 +194,18 @@ def platform_routes(emulator: Emulator) -> list[Route]:
             (name for span, name in AUTO_TIMEFRAMES if end - start <= span), "month"
         )
         expand = values(params, "expand") or ["time_series"]
-        events = billing_events(params, start, end)
+        events = self._billing_events(params, start, end)
         buckets: dict[datetime, list[BillingEvent]] = defaultdict(list)
         for event in events:
             buckets[_bucket_start(event.timestamp.astimezone(zone), timeframe)].append(event)
         series = [
-            UsageBucket(bucket=bucket, results=totals(group)).model_dump(mode="json", exclude_none=True)
+            UsageBucket(bucket=bucket, results=self._totals(group)).model_dump(mode="json", exclude_none=True)
             for bucket, group in sorted(buckets.items())
         ]
         body = page(params, series, "time_series", max_limit=MAX_USAGE_PAGE)
-        return {**body, "summary": totals(events)} if "summary" in expand else body
+        return {**body, "summary": self._totals(events)} if "summary" in expand else body
 
-    async def by_endpoint(request: Request) -> dict:
+    async def by_endpoint(self, request: Request) -> dict:
         params = request.query_params
         endpoints = set(values(params, "endpoint_id", required=True))
         start, end = window(params)
@@ -200,7 +214,7 @@ def platform_routes(emulator: Emulator) -> list[Route]:
         sort_by = choice(params, "sort_by", ("ended_at", "duration"), "ended_at")
         records = [
             request_record(r)
-            for r in list(emulator.requests.values())
+            for r in list(self.emulator.requests.values())
             if r.endpoint in endpoints
             and start.timestamp() <= r.sent_at < end.timestamp()
             and (not ids or r.id in ids)
@@ -216,25 +230,3 @@ def platform_routes(emulator: Emulator) -> list[Route]:
             max_limit=MAX_REQUESTS_PAGE,
             default_limit=DEFAULT_REQUESTS_PAGE,
         )
-
-    def route(path: str, handler: Handler, *, admin: bool = False, method: str = "GET") -> Route:
-        async def endpoint(request: Request) -> Response:
-            scheme, _, key = request.headers.get("authorization", "").partition(" ")
-            if scheme not in ("Key", "Bearer") or not key:
-                return _error(401, "Missing or malformed Authorization header")
-            if admin and key not in config.admin_keys:
-                return _error(403, "This API requires an admin API key")
-            try:
-                return JSONResponse(await handler(request))
-            except QueryError as exc:
-                return _error(422, str(exc))
-
-        return Route(path, endpoint, methods=[method])
-
-    return [
-        route("/models/pricing", pricing),
-        route("/models/pricing/estimate", estimate, method="POST"),
-        route("/models/billing-events", billing, admin=True),
-        route("/models/usage", usage, admin=True),
-        route("/models/requests/by-endpoint", by_endpoint),
-    ]

@@ -1,6 +1,6 @@
 """Query parameters of fal's Platform APIs as the emulator reads them (the "Common rules" of
 shared/fal-api/platform.md) and their opaque cursor pagination. A bad parameter raises
-QueryError, which the routes answer with 422."""
+QueryError, fal's 422."""
 
 from __future__ import annotations
 
@@ -12,12 +12,16 @@ from starlette.datastructures import QueryParams
 
 from ..fal.platform import MAX_FILTER_VALUES
 from ..fal.platform_models import as_utc
+from .errors import ApiError
 
 DEFAULT_RANGE = timedelta(hours=24)
 
 
-class QueryError(ValueError):
+class QueryError(ApiError):
     """A parameter fal would reject with 422."""
+
+    def __init__(self, detail: str):
+        super().__init__(422, detail)
 
 
 def values(params: QueryParams, name: str, *, required: bool = False) -> list[str]:

@@ -11,28 +11,14 @@ from .engine import Emulator, EmulatorConfig
 
 
 class EmulatorServer(BackgroundServer):
-    """A running emulator. `with EmulatorServer() as server: server.url, server.emulator`."""
+    """A running emulator. `with EmulatorServer() as server: server.url, server.emulator`.
+    `options` are BackgroundServer's: host, port, ssl_certfile, ssl_keyfile."""
 
-    def __init__(
-        self,
-        config: EmulatorConfig | None = None,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        ssl_certfile: str | None = None,
-        ssl_keyfile: str | None = None,
-    ):
+    def __init__(self, config: EmulatorConfig | None = None, **options):
         self.emulator = Emulator(config)
         # injected dropped connections would each log a traceback
         quiet = self.emulator.config.faults.any()
-        super().__init__(
-            create_app(self.emulator),
-            host=host,
-            port=port,
-            ssl_certfile=ssl_certfile,
-            ssl_keyfile=ssl_keyfile,
-            log_level="critical" if quiet else "warning",
-        )
+        super().__init__(create_app(self.emulator), log_level="critical" if quiet else "warning", **options)
 
 
 def serve_forever(
