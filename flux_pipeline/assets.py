@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from upath import UPath
 
 from .automation import DATASET_CONDITION, REPORT_CONDITION
 from .dataset import cost_report as cost_views
@@ -16,7 +17,7 @@ from .dataset.catalog import CatalogSummary, replace_partition
 from .dataset.estimate import Estimate, estimate
 from .dataset.files import sha256_of
 from .dataset.gallery import write_gallery
-from .dataset.layout import PartitionFiles
+from .dataset.layout import DatasetLayout, PartitionFiles
 from .dataset.ledger import PartitionLedger, RequestLedger, RunContext
 from .dataset.plans import redux_jobs, text_to_image_job
 from .dataset.prompt_table import (
@@ -87,14 +88,8 @@ def prompts(
     context: dg.AssetExecutionContext, fal: BaseFalResource, dataset: DatasetResource
 ) -> dg.MaterializeResult:
     layout = dataset.layout
-    path = layout.table(context.partition_key)
+    path = _prompt_table(context, layout)
     files = layout.partition_files(context.partition_key)
-    if not path.exists():
-        raise dg.Failure(
-            description=f"partition {context.partition_key!r} has no prompt table: expected {path}. Add "
-            "the table, or delete the partition (automation never runs a partition without a table).",
-            metadata={"table": dg.MetadataValue.path(str(path))},
-        )
     try:
         table = open_prompt_table(path)
         outcomes = plan_rows(table, path, dataset.request_defaults(), layout.prompts_dir)
@@ -249,6 +244,18 @@ def _estimate(
         return estimate(
             files.prompt_rows(), entry_of, prices, fal.backend, layout.outputs_dir, layout.prompts_dir
         )
+
+
+def _prompt_table(context: dg.AssetExecutionContext, layout: DatasetLayout) -> UPath:
+    """The partition's prompt table, which must exist."""
+    path = layout.table(context.partition_key)
+    if not path.exists():
+        raise dg.Failure(
+            description=f"partition {context.partition_key!r} has no prompt table: expected {path}. Add "
+            "the table, or delete the partition (automation never runs a partition without a table).",
+            metadata={"table": dg.MetadataValue.path(str(path))},
+        )
+    return path
 
 
 def _budget_check(forecast: Estimate, budget_usd: float | None) -> dg.AssetCheckResult:

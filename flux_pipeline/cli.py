@@ -56,39 +56,51 @@ def _run(args: argparse.Namespace) -> int:
     from .dataset.cost_report import by_partition, requests_frame
     from .dataset.ledger import RequestLedger
     from .definitions import defs
-    from .partitions import prompt_tables
-    from .spend import run_spend
-    from .table_sensor import scan_prompt_tables, table_version_events
 
     dataset = defs.resources["dataset"].process_config_and_initialize()  # resolves its EnvVars
-    found = scan_prompt_tables(dataset, logging.getLogger("flux_pipeline"))
-    keys = args.partition or sorted(found)
-    unknown = [key for key in keys if key not in found]
-    if unknown:
-        print(f"no prompt table for {', '.join(unknown)} in {dataset.layout.prompts_dir}", file=sys.stderr)
+    keys = _register_tables(instance, dataset, args.partition)
+    if keys is None:
         return 2
-    instance.add_dynamic_partitions(prompt_tables.name, keys)
-    for key in keys:  # as the sensor does: the table versions the runs consume
-        for event in table_version_events(key, found[key]):
-            instance.report_runless_asset_event(event)
     job = defs.resolve_job_def("build_dataset")
     console = {"loggers": {"console": {"config": {"log_level": "DEBUG" if args.debug else "INFO"}}}}
-    failed = []
-    for key in keys:
-        result = job.execute_in_process(
-            run_config=console, partition_key=key, instance=instance, raise_on_error=False
-        )
-        spent = run_spend(instance, result.run_id)
-        spend = f", spent ${spent:.4f}" if spent is not None else ""
-        print(f"partition {key}: {'ok' if result.success else 'FAILED'} (run {result.run_id}{spend})")
-        if not result.success:
-            failed.append(key)
+    failed = [key for key in keys if not _build_partition(job, key, instance, console)]
     defs.resolve_job_def("report_costs").execute_in_process(run_config=console, instance=instance)
     print(f"\ncatalog: {dataset.layout.catalog_dir}\n")
     with RequestLedger(dataset.ledger_location()) as ledger:
         requests = requests_frame(ledger.requests())
     print(by_partition(dataset.layout.catalog_dir, requests).to_string(index=False))
     return 1 if failed else 0
+
+
+def _register_tables(instance, dataset, partitions: list[str] | None) -> list[str] | None:
+    """The partitions to build (`partitions`, else every prompt table), registered with their table
+    versions as the sensor does; None, after saying why, when one has no table."""
+    from .partitions import prompt_tables
+    from .table_sensor import scan_prompt_tables, table_version_events
+
+    found = scan_prompt_tables(dataset, logging.getLogger("flux_pipeline"))
+    keys = partitions or sorted(found)
+    if unknown := [key for key in keys if key not in found]:
+        print(f"no prompt table for {', '.join(unknown)} in {dataset.layout.prompts_dir}", file=sys.stderr)
+        return None
+    instance.add_dynamic_partitions(prompt_tables.name, keys)
+    for key in keys:  # the table versions the runs consume
+        for event in table_version_events(key, found[key]):
+            instance.report_runless_asset_event(event)
+    return keys
+
+
+def _build_partition(job, key: str, instance, run_config: dict) -> bool:
+    """Run the job on one partition and print how it went (and what it spent); whether it succeeded."""
+    from .spend import run_spend
+
+    result = job.execute_in_process(
+        run_config=run_config, partition_key=key, instance=instance, raise_on_error=False
+    )
+    spent = run_spend(instance, result.run_id)
+    spend = f", spent ${spent:.4f}" if spent is not None else ""
+    print(f"partition {key}: {'ok' if result.success else 'FAILED'} (run {result.run_id}{spend})")
+    return result.success
 
 
 def _instance(args: argparse.Namespace) -> int:
@@ -105,8 +117,29 @@ def _spend(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return args.handler(args)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flux-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_emulator_command(commands)
+    run = commands.add_parser("run", help="build the dataset for every prompt table (or --partition)")
+    run.add_argument("--partition", action="append", help="a prompt table's name; repeat for more")
+    run.add_argument("--debug", action="store_true", help="log at DEBUG (default INFO)")
+    run.set_defaults(handler=_run)
+    instance = commands.add_parser(
+        "instance", help="write the local instance's dagster.yaml (for `dg dev`) unless it has one"
+    )
+    instance.set_defaults(handler=_instance)
+    spend = commands.add_parser("spend", help="the fal spend of a backfill's runs")
+    spend.add_argument("--backfill", required=True, help="the backfill's id (its page in the UI shows it)")
+    spend.set_defaults(handler=_spend)
+    return parser
+
+
+def _add_emulator_command(commands) -> None:
     emulator = commands.add_parser("emulator", help="serve the fal emulator")
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8765)
@@ -129,19 +162,6 @@ def main(argv: list[str] | None = None) -> int:
         help="uvicorn's log level; below info, requests are not logged",
     )
     emulator.set_defaults(handler=_emulator)
-    run = commands.add_parser("run", help="build the dataset for every prompt table (or --partition)")
-    run.add_argument("--partition", action="append", help="a prompt table's name; repeat for more")
-    run.add_argument("--debug", action="store_true", help="log at DEBUG (default INFO)")
-    run.set_defaults(handler=_run)
-    instance = commands.add_parser(
-        "instance", help="write the local instance's dagster.yaml (for `dg dev`) unless it has one"
-    )
-    instance.set_defaults(handler=_instance)
-    spend = commands.add_parser("spend", help="the fal spend of a backfill's runs")
-    spend.add_argument("--backfill", required=True, help="the backfill's id (its page in the UI shows it)")
-    spend.set_defaults(handler=_spend)
-    args = parser.parse_args(argv)
-    return args.handler(args)
 
 
 if __name__ == "__main__":

@@ -63,12 +63,14 @@ def step_metadata(tally: StepTally, rows: CatalogRowWriter) -> dict:
         "fal_calls_by_kind": dg.MetadataValue.json(dict(tally.call_counts.calls)),
         "failures": table_preview(pd.DataFrame(tally.failures, columns=FAILURE_SCHEMA.names)),
     }
-    if latencies := sorted(tally.latencies):
-        quantiles = (
-            statistics.quantiles(latencies, n=100, method="inclusive")
-            if len(latencies) > 1
-            else latencies * 99
-        )
-        for q in (50, 90, 99):
-            metadata[f"fal_latency_p{q}_s"] = round(quantiles[q - 1], 3)
-    return metadata
+    return metadata | latency_quantiles(tally.latencies)
+
+
+def latency_quantiles(latencies: list[float]) -> dict:
+    """fal latency's p50, p90 and p99 in seconds (none without a request)."""
+    if not (latencies := sorted(latencies)):
+        return {}
+    quantiles = (
+        statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
+    )
+    return {f"fal_latency_p{q}_s": round(quantiles[q - 1], 3) for q in (50, 90, 99)}

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import httpx
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
@@ -20,6 +21,7 @@ from .dataset.cost_report import requests_frame
 from .dataset.ledger import RequestLedger
 from .dataset.storage import write_parquet_atomically
 from .fal.errors import FalError
+from .fal.platform_models import BillingEvent
 from .metadata import table_preview
 from .partitions import GROUP, prompt_tables
 from .resources import BaseFalResource, DatasetResource
@@ -49,37 +51,40 @@ def billing_reconciliation(
     if not fal.has_admin_key:
         context.log.warning(SKIPPED)
         return
-    key, layout, now = context.partition_key, dataset.layout, datetime.now(UTC)
+    key, now = context.partition_key, datetime.now(UTC)
     with RequestLedger(dataset.ledger_location()) as ledger:
         requests = requests_frame(ledger.requests(key)).dropna(subset=["request_id"])
-    events = []
-    if len(requests):
-        ids = requests["request_id"].tolist()
-        start = requests["submitted_at"].min().to_pydatetime(warn=False) - SKEW
-        try:
-            events = fal.billing_events(ids, start, now + SKEW)
-        except (FalError, httpx.HTTPError) as exc:
-            context.log.warning(
-                f"billing_reconciliation skipped: fal's billing events could not be read ({exc})"
-            )
-            return
-    cataloged = read_catalog(layout.catalog_dir, [key], CATALOG_COLUMNS)
+    try:
+        events = billing_events(fal, requests, now)
+    except (FalError, httpx.HTTPError) as exc:
+        context.log.warning(f"billing_reconciliation skipped: fal's billing events could not be read ({exc})")
+        return
+    cataloged = read_catalog(dataset.layout.catalog_dir, [key], CATALOG_COLUMNS)
     report = rec.reconcile(requests, cataloged, events, now, dataset.billing_grace_seconds)
     path = report_path(dataset, key)
     write_parquet_atomically(pa.Table.from_pandas(report, preserve_index=False), path)
+    yield dg.MaterializeResult(metadata=report_metadata(report, path))
+
+
+def billing_events(fal: BaseFalResource, requests: pd.DataFrame, now: datetime) -> list[BillingEvent]:
+    """fal's billing events of the partition's requests, from their first submit (less a clock
+    skew) on; none when there is no request."""
+    if not len(requests):
+        return []
+    start = requests["submitted_at"].min().to_pydatetime(warn=False) - SKEW
+    return fal.billing_events(requests["request_id"].tolist(), start, now + SKEW)
+
+
+def report_metadata(report: pd.DataFrame, path: UPath) -> dict:
     counts = report["status"].value_counts().to_dict()
-    yield dg.MaterializeResult(
-        metadata={
-            "fal_billed_usd": round(float(report["fal_cost_usd"].sum()), 6),
-            "list_cost_usd": round(float(report["ledger_cost_usd"].sum()), 6),
-            "discount_usd": round(
-                float((report["ledger_cost_usd"] - report["fal_cost_usd"]).dropna().sum()), 6
-            ),
-            **{status: int(counts.get(status, 0)) for status in rec.STATUSES},
-            "path": dg.MetadataValue.path(str(path)),
-            "problems": table_preview(report[report["status"] != rec.MATCHED]),
-        }
-    )
+    return {
+        "fal_billed_usd": round(float(report["fal_cost_usd"].sum()), 6),
+        "list_cost_usd": round(float(report["ledger_cost_usd"].sum()), 6),
+        "discount_usd": round(float((report["ledger_cost_usd"] - report["fal_cost_usd"]).dropna().sum()), 6),
+        **{status: int(counts.get(status, 0)) for status in rec.STATUSES},
+        "path": dg.MetadataValue.path(str(path)),
+        "problems": table_preview(report[report["status"] != rec.MATCHED]),
+    }
 
 
 def report_path(dataset: DatasetResource, partition: str) -> UPath:

@@ -267,26 +267,6 @@ def jobs_to_send(
             yield verdict.job
 
 
-def send_round(
-    fal: BaseFalResource,
-    dataset: DatasetResource,
-    jobs: Iterator[GenerationJob],
-    out: StepOutput,
-    tally: StepTally,
-) -> None:
-    """One batch through fal, each outcome recorded as it finishes."""
-    outcomes = fal.generate(
-        jobs,
-        ledger=out.ledger,
-        call_counts=tally.call_counts,
-        log=out.log,
-        max_file_bytes=dataset.max_download_bytes,
-    )
-    with closing(outcomes):
-        for outcome in outcomes:
-            record(outcome, out, tally)
-
-
 def run_generation_step(
     context: dg.AssetExecutionContext,
     fal: BaseFalResource,
@@ -311,20 +291,39 @@ def run_generation_step(
         out = StepOutput(where, rows, partition_ledger, step_prices(fal, dataset, context.log), context.log)
         try:
             with LeaseKeeper(partition_ledger.renew, run.lease_seconds / 3):
-                pending: Iterable[GenerationJob | RowFailure] = planned
-                while pending:
-                    deferred: list[GenerationJob] = []
-                    send_round(
-                        fal, dataset, jobs_to_send(pending, out, budget_left, tally, deferred), out, tally
-                    )
-                    if pending := deferred:
-                        context.log.info(
-                            f"{len(deferred)} request(s) are held by another run: waiting for them"
-                        )
-                        time.sleep(CLAIM_POLL_SECONDS)
+                send_rounds(fal, dataset, planned, out, budget_left, tally)
         finally:
             partition_ledger.release()
     return tally
+
+
+def send_rounds(
+    fal: BaseFalResource,
+    dataset: DatasetResource,
+    planned: Iterable[GenerationJob | RowFailure],
+    out: StepOutput,
+    budget_left: float | None,
+    tally: StepTally,
+) -> None:
+    """Rounds until no job is left, each one batch through fal with each outcome recorded as it
+    finishes; the jobs another live run holds are deferred to the next round."""
+    pending = planned
+    while pending:
+        deferred: list[GenerationJob] = []
+        jobs = jobs_to_send(pending, out, budget_left, tally, deferred)
+        outcomes = fal.generate(
+            jobs,
+            ledger=out.ledger,
+            call_counts=tally.call_counts,
+            log=out.log,
+            max_file_bytes=dataset.max_download_bytes,
+        )
+        with closing(outcomes):
+            for outcome in outcomes:
+                record(outcome, out, tally)
+        if pending := deferred:
+            out.log.info(f"{len(deferred)} request(s) are held by another run: waiting for them")
+            time.sleep(CLAIM_POLL_SECONDS)
 
 
 def report_spend(

@@ -206,20 +206,9 @@ class RequestLedger:
             "submitted_at=excluded.submitted_at, run_id=excluded.run_id, backfill_id=excluded.backfill_id, "
             "billing_unit=NULL, billed_units=NULL, unit_price=NULL, price_source=NULL, cost_usd=NULL, "
             "billed_at=NULL, spent_run_id=NULL",
-            (
-                partition,
-                job_key,
-                endpoint,
-                fingerprint_,
-                token,
-                now,
-                backend,
-                json.dumps(payload) if payload is not None else None,
-                now,
-                run_id,
-                backfill_id,
-            ),
-        )
+            (partition, job_key, endpoint, fingerprint_, token, now, backend,
+             json.dumps(payload) if payload is not None else None, now, run_id, backfill_id),
+        )  # fmt: skip
         return token
 
     def submitted(self, partition: str, job_key: str, endpoint: str, request_id: str) -> None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 POSTGRES_SCHEMES = ("postgresql://", "postgresql+psycopg2://", "postgres://")
 
@@ -27,11 +27,24 @@ class LedgerSchema:
     """table → {column: SQL type} for columns later versions added."""
 
 
-class LedgerStore(Protocol):
-    def execute(self, sql: str, params: tuple = ()) -> int: ...
-    def fetchone(self, sql: str, params: tuple = ()) -> tuple | None: ...
-    def fetchall(self, sql: str, params: tuple = ()) -> list[tuple]: ...
-    def close(self) -> None: ...
+class LedgerStore:
+    """Runs one statement (`?` placeholders) and reads its cursor with `read`; the stores differ
+    only in how they reach the database."""
+
+    def _run(self, sql: str, params: tuple, read: Callable):
+        raise NotImplementedError
+
+    def execute(self, sql: str, params: tuple = ()) -> int:
+        return self._run(sql, params, lambda cursor: cursor.rowcount)
+
+    def fetchone(self, sql: str, params: tuple = ()) -> tuple | None:
+        return self._run(sql, params, lambda cursor: cursor.fetchone())
+
+    def fetchall(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return self._run(sql, params, lambda cursor: cursor.fetchall())
+
+    def close(self) -> None:
+        pass
 
 
 def open_store(location: str | Path, schema: LedgerSchema) -> LedgerStore:
@@ -50,7 +63,7 @@ def _missing_columns(schema: LedgerSchema, existing: dict[str, set[str]]) -> lis
     ]
 
 
-class SqliteStore:
+class SqliteStore(LedgerStore):
     """A connection per call: safe from any thread (the webhook receiver) and process; WAL
     lets readers and one writer work at once; synchronous=FULL makes each commit durable."""
 
@@ -74,23 +87,12 @@ class SqliteStore:
         db.execute("PRAGMA synchronous=FULL")
         return db
 
-    def execute(self, sql: str, params: tuple = ()) -> int:
+    def _run(self, sql: str, params: tuple, read: Callable):
         with closing(self._connect()) as db:
-            return db.execute(sql, params).rowcount
-
-    def fetchone(self, sql: str, params: tuple = ()) -> tuple | None:
-        with closing(self._connect()) as db:
-            return db.execute(sql, params).fetchone()
-
-    def fetchall(self, sql: str, params: tuple = ()) -> list[tuple]:
-        with closing(self._connect()) as db:
-            return db.execute(sql, params).fetchall()
-
-    def close(self) -> None:
-        pass
+            return read(db.execute(sql, params))
 
 
-class PostgresStore:
+class PostgresStore(LedgerStore):
     """One autocommit connection per thread (the step's, the lease keeper's and the webhook
     receiver's)."""
 
@@ -129,20 +131,10 @@ class PostgresStore:
                 self._connections.append(connection)
         return connection
 
-    def execute(self, sql: str, params: tuple = ()) -> int:
+    def _run(self, sql: str, params: tuple, read: Callable):
         with self._connection().cursor() as cursor:
             cursor.execute(sql.replace("?", "%s"), params)
-            return cursor.rowcount
-
-    def fetchone(self, sql: str, params: tuple = ()) -> tuple | None:
-        with self._connection().cursor() as cursor:
-            cursor.execute(sql.replace("?", "%s"), params)
-            return cursor.fetchone()
-
-    def fetchall(self, sql: str, params: tuple = ()) -> list[tuple]:
-        with self._connection().cursor() as cursor:
-            cursor.execute(sql.replace("?", "%s"), params)
-            return cursor.fetchall()
+            return read(cursor)
 
     def close(self) -> None:
         with self._lock:

@@ -4,6 +4,7 @@ for Redux, its lineage."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -75,38 +76,33 @@ def redux_jobs(
     """`first_images()`: prompt_id → the row's first generated image (catalog columns image_id,
     file_path, content_hash); called once, and only if a row varies its generated image. A local
     source is checked again, as it is read, to be a file inside `prompts_dir`."""
-    parents = None
+    first_images = functools.cache(first_images)
     for row in rows:
-        if row.redux is None:
-            continue
-        if row.redux_source == GENERATED:
-            parents = first_images() if parents is None else parents
-            if (parent := parents.get(row.prompt_id)) is None:
-                yield RowFailure(row.prompt_id, REDUX, "redux_image", "the row's generated image is missing")
-                continue
-            source = ReduxSource(
-                parent["content_hash"],
-                Lineage(parent_image_id=parent["image_id"]),
-                upload_path=outputs_dir / parent["file_path"],
-            )
-        elif row.redux_source.startswith(("http://", "https://")):
-            source = ReduxSource(
-                row.redux_source, Lineage(parent_source=row.redux_source), url=row.redux_source
-            )
-        elif row.redux_source.startswith("data:"):
-            source = _data_uri_source(row.redux_source)
-        else:
-            local = file_inside(open_location(row.redux_source, prompts_dir.storage_options), prompts_dir)
-            if local is None or not local.is_file():
-                yield RowFailure(
-                    row.prompt_id,
-                    REDUX,
-                    "redux_image",
-                    f"local image {row.redux_source!r} is no longer a file inside the prompts folder",
-                )
-                continue
-            source = ReduxSource(sha256_of(local), Lineage(parent_source=row.redux_source), upload_path=local)
-        yield redux_job(row, source)
+        if row.redux is not None:
+            source = _redux_source(row, outputs_dir, prompts_dir, first_images)
+            yield redux_job(row, source) if isinstance(source, ReduxSource) else source
+
+
+def _redux_source(
+    row: PromptRow, outputs_dir: UPath, prompts_dir: UPath, first_images: Callable[[], dict[str, dict]]
+) -> ReduxSource | RowFailure:
+    if row.redux_source == GENERATED:
+        if (parent := first_images().get(row.prompt_id)) is None:
+            return RowFailure(row.prompt_id, REDUX, "redux_image", "the row's generated image is missing")
+        return ReduxSource(
+            parent["content_hash"],
+            Lineage(parent_image_id=parent["image_id"]),
+            upload_path=outputs_dir / parent["file_path"],
+        )
+    if row.redux_source.startswith(("http://", "https://")):
+        return ReduxSource(row.redux_source, Lineage(parent_source=row.redux_source), url=row.redux_source)
+    if row.redux_source.startswith("data:"):
+        return _data_uri_source(row.redux_source)
+    local = file_inside(open_location(row.redux_source, prompts_dir.storage_options), prompts_dir)
+    if local is None or not local.is_file():
+        problem = f"local image {row.redux_source!r} is no longer a file inside the prompts folder"
+        return RowFailure(row.prompt_id, REDUX, "redux_image", problem)
+    return ReduxSource(sha256_of(local), Lineage(parent_source=row.redux_source), upload_path=local)
 
 
 def _data_uri_source(uri: str) -> ReduxSource:

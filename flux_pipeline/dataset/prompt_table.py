@@ -62,6 +62,7 @@ OPTIONAL_COLUMNS = {
 WHOLE_NUMBER_COLUMNS = ("width", "height", "seed", "num_images", "safety_tolerance", "num_inference_steps")
 """Columns whose values must be whole numbers: a float value that is not is a reject of its row."""
 REQUEST_FIELDS = ("seed", "num_images", "output_format", "safety_tolerance", "enhance_prompt")
+REDUX_FIELDS = ("redux_prompt", "num_inference_steps", "guidance_scale")
 
 
 class PromptTableError(ValueError):
@@ -180,37 +181,32 @@ class _RowError(Exception):
 
 
 def _plan_row(row: pd.Series, prompt_id: str, defaults: dict, prompts_dir: UPath) -> PromptRow:
-    request = dict(defaults)
-    request["prompt"] = _value(row, "prompt") or ""
+    request = {**defaults, "prompt": _value(row, "prompt") or "", **_image_size(row)}
+    for name in REQUEST_FIELDS:
+        if (value := _value(row, name)) is not None:
+            request[name] = value
+    text_to_image = _validated(TEXT_TO_IMAGE, request)
+    source = _value(row, "redux_image")
+    given = {name: value for name in REDUX_FIELDS if (value := _value(row, name)) is not None}
+    if source is None:
+        if given:
+            raise _RowError("redux_image", f"required when {', '.join(given)} is set")
+        return PromptRow(prompt_id, text_to_image)
+    prompt = given.pop("redux_prompt", None) or ""
+    redux = _validated(REDUX, {**request, **given, "prompt": prompt, "image_url": "pending:upload"})
+    return PromptRow(prompt_id, text_to_image, redux, _resolve_source(source, prompts_dir))
+
+
+def _image_size(row: pd.Series) -> dict:
+    """The row's `image_size` (a preset, or its width and height), when it gives one."""
     width, height, preset = _value(row, "width"), _value(row, "height"), _value(row, "image_size")
     if (width is None) != (height is None):
         raise _RowError("width" if width is None else "height", "width and height must be given together")
     if width is not None and preset is not None:
         raise _RowError("image_size", "give either image_size or width/height, not both")
     if width is not None:
-        request["image_size"] = {"width": width, "height": height}
-    elif preset is not None:
-        request["image_size"] = preset
-    for name in REQUEST_FIELDS:
-        if (value := _value(row, name)) is not None:
-            request[name] = value
-    text_to_image = _validated(TEXT_TO_IMAGE, request)
-
-    source = _value(row, "redux_image")
-    redux_fields = {
-        name: _value(row, name) for name in ("redux_prompt", "num_inference_steps", "guidance_scale")
-    }
-    if source is None:
-        given = [name for name, value in redux_fields.items() if value is not None]
-        if given:
-            raise _RowError("redux_image", f"required when {', '.join(given)} is set")
-        return PromptRow(prompt_id, text_to_image)
-    redux_request = {**request, "prompt": redux_fields["redux_prompt"] or "", "image_url": "pending:upload"}
-    for name in ("num_inference_steps", "guidance_scale"):
-        if redux_fields[name] is not None:
-            redux_request[name] = redux_fields[name]
-    redux = _validated(REDUX, redux_request)
-    return PromptRow(prompt_id, text_to_image, redux, _resolve_source(source, prompts_dir))
+        return {"image_size": {"width": width, "height": height}}
+    return {} if preset is None else {"image_size": preset}
 
 
 def _validated(endpoint: str, request: dict):

@@ -76,11 +76,7 @@ class FalApiError(FalError):
         """(field, message) pairs of a 422 validation body; the `body` prefix is dropped."""
         if not isinstance(self.detail, list):
             return []
-        pairs = []
-        for item in self.detail:
-            loc = [str(p) for p in item.get("loc", []) if p != "body"]
-            pairs.append((".".join(loc) or "input", str(item.get("msg", ""))))
-        return pairs
+        return [(_field(item), str(item.get("msg", ""))) for item in self.detail]
 
     @classmethod
     def from_response(
@@ -150,14 +146,12 @@ class FalTimeoutError(FalError):
     """A request did not complete within the configured deadline (it was cancelled)."""
 
 
+def _field(item: dict) -> str:
+    """The field a validation error names, without the `body` prefix."""
+    return ".".join(str(p) for p in item.get("loc", []) if p != "body") or "input"
+
+
 def _describe(detail: Any) -> str:
-    if isinstance(detail, list):
-        parts = []
-        for item in detail:
-            if isinstance(item, dict):
-                loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
-                parts.append(f"{loc or 'input'}: {item.get('msg', '')}")
-            else:
-                parts.append(str(item))
-        return "; ".join(parts)
-    return str(detail)
+    if not isinstance(detail, list):
+        return str(detail)
+    return "; ".join(f"{_field(i)}: {i.get('msg', '')}" if isinstance(i, dict) else str(i) for i in detail)

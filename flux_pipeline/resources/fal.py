@@ -156,30 +156,19 @@ class BaseFalResource(dg.ConfigurableResource):
         finishes. Jobs are drawn, on the caller's thread, one per free slot. Closing the iterator
         early, or an interrupt, cancels the requests still in flight. A submit whose response is
         lost is found through its webhook when a receiver listens, else in fal's request history."""
-        receiver = None
-        if ledger is not None and self._receives_webhooks():
-            from ..fal.webhooks import WebhookReceiver  # the server stack loads only when it listens
-
-            receiver = WebhookReceiver(
-                ledger.webhook_received,
-                host=self.webhook_host,
-                port=self.webhook_port or 0,
-                public_url=self.webhook_public_url,
-            )
+        receiver = self._webhook_receiver(ledger) if ledger is not None else None
 
         async def outcomes(queued: AsyncIterator[GenerationJob]) -> AsyncIterator[Outcome]:
             async with (
                 self.client(call_counts, log) as fal,
                 self.platform(call_counts=call_counts) as platform,
             ):
+                history = PlatformHistory(
+                    platform, self.lost_request_settle, poll_interval=min(2.0, self.lost_request_settle)
+                )
+                webhook_url = receiver.base_url if receiver else None
                 options = BatchOptions(
-                    self.max_concurrency,
-                    self.request_deadline,
-                    max_file_bytes,
-                    receiver.base_url if receiver else None,
-                    PlatformHistory(
-                        platform, self.lost_request_settle, poll_interval=min(2.0, self.lost_request_settle)
-                    ),
+                    self.max_concurrency, self.request_deadline, max_file_bytes, webhook_url, history
                 )
                 async with aclosing(run_batch(fal, queued, options, ledger=ledger)) as run:
                     async for outcome in run:
@@ -187,6 +176,19 @@ class BaseFalResource(dg.ConfigurableResource):
 
         with receiver or nullcontext():
             yield from drive(outcomes, jobs)
+
+    def _webhook_receiver(self, ledger: Ledger):
+        """A receiver of fal's webhooks into `ledger`, when this resource listens for them."""
+        if not self._receives_webhooks():
+            return None
+        from ..fal.webhooks import WebhookReceiver  # the server stack loads only when it listens
+
+        return WebhookReceiver(
+            ledger.webhook_received,
+            host=self.webhook_host,
+            port=self.webhook_port or 0,
+            public_url=self.webhook_public_url,
+        )
 
     def upload_file(self, path: str | Path) -> str:
         """Upload a local file to fal storage; returns the URL a request can reference."""

@@ -10,6 +10,7 @@ folders and on object storage (UPath)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from upath import UPath
@@ -20,7 +21,7 @@ from ..storage import remove_tree, write_bytes_atomically
 from .dataset_card import dataset_card
 from .manifest import DATASET_CARD, ExportManifest, FileInfo, SplitExport
 from .options import ExportOptions
-from .samples import catalog_samples
+from .samples import Sample, catalog_samples
 from .selection import FILTERS, select_images
 from .splits import SPLITS, TRAIN, VALIDATION, split_of
 from .versions import POINTER, new_version, publish, read_latest, version_folder
@@ -72,20 +73,26 @@ def export_partition(
         options=options,
     )
     folder = version_folder(export_root, manifest)
+    samples = catalog_samples(catalog_root, output_root, partition, selection.kept, options.batch_rows)
     try:
-        samples = catalog_samples(catalog_root, output_root, partition, selection.kept, options.batch_rows)
-        splits, parquet = write_splits(folder, samples, options)
-        manifest = manifest.model_copy(
-            update={
-                "splits": splits,
-                "exported": sum(s.samples for s in splits.values()),
-                "dataset_card": DATASET_CARD if parquet else None,
-            }
-        )
-        if parquet:
-            write_bytes_atomically(folder / DATASET_CARD, dataset_card(manifest, parquet).encode())
+        manifest = _write_version(folder, manifest, samples)
     except BaseException:
         remove_tree(folder)
         raise
     publish(export_root, manifest)
+    return manifest
+
+
+def _write_version(folder: UPath, manifest: ExportManifest, samples: Iterable[Sample]) -> ExportManifest:
+    """The version folder's data files and dataset card; the manifest that lists them."""
+    splits, parquet = write_splits(folder, samples, manifest.options)
+    manifest = manifest.model_copy(
+        update={
+            "splits": splits,
+            "exported": sum(s.samples for s in splits.values()),
+            "dataset_card": DATASET_CARD if parquet else None,
+        }
+    )
+    if parquet:
+        write_bytes_atomically(folder / DATASET_CARD, dataset_card(manifest, parquet).encode())
     return manifest
