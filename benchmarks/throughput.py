@@ -39,6 +39,7 @@ from pathlib import Path
 
 import httpx
 
+from flux_pipeline.emulator.images import RENDERED_CACHE_SIZE
 from flux_pipeline.fal.models import PRESET_SIZES, TEXT_TO_IMAGE
 
 KEY = "benchmark-key"
@@ -272,6 +273,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return worker(args)
+    if args.n > RENDERED_CACHE_SIZE:
+        parser.error(
+            f"--n {args.n} is over the emulator's render cache ({RENDERED_CACHE_SIZE} images): "
+            "it would render during the runs, on the clients' CPUs"
+        )
 
     with tempfile.TemporaryDirectory() as folder:
         emulator = start_emulator(args.latency, Path(folder) if args.tls else None)
