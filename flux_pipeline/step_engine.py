@@ -208,9 +208,12 @@ def record_failure(outcome: GenerationFailure, out: StepOutput, tally: StepTally
     if outcome.output is not None:
         record_billing(job, outcome.output, out)  # completed, so billed, but its files failed
         out.ledger.failed(job, outcome.error)
-    elif code is not None and (outcome.request_id is None or (400 <= code < 500 and code not in (408, 429))):
-        # A definitive answer from fal (a rejected submit, or a 4xx result such as 422 or
-        # cancelled) is not billed: a re-run may send it again. Anything else stays resumable.
+    elif outcome.request_failed or (
+        code is not None and (outcome.request_id is None or (400 <= code < 500 and code not in (408, 429)))
+    ):
+        # A definitive answer from fal (a rejected submit, a 4xx result such as 422 or cancelled,
+        # a request fal completed with an error) is not billed: a re-run may send it again.
+        # Anything else stays resumable.
         out.ledger.failed(job, outcome.error)
     field_name = outcome.field_errors[0][0] if outcome.field_errors else None
     tally.failures.append(

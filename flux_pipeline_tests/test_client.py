@@ -201,6 +201,26 @@ def test_cancel_of_a_queued_request(slow_emulator):
     assert slow_emulator.emulator.stats()["requests_billed"] == 1
 
 
+def test_a_crashed_generation_completes_with_an_error_and_is_not_billed(emulator, monkeypatch):
+    def crash(*args):
+        raise MemoryError
+
+    monkeypatch.setattr("flux_pipeline.emulator.engine.render_image", crash)
+
+    async def flow(fal):
+        request_id = await fal.submit(TEXT_TO_IMAGE, {"prompt": "too much"})
+        final = await fal.wait(TEXT_TO_IMAGE, request_id)
+        with pytest.raises(FalApiError) as caught:
+            await fal.result(TEXT_TO_IMAGE, request_id, failed=final.error is not None)
+        return final, caught.value, fal.call_counts.calls["result"]
+
+    final, error, result_calls = run(emulator, flow)
+    assert final.status == "COMPLETED" and final.error_type == "internal_error"
+    assert error.status_code == 500 and "MemoryError" in error.message
+    assert error.request_failed and result_calls == 1, "the request's own error is final: not retried"
+    assert emulator.emulator.stats()["requests_billed"] == 0
+
+
 def test_upload_local_image_then_redux(emulator, tmp_path):
     from PIL import Image
 

@@ -90,6 +90,32 @@ def test_without_webhooks_lost_submits_are_found_in_fals_request_history(tmp_pat
         assert_each_request_billed_once(project, 12)
 
 
+def test_a_request_fal_completes_with_an_error_is_sent_again_by_the_rerun(tmp_path, monkeypatch):
+    """fal bills only successful outputs: a request that ended in its own error is final and
+    unbilled, so its row is not resumed (its result would stay an error) but sent again."""
+    from flux_pipeline.emulator import engine
+
+    render = engine.render_image
+    crashes = []
+
+    def crash_once(*args):
+        if not crashes:
+            crashes.append(args)
+            raise MemoryError
+        return render(*args)
+
+    monkeypatch.setattr(engine, "render_image", crash_once)
+    with EmulatorServer(EmulatorConfig(latency=0.05)) as server, dg.instance_for_test() as instance:
+        project = make_project(tmp_path, server, instance, samples=False)
+        write_table(project.dataset.layout.prompts_dir / "crash.parquet", 6)
+        project.run("crash")
+        assert len(project.catalog()) == 5 and len(crashes) == 1
+        project.run("crash")
+        assert server.emulator.submitted == 7, "the failed request was sent again, once"
+        assert server.emulator.stats()["http_calls"]["result"] == 7, "its error was not retried"
+        assert_each_request_billed_once(project, 6)
+
+
 KILLED_RUN = """
 import signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job inherits SIGINT ignored

@@ -23,6 +23,8 @@ from .platform import PlatformApi
 from .storage import StorageApi, base_url
 
 SSE_KEEPALIVE_SECONDS = 15.0
+ERROR_TYPES = {400: "request_cancelled", 422: "validation_error", 500: "internal_error"}
+"""The status's `error_type` of a request that completed with this result status (400: cancelled)."""
 REQUEST_PREFIXES = ("/{owner}/{alias}/requests/{rid}", "/{owner}/{alias}/{endpoint_path:path}/requests/{rid}")
 
 
@@ -105,7 +107,7 @@ class QueueApi:
             body["metrics"] = {"inference_time": None if found.cancelled else self.emulator.config.latency}
             if found.status_code != 200:
                 body["error"] = f"Invalid status code: {found.status_code}"
-                body["error_type"] = "request_cancelled" if found.cancelled else "validation_error"
+                body["error_type"] = ERROR_TYPES[found.status_code]
         return body
 
     async def submit(self, request: Request) -> Response:

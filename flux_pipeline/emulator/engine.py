@@ -222,9 +222,12 @@ class Emulator:
         await asyncio.sleep(max(0.0, request.finish_at - time.monotonic()))
         if request.done.is_set():
             return  # cancelled while queued
-        status_code, body = await self.generate(
-            request.endpoint, request.payload, request.base_url, store=True, request_id=request.id
-        )
+        try:
+            status_code, body = await self.generate(
+                request.endpoint, request.payload, request.base_url, store=True, request_id=request.id
+            )
+        except Exception as exc:  # the model crashed: the request completes with an error, unbilled
+            status_code, body = 500, {"detail": f"Internal error: {type(exc).__name__}"}
         self._finish(request, status_code, body)
 
     def _finish(self, request: QueuedRequest, status_code: int, body: dict) -> None:

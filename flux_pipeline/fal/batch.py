@@ -94,6 +94,8 @@ class GenerationFailure:
     status_code: int | None = None
     field_errors: list[tuple[str, str]] = field(default_factory=list)
     logs: list[dict] = field(default_factory=list)
+    request_failed: bool = False
+    """fal completed the request with an error of its own: final, and not billed."""
     output: FluxOutput | None = None
     """The result, when fal completed the request (and so billed it) but its files failed."""
 
@@ -252,7 +254,9 @@ async def _settle(
         return Settled(job, request_id, output, started, logs)
     except FalApiError as exc:
         finished = True
-        return GenerationFailure(job, request_id, str(exc), exc.status_code, exc.field_errors, logs)
+        return GenerationFailure(
+            job, request_id, str(exc), exc.status_code, exc.field_errors, logs, exc.request_failed
+        )
     except FAILURES as exc:
         return GenerationFailure(job, request_id, f"{type(exc).__name__}: {exc}", logs=logs)
     finally:
@@ -280,12 +284,12 @@ async def _wait_and_fetch(
 ) -> FluxOutput:
     try:
         async with asyncio.timeout(options.deadline_s):
-            await fal.wait(job.endpoint, request_id, on_log)
+            final = await fal.wait(job.endpoint, request_id, on_log)
     except TimeoutError:
         raise FalTimeoutError(
             f"request {request_id} did not complete within {options.deadline_s:g} s"
         ) from None
-    return await fal.result(job.endpoint, request_id)
+    return await fal.result(job.endpoint, request_id, failed=final.error is not None)
 
 
 async def run_batch(

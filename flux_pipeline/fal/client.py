@@ -205,10 +205,21 @@ class FalClient:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, self.max_poll_interval)
 
-    async def result(self, endpoint: str, request_id: str) -> FluxOutput:
-        response = await self._send(
-            "result", "GET", self.urls.request(endpoint, request_id), endpoint=endpoint, request_id=request_id
-        )
+    async def result(self, endpoint: str, request_id: str, *, failed: bool = False) -> FluxOutput:
+        """The request's output. `failed`: its status said it ended in an error, so the result's
+        error status is the request's own (FalApiError with `request_failed`), not retried."""
+        try:
+            response = await self._send(
+                "result",
+                "GET",
+                self.urls.request(endpoint, request_id),
+                endpoint=endpoint,
+                request_id=request_id,
+                retry_status=not failed,
+            )
+        except FalApiError as exc:
+            exc.request_failed = failed
+            raise
         return FluxOutput.model_validate_json(response.content)
 
     async def cancel(self, endpoint: str, request_id: str) -> bool:

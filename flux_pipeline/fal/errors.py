@@ -67,6 +67,9 @@ class FalApiError(FalError):
         self.request_id = request_id
         self.error_type = error_type
         self.detail = detail
+        self.request_failed = False
+        """Set when fal completed the request itself with an error (its status said so): a final
+        answer, and not billed (platform.md: fal bills only successful outputs)."""
         where = f" for {endpoint}" if endpoint else ""
         rid = f" (request {request_id})" if request_id else ""
         super().__init__(f"fal answered {status_code}{where}{rid}: {message}")

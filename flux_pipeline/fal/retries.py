@@ -124,6 +124,7 @@ class Retrier:
         url: str,
         *,
         idempotent: bool = True,
+        retry_status: bool = True,
         endpoint: str | None = None,
         request_id: str | None = None,
         read_body: BodyReader = read_whole,
@@ -131,7 +132,8 @@ class Retrier:
     ) -> httpx.Response:
         """The response of one logical call; an error status raises FalApiError. `read_body`
         consumes a successful response's body (a transport error on the way is retried like any
-        other; whatever else it raises ends the call); `kwargs` are httpx's `build_request`'s."""
+        other; whatever else it raises ends the call); with `retry_status` False an error status is
+        the answer, never retried; `kwargs` are httpx's `build_request`'s."""
         attempt = 0
         while True:
             attempt += 1
@@ -148,7 +150,7 @@ class Retrier:
                 if await self.backoff(kind, attempt, type(exc).__name__):
                     continue
                 raise
-            if response.is_error and is_retryable(response):
+            if response.is_error and retry_status and is_retryable(response):
                 reason = f"HTTP {response.status_code}"
                 if await self.backoff(kind, attempt, reason, retry_after_seconds(response)):
                     continue
