@@ -189,6 +189,8 @@ def ledger(request, tmp_path) -> str:
 def test_two_runs_of_one_partition_at_once_pay_once(tmp_path, ledger):
     with EmulatorServer(EmulatorConfig(latency=0.3)) as server, shared_instance(tmp_path) as instance:
         write_table(tmp_path / "prompts" / "twice.parquet", 40)
+        # registered once, as the sensor does: two workers adding it at once race in Dagster's storage
+        instance.add_dynamic_partitions("prompt_tables", ["twice"])
         runs = [worker(server, tmp_path, "twice", "--ledger", ledger) for _ in range(2)]
         outcomes = [(run.wait(timeout=240), run.stderr.read()[-3000:]) for run in runs]
         assert all(code == 0 for code, _ in outcomes), outcomes
