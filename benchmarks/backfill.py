@@ -34,7 +34,7 @@ from pathlib import Path
 
 from upath import UPath
 
-from benchmarks.throughput import KEY, start_emulator, stats
+from benchmarks.throughput import KEY, start_emulator
 from flux_pipeline.dataset.catalog import read_catalog
 from flux_pipeline.instance import write_local_instance
 from flux_pipeline_tests.dataset_fixtures import write_table
@@ -57,12 +57,14 @@ def backfill(args: argparse.Namespace, root: Path) -> dict:
     keys = [f"table-{i:02d}" for i in range(args.partitions)]
     for key in keys:
         write_table(data / "prompts" / f"{key}.parquet", args.rows, prefix=f"{key}-")
-    emulator, url = start_emulator(args.latency)
+    emulator = start_emulator(args.latency, tls_folder=None)
+    url = emulator.url
     env = {
         "FAL_KEY": KEY,
         "FAL_QUEUE_URL": url,
         "FAL_RUN_URL": f"{url}/run",
         "FAL_STORAGE_URL": url,
+        "FAL_API_URL": url,
         "FLUX_DATA_DIR": str(data),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(args.repo), os.environ.get("PYTHONPATH")])),
     }
@@ -76,10 +78,10 @@ def backfill(args: argparse.Namespace, root: Path) -> dict:
             status = deployment.wait_for_backfill(backfill_id, args.timeout)
             runs = deployment.runs({"dagster/backfill": backfill_id})
             launched = {run.run_id: deployment.launched(run.run_id) for run in runs}
-        billed = stats(url)
+        billed = emulator.stats()
     finally:
-        emulator.terminate()
-        emulator.wait()
+        emulator.process.terminate()
+        emulator.process.wait()
     cataloged = len(read_catalog(UPath(data / "catalog")))
     return {
         "repo": str(args.repo),
