@@ -222,12 +222,9 @@ class Emulator:
         await asyncio.sleep(max(0.0, request.finish_at - time.monotonic()))
         if request.done.is_set():
             return  # cancelled while queued
-        try:
-            status_code, body = await self.generate(
-                request.endpoint, request.payload, request.base_url, store=True, request_id=request.id
-            )
-        except Exception as exc:  # the model crashed: the request completes with an error, unbilled
-            status_code, body = 500, {"detail": f"Internal error: {type(exc).__name__}"}
+        status_code, body = await self.generate(
+            request.endpoint, request.payload, request.base_url, store=True, request_id=request.id
+        )
         self._finish(request, status_code, body)
 
     def _finish(self, request: QueuedRequest, status_code: int, body: dict) -> None:
@@ -266,7 +263,16 @@ class Emulator:
     async def generate(
         self, endpoint: str, payload: dict, base_url: str, *, store: bool, request_id: str
     ) -> tuple[int, dict]:
-        """Run the model on one input: (HTTP status, body) as fal's result endpoint answers."""
+        """Run the model on one input: (HTTP status, body) as fal's result endpoint answers. A
+        crash of the model is a 500, unbilled (billing is the model's last step)."""
+        try:
+            return await self._run_model(endpoint, payload, base_url, store=store, request_id=request_id)
+        except Exception as exc:
+            return 500, {"detail": f"Internal error: {type(exc).__name__}"}
+
+    async def _run_model(
+        self, endpoint: str, payload: dict, base_url: str, *, store: bool, request_id: str
+    ) -> tuple[int, dict]:
         try:
             data = input_model(endpoint).model_validate(payload)
         except ValidationError as exc:

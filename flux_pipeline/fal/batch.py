@@ -311,9 +311,8 @@ async def run_batch(
             settled = await _settle(fal, job, ledger, options, uploads)
         finally:
             fal_slots.release()
-        if isinstance(settled, Settled):
-            settled = await _fetch_files(fal, settled, options)
-        await finished.put(settled)
+        outcome = await _fetch_files(fal, settled, options) if isinstance(settled, Settled) else settled
+        await finished.put(outcome)
 
     async def feed() -> None:
         try:
