@@ -75,18 +75,14 @@ def _run(args: argparse.Namespace) -> int:
 def _register_tables(instance, dataset, partitions: list[str] | None) -> list[str] | None:
     """The partitions to build (`partitions`, else every prompt table), registered with their table
     versions as the sensor does; None, after saying why, when one has no table."""
-    from .partitions import prompt_tables
-    from .table_sensor import scan_prompt_tables, table_version_events
+    from .table_sensor import register_tables, scan_prompt_tables
 
     found = scan_prompt_tables(dataset, logging.getLogger("flux_pipeline"))
     keys = partitions or sorted(found)
     if unknown := [key for key in keys if key not in found]:
         print(f"no prompt table for {', '.join(unknown)} in {dataset.layout.prompts_dir}", file=sys.stderr)
         return None
-    instance.add_dynamic_partitions(prompt_tables.name, keys)
-    for key in keys:  # the table versions the runs consume
-        for event in table_version_events(key, found[key]):
-            instance.report_runless_asset_event(event)
+    register_tables(instance, {key: found[key] for key in keys})
     return keys
 
 

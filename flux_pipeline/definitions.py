@@ -7,11 +7,12 @@ run starts (never stored in the definitions): FAL_KEY, FAL_ADMIN_KEY (billing re
 FAL_QUEUE_URL, FAL_RUN_URL, FAL_STORAGE_URL, FAL_API_URL (fal's Platform API), FLUX_DATA_DIR
 (a folder or an fsspec URL such as s3://bucket/prefix) and FLUX_LEDGER (a SQLite file or a
 postgresql:// URL; required when FLUX_DATA_DIR is a URL). Numbers are read here, so that their
-bounds are checked: FLUX_MAX_CONCURRENCY, FLUX_BUDGET_USD (Dagster's EnvVar.int bypasses field
-bounds, and it has no float EnvVar).
+bounds are checked: FLUX_MAX_CONCURRENCY, FLUX_BUDGET_USD, FLUX_NIGHTLY_BUDGET_USD (Dagster's
+EnvVar.int bypasses field bounds, and it has no float EnvVar).
 
 Every run executes in process (jobs.EXECUTOR). Nothing starts runs by itself until a person turns
-on `prompt_table_sensor` or `dataset_automation` in the UI (runs against real fal cost money)."""
+on `prompt_table_sensor`, `dataset_automation` or `nightly_backfill` in the UI (runs against real
+fal cost money)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from .automation import dataset_automation
 from .checks import CATALOG_CHECKS
 from .export_asset import training_export
 from .jobs import EXECUTOR, build_dataset, report_costs
+from .nightly import nightly_backfill
 from .reconciliation_asset import RECONCILIATION_CHECKS, billing_reconciliation
 from .resources import BaseFalResource, DatasetResource, EmulatedFalResource, FalResource
 from .table_sensor import prompt_table_sensor
@@ -56,9 +58,14 @@ def fal_from_env() -> BaseFalResource:
 
 
 def dataset_from_env() -> DatasetResource:
-    budget = _env("FLUX_BUDGET_USD", of=lambda name: float(os.environ[name]))
+    as_float = lambda name: float(os.environ[name])
     return DatasetResource(
-        **_settings(data_dir=_env("FLUX_DATA_DIR"), ledger=_env("FLUX_LEDGER"), budget_usd=budget)
+        **_settings(
+            data_dir=_env("FLUX_DATA_DIR"),
+            ledger=_env("FLUX_LEDGER"),
+            budget_usd=_env("FLUX_BUDGET_USD", of=as_float),
+            nightly_budget_usd=_env("FLUX_NIGHTLY_BUDGET_USD", of=as_float),
+        )
     )
 
 
@@ -77,6 +84,7 @@ def make_definitions(fal: BaseFalResource, dataset: DatasetResource) -> dg.Defin
         asset_checks=[*CATALOG_CHECKS, *RECONCILIATION_CHECKS],
         jobs=[build_dataset, report_costs],
         sensors=[prompt_table_sensor, dataset_automation],
+        schedules=[nightly_backfill],
         resources={"fal": fal, "dataset": dataset},
         executor=EXECUTOR,
     )

@@ -71,6 +71,14 @@ def table_version_events(partition: str, sha256: str) -> list:
     ]
 
 
+def register_tables(instance: dg.DagsterInstance, versions: dict[str, str]) -> None:
+    """Registers the partitions and records their table versions, which the runs then consume."""
+    instance.add_dynamic_partitions(prompt_tables.name, list(versions))
+    for key, sha in versions.items():
+        for event in table_version_events(key, sha):
+            instance.report_runless_asset_event(event)
+
+
 def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> dg.EventLogRecord | None:
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1

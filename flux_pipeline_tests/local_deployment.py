@@ -103,6 +103,25 @@ mutation StartSensor($sensorSelector: SensorSelector!) {
   }
 }"""
 
+START_SCHEDULE = """
+mutation StartSchedule($scheduleSelector: ScheduleSelector!) {
+  startSchedule(scheduleSelector: $scheduleSelector) {
+    __typename
+    ... on ScheduleStateResult { scheduleState { status } }
+    ... on PythonError { message }
+  }
+}"""
+
+SCHEDULE = """
+query Schedule($scheduleSelector: ScheduleSelector!) {
+  scheduleOrError(scheduleSelector: $scheduleSelector) {
+    __typename
+    ... on Schedule { cronSchedule executionTimezone scheduleState { status }
+                      futureTicks(limit: 1) { results { timestamp } } }
+    ... on PythonError { message }
+  }
+}"""
+
 
 @dataclass
 class Run:
@@ -323,3 +342,16 @@ class LocalDeployment:
         )["startSensor"]
         if started["__typename"] != "Sensor":
             raise RuntimeError(f"starting sensor {name!r}: {started}")
+
+    def _schedule_selector(self, name: str) -> dict:
+        return {"scheduleSelector": {**self.repository_selector, "scheduleName": name}}
+
+    def schedule(self, name: str) -> dict:
+        """The schedule as its page shows it: cron, timezone, status and the next tick."""
+        return self.graphql(SCHEDULE, self._schedule_selector(name))["scheduleOrError"]
+
+    def start_schedule(self, name: str) -> None:
+        """As the schedule's toggle in the UI does."""
+        started = self.graphql(START_SCHEDULE, self._schedule_selector(name))["startSchedule"]
+        if started["__typename"] != "ScheduleStateResult":
+            raise RuntimeError(f"starting schedule {name!r}: {started}")

@@ -63,6 +63,12 @@ class DatasetResource(dg.ConfigurableResource):
     budget_usd: float | None = Field(
         default=None, ge=0, description="Most a partition may spend; None: no limit."
     )
+    nightly_budget_usd: float | None = Field(
+        default=None,
+        ge=0,
+        description="Most one night of `nightly_backfill` may spend (estimated "
+        "before anything is sent); None: no limit.",
+    )
     nsfw_warn_rate: float = Field(
         default=0.2, ge=0, le=1, description="NSFW share above which a check warns."
     )
