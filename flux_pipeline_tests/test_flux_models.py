@@ -76,6 +76,8 @@ def test_a_partition_mixing_models_is_estimated_billed_and_reconciled_per_model(
         pd.DataFrame(MIXED_ROWS).to_parquet(prompts_dir / "mixed.parquet")
         result = project.run("mixed")
         assert result.success
+        failed_checks = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+        assert failed_checks == [], "cost_recomputes, billed_units_match and the others hold per model"
         rejects = pd.read_parquet(project.dataset.layout.partition_files("mixed").rejects)
         assert dict(zip(rejects.prompt_id, rejects.field)) == {
             "bad-model": "model",
