@@ -31,7 +31,7 @@ from .dataset.prompt_table import (
 from .dataset.reject_summary import RejectSummary
 from .dataset.rows import CatalogRowWriter, ParquetRowWriter
 from .dataset.storage import write_parquet_atomically
-from .fal.models import REDUX, TEXT_TO_IMAGE
+from .fal.models import REDUX_ENDPOINTS, TEXT_TO_IMAGE_ENDPOINTS
 from .metadata import preview_metadata, step_metadata, table_preview
 from .partitions import FAL_POOL, GROUP, prompt_tables
 from .resources import BaseFalResource, DatasetResource
@@ -42,7 +42,7 @@ REJECT_SCHEMA = pa.schema(
     [("row", pa.int64()), ("prompt_id", pa.string()), ("field", pa.string()), ("reason", pa.string())]
 )
 GENERATED_STEP, VARIATIONS_STEP = "generated", "variations"
-STEP_ENDPOINTS = {GENERATED_STEP: TEXT_TO_IMAGE, VARIATIONS_STEP: REDUX}
+STEP_ENDPOINTS = {GENERATED_STEP: TEXT_TO_IMAGE_ENDPOINTS, VARIATIONS_STEP: REDUX_ENDPOINTS}
 ESTIMATE_WITHIN_BUDGET = dg.AssetCheckSpec(
     "estimate_within_budget",
     asset="prompts",
@@ -197,8 +197,8 @@ def catalog(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.M
     automation_condition=REPORT_CONDITION,
     group_name=GROUP,
     kinds={"parquet"},
-    description="Spend and list value per partition, spend per run and backfill and per day, and every "
-    "request (data/reports/*.parquet).",
+    description="Spend and list value per partition, spend per run and backfill, per day and per model, "
+    "and every request (data/reports/*.parquet).",
 )
 def cost_report(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
     layout = dataset.layout
@@ -208,6 +208,7 @@ def cost_report(context: dg.AssetExecutionContext, dataset: DatasetResource) -> 
         "cost_by_partition": cost_views.by_partition(layout.catalog_dir, requests),
         "cost_by_run": cost_views.by_run(requests),
         "cost_by_day": cost_views.by_day(requests),
+        "cost_by_model": cost_views.by_model(requests),
         "requests": requests,
     }
     for name, frame in views.items():
@@ -225,6 +226,7 @@ def cost_report(context: dg.AssetExecutionContext, dataset: DatasetResource) -> 
             "by_partition": table_preview(views["cost_by_partition"]),
             "by_run": table_preview(views["cost_by_run"]),
             "by_day": table_preview(views["cost_by_day"]),
+            "by_model": table_preview(views["cost_by_model"]),
         }
     )
 

@@ -330,11 +330,12 @@ def send_rounds(
 
 
 def report_spend(
-    context: dg.AssetExecutionContext, dataset: DatasetResource, endpoint: str, tally: StepTally
+    context: dg.AssetExecutionContext, dataset: DatasetResource, endpoints: tuple[str, ...], tally: StepTally
 ) -> None:
-    """Claim for this materialization the spend no materialization reported yet; call it only
-    when the step will materialize, so that no spend is claimed by a run that shows none."""
+    """Claim for this materialization the spend no materialization reported yet, on every
+    endpoint the step may call; call it only when the step will materialize, so that no spend
+    is claimed by a run that shows none."""
     with RequestLedger(dataset.ledger_location()) as ledger:
-        tally.spent_usd, tally.spent_megapixels = ledger.report_spend(
-            context.partition_key, endpoint, context.run.run_id
-        )
+        claimed = [ledger.report_spend(context.partition_key, e, context.run.run_id) for e in endpoints]
+    tally.spent_usd = round(sum(usd for usd, _ in claimed), 6)
+    tally.spent_megapixels = sum(megapixels for _, megapixels in claimed)

@@ -4,6 +4,7 @@ request ledger (what fal billed, by the run and backfill that submitted each req
 - by partition: images, their list value, what was spent on the partition, NSFW and Redux counts;
 - by run: each run's (and backfill's) requests and spend;
 - by day: spend per UTC day a request was billed;
+- by model: each partition's billed requests, units and spend per endpoint and billing unit;
 - requests: every request ever submitted, for any other question (pandas, DuckDB)."""
 
 from __future__ import annotations
@@ -85,3 +86,19 @@ def by_day(requests: pd.DataFrame) -> pd.DataFrame:
         .reset_index()
     )
     return days.round({"spent_usd": 6})
+
+
+def by_model(requests: pd.DataFrame) -> pd.DataFrame:
+    billed = requests[requests["billed"]]
+    models = (
+        billed.assign(billed_units=billed["billed_units"].astype("float64"))
+        .groupby(["partition", "endpoint", "billing_unit"])
+        .agg(
+            requests_billed=("cost_usd", "size"),
+            billed_units=("billed_units", "sum"),
+            spent_usd=("cost_usd", "sum"),
+        )
+        .reset_index()
+        .sort_values(["partition", "endpoint"])
+    )
+    return models.astype({"requests_billed": "int64"}).round({"spent_usd": 6})

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from upath import UPath
 
 from ..fal.batch import GenerationJob
-from ..fal.models import REDUX
 from .ledger import LedgerEntry
 from .plans import RowFailure, redux_jobs, text_to_image_job
 from .pricing import UnitPrice, request_cost
@@ -63,7 +62,7 @@ def estimate(
             jobs += redux_jobs([row], outputs_dir, prompts_dir, lambda parents=parents: parents)
         for job in jobs:
             if isinstance(job, RowFailure):  # its parent is not made yet: it will be new
-                job = GenerationJob(row.prompt_id, REDUX, row.redux)
+                job = GenerationJob(row.prompt_id, row.redux_model, row.redux)
             if already_paid(job, entry_of(job), backend):
                 total.paid_requests += 1
             else:

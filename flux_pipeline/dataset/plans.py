@@ -1,6 +1,6 @@
 """The requests a partition's validated rows ask for, as fal batch jobs: one text-to-image job per
-row, and one Redux job per row with a `redux_image`. Each job carries its ledger fingerprint and,
-for Redux, its lineage."""
+row (on the row's model), and one Redux job per row with a `redux_image` (on its Redux model).
+Each job carries its ledger fingerprint and, for Redux, its lineage."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from upath import UPath
 
 from ..fal.batch import GenerationJob
 from ..fal.client import decode_data_uri
-from ..fal.models import REDUX, TEXT_TO_IMAGE
 from .files import sha256_of
 from .ledger import fingerprint
 from .prompt_table import GENERATED, PromptRow, file_inside
@@ -52,16 +51,16 @@ class ReduxSource:
 
 def text_to_image_job(row: PromptRow) -> GenerationJob:
     data = row.text_to_image
-    return GenerationJob(row.prompt_id, TEXT_TO_IMAGE, data, fingerprint(TEXT_TO_IMAGE, data.wire()))
+    return GenerationJob(row.prompt_id, row.model, data, fingerprint(row.model, data.wire()))
 
 
 def redux_job(row: PromptRow, source: ReduxSource) -> GenerationJob:
     data = row.redux if source.upload_path else row.redux.model_copy(update={"image_url": source.url})
     return GenerationJob(
         row.prompt_id,
-        REDUX,
+        row.redux_model,
         data,
-        fingerprint(REDUX, {**row.redux.wire(), "image_url": source.identity}),
+        fingerprint(row.redux_model, {**row.redux.wire(), "image_url": source.identity}),
         upload_path=source.upload_path,
         origin=source.lineage,
     )
@@ -88,7 +87,9 @@ def _redux_source(
 ) -> ReduxSource | RowFailure:
     if row.redux_source == GENERATED:
         if (parent := first_images().get(row.prompt_id)) is None:
-            return RowFailure(row.prompt_id, REDUX, "redux_image", "the row's generated image is missing")
+            return RowFailure(
+                row.prompt_id, row.redux_model, "redux_image", "the row's generated image is missing"
+            )
         return ReduxSource(
             parent["content_hash"],
             Lineage(parent_image_id=parent["image_id"]),
@@ -101,7 +102,7 @@ def _redux_source(
     local = file_inside(open_location(row.redux_source, prompts_dir.storage_options), prompts_dir)
     if local is None or not local.is_file():
         problem = f"local image {row.redux_source!r} is no longer a file inside the prompts folder"
-        return RowFailure(row.prompt_id, REDUX, "redux_image", problem)
+        return RowFailure(row.prompt_id, row.redux_model, "redux_image", problem)
     return ReduxSource(sha256_of(local), Lineage(parent_source=row.redux_source), upload_path=local)
 
 

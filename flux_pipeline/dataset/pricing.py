@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..fal.batch import GenerationJob
-from ..fal.models import billed_megapixels
+from ..fal.models import LIST_PRICES, REDUX, TEXT_TO_IMAGE, billed_megapixels
 
 MEGAPIXELS, IMAGES = "megapixels", "image"
 BILLING_UNITS = (MEGAPIXELS, IMAGES)
@@ -40,14 +40,23 @@ def request_cost(price: UnitPrice, job: GenerationJob) -> float:
     return price.cost(price.units(width, height, job.input.num_images))
 
 
+def fallback_price(endpoint: str, configured: UnitPrice) -> UnitPrice:
+    """The price used when fal gives none: the configured one for FLUX1.1 [pro] and its Redux,
+    fal's documented list price (fal.models.LIST_PRICES) for the other models."""
+    if endpoint in (TEXT_TO_IMAGE, REDUX):
+        return configured
+    price, unit = LIST_PRICES[endpoint]
+    return UnitPrice(price, unit, CONFIGURED, configured.megapixel_size)
+
+
 def price_list(endpoints: list[str], configured: UnitPrice, from_fal: dict[str, tuple[float, str]]) -> dict:
     """endpoint → UnitPrice: fal's (unit price, unit) where it gave one in a unit this project
-    bills, else the configured price."""
+    bills, else the fallback price."""
     prices = {}
     for endpoint in endpoints:
         price, unit = from_fal.get(endpoint, (None, None))
         if price is not None and unit in BILLING_UNITS:
             prices[endpoint] = UnitPrice(price, unit, FAL, configured.megapixel_size)
         else:
-            prices[endpoint] = configured
+            prices[endpoint] = fallback_price(endpoint, configured)
     return prices

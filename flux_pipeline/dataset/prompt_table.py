@@ -15,7 +15,17 @@ from upath import UPath
 
 from ..fal.client import decode_data_uri, validate_input
 from ..fal.errors import FalError, FalInputError
-from ..fal.models import REDUX, TEXT_TO_IMAGE, ReduxInput, TextToImageInput
+from ..fal.models import (
+    REDUX,
+    REDUX_ENDPOINTS,
+    TEXT_TO_IMAGE,
+    TEXT_TO_IMAGE_ENDPOINTS,
+    ULTRA,
+    ULTRA_REDUX,
+    FluxInput,
+    input_model,
+    takes,
+)
 from .storage import is_local, parquet_file
 
 GENERATED = "generated"
@@ -58,11 +68,25 @@ OPTIONAL_COLUMNS = {
     "redux_prompt": _text,
     "num_inference_steps": _numeric,
     "guidance_scale": _numeric,
+    "model": _text,
+    "redux_model": _text,
+    "aspect_ratio": _text,
+    "raw": _flag,
 }
 WHOLE_NUMBER_COLUMNS = ("width", "height", "seed", "num_images", "safety_tolerance", "num_inference_steps")
 """Columns whose values must be whole numbers: a float value that is not is a reject of its row."""
-REQUEST_FIELDS = ("seed", "num_images", "output_format", "safety_tolerance", "enhance_prompt")
+REQUEST_FIELDS = (
+    "seed",
+    "num_images",
+    "output_format",
+    "safety_tolerance",
+    "enhance_prompt",
+    "aspect_ratio",
+    "raw",
+)
 REDUX_FIELDS = ("redux_prompt", "num_inference_steps", "guidance_scale")
+"""Fields of the Redux request; `num_inference_steps` and `guidance_scale` go to the row's
+text-to-image request too when its model takes them (FLUX.1 [dev], [schnell])."""
 
 
 class PromptTableError(ValueError):
@@ -76,11 +100,14 @@ class PromptTableError(ValueError):
 @dataclass(frozen=True)
 class PromptRow:
     prompt_id: str
-    text_to_image: TextToImageInput
-    redux: ReduxInput | None = None
+    text_to_image: FluxInput
+    redux: FluxInput | None = None
     redux_source: str | None = None
     """`generated`, an http(s) URL, a `data:` URI, or the location of a file inside the prompts
     folder."""
+    model: str = TEXT_TO_IMAGE
+    """The text-to-image endpoint (fal.models.TEXT_TO_IMAGE_ENDPOINTS)."""
+    redux_model: str = REDUX
 
 
 @dataclass(frozen=True)
@@ -181,20 +208,41 @@ class _RowError(Exception):
 
 
 def _plan_row(row: pd.Series, prompt_id: str, defaults: dict, prompts_dir: UPath) -> PromptRow:
-    request = {**defaults, "prompt": _value(row, "prompt") or "", **_image_size(row)}
-    for name in REQUEST_FIELDS:
-        if (value := _value(row, name)) is not None:
-            request[name] = value
-    text_to_image = _validated(TEXT_TO_IMAGE, request)
+    model = _model(row, "model", TEXT_TO_IMAGE_ENDPOINTS, TEXT_TO_IMAGE)
+    given = {
+        **_image_size(row),
+        **{name: v for name in REQUEST_FIELDS if (v := _value(row, name)) is not None},
+    }
+    extra = {name: value for name in REDUX_FIELDS if (value := _value(row, name)) is not None}
+    prompt = _value(row, "prompt") or ""
+    steps = {name: value for name, value in extra.items() if takes(model, name)}
+    text_to_image = _validated(model, {**_defaults_for(model, defaults), "prompt": prompt, **given, **steps})
     source = _value(row, "redux_image")
-    given = {name: value for name in REDUX_FIELDS if (value := _value(row, name)) is not None}
     if source is None:
-        if given:
-            raise _RowError("redux_image", f"required when {', '.join(given)} is set")
-        return PromptRow(prompt_id, text_to_image)
-    prompt = given.pop("redux_prompt", None) or ""
-    redux = _validated(REDUX, {**request, **given, "prompt": prompt, "image_url": "pending:upload"})
-    return PromptRow(prompt_id, text_to_image, redux, _resolve_source(source, prompts_dir))
+        if unused := [name for name in extra if name not in steps]:
+            raise _RowError("redux_image", f"required when {', '.join(unused)} is set")
+        return PromptRow(prompt_id, text_to_image, model=model)
+    redux_model = _model(row, "redux_model", REDUX_ENDPOINTS, ULTRA_REDUX if model == ULTRA else REDUX)
+    redux_prompt = extra.pop("redux_prompt", None) or ""
+    request = {**_defaults_for(redux_model, defaults), **given, **extra, "prompt": redux_prompt}
+    redux = _validated(redux_model, {**request, "image_url": "pending:upload"})
+    return PromptRow(
+        prompt_id, text_to_image, redux, _resolve_source(source, prompts_dir), model, redux_model
+    )
+
+
+def _model(row: pd.Series, column: str, known: tuple[str, ...], default: str) -> str:
+    """The row's endpoint in `column`, one of `known` (the default when the row names none)."""
+    model = _value(row, column) or default
+    if model not in known:
+        raise _RowError(column, f"unknown model {model!r}; expected one of {', '.join(known)}")
+    return model
+
+
+def _defaults_for(endpoint: str, defaults: dict) -> dict:
+    """The table-level defaults the endpoint takes (ultra has no `image_size`, FLUX.1 no
+    `safety_tolerance`): a default never makes a row invalid; a row's own value may."""
+    return {name: value for name, value in defaults.items() if takes(endpoint, name)}
 
 
 def _image_size(row: pd.Series) -> dict:
@@ -270,6 +318,8 @@ PROMPT_ROW_SCHEMA = pa.schema(
         ("text_to_image", pa.string()),
         ("redux", pa.string()),
         ("redux_source", pa.string()),
+        ("model", pa.string()),
+        ("redux_model", pa.string()),
     ]
 )
 
@@ -281,14 +331,20 @@ def prompt_row_record(row: PromptRow) -> dict:
         "text_to_image": json.dumps(row.text_to_image.wire()),
         "redux": json.dumps(row.redux.wire()) if row.redux else None,
         "redux_source": row.redux_source,
+        "model": row.model,
+        "redux_model": row.redux_model if row.redux else None,
     }
 
 
 def prompt_row_from_record(record: dict) -> PromptRow:
-    redux = record.get("redux")
+    """A row of prompts.parquet; one written before rows named a model is FLUX1.1 [pro]'s."""
+    redux, model = record.get("redux"), record.get("model") or TEXT_TO_IMAGE
+    redux_model = record.get("redux_model") or REDUX
     return PromptRow(
         record["prompt_id"],
-        TextToImageInput.model_validate_json(record["text_to_image"]),
-        ReduxInput.model_validate_json(redux) if redux else None,
+        input_model(model).model_validate_json(record["text_to_image"]),
+        input_model(redux_model).model_validate_json(redux) if redux else None,
         record.get("redux_source"),
+        model,
+        redux_model,
     )

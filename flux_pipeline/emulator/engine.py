@@ -31,7 +31,17 @@ from PIL import Image
 from pydantic import ValidationError
 
 from ..fal.client import decode_data_uri
-from ..fal.models import CONTENT_TYPES, REDUX, TextToImageInput, billed_megapixels, input_model
+from ..fal.models import (
+    CONTENT_TYPES,
+    IMAGE_UNIT,
+    LIST_PRICES,
+    REDUX,
+    TEXT_TO_IMAGE,
+    FluxInput,
+    billed_megapixels,
+    input_model,
+    takes,
+)
 from .faults import FaultConfig, FaultDice
 from .fetch import AddressRule, fetch_public, is_public
 from .images import image_digest, render_image
@@ -48,9 +58,11 @@ class EmulatorConfig:
     runners: int | None = None
     random_seed: int = 0
     price_per_megapixel: float = 0.04
-    """The unit price, per `unit`."""
+    """The unit price, per `unit`, of the two FLUX1.1 [pro] endpoints."""
     unit: str = "megapixels"
-    """The billing unit: `megapixels` (rounded up per image) or `image`."""
+    """Their billing unit: `megapixels` (rounded up per image) or `image`."""
+    prices: dict[str, tuple[float, str]] = field(default_factory=dict)
+    """(unit price, unit) of other endpoints, over fal's list prices (fal.models.LIST_PRICES)."""
     percent_discount: float | None = None
     """The account's discount, applied to billing events."""
     billing_delay: float = 0.0
@@ -61,6 +73,12 @@ class EmulatorConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     webhook_retry_seconds: float = 0.5
     webhook_attempts: int = 240
+
+    def price(self, endpoint: str) -> tuple[float, str]:
+        """(unit price, billing unit) the account pays for `endpoint`."""
+        if endpoint in (TEXT_TO_IMAGE, REDUX):
+            return self.price_per_megapixel, self.unit
+        return self.prices.get(endpoint, LIST_PRICES[endpoint])
 
 
 @dataclass
@@ -134,7 +152,13 @@ class Billing:
     images: int
     megapixels: int
     cost_usd: float
+    unit: str
+    unit_price: float
     billed_at: float = field(default_factory=time.time)
+
+    @property
+    def units(self) -> int:
+        return self.images if self.unit == IMAGE_UNIT else self.megapixels
 
 
 def _unprocessable(*errors: tuple[tuple, str, str]) -> tuple[int, dict]:
@@ -178,7 +202,7 @@ class Emulator:
         finish = start + self.config.latency
         if self.config.runners:
             heapq.heappush(self._runner_free_at, finish)
-        steps = payload.get("num_inference_steps") if endpoint == REDUX else None
+        steps = payload.get("num_inference_steps") if takes(endpoint, "num_inference_steps") else None
         request = QueuedRequest(
             id=str(uuid.uuid4()),
             endpoint=endpoint,
@@ -278,7 +302,7 @@ class Emulator:
         except ValidationError as exc:
             return _unprocessable(*((err["loc"], err["msg"], err["type"]) for err in exc.errors()))
         source_sha = None
-        if endpoint == REDUX:
+        if getattr(data, "image_url", None) is not None:
             try:
                 source_sha = hashlib.sha256(await self._load_source(data.image_url)).hexdigest()
             except Exception as exc:  # any unreadable source is the caller's input error
@@ -301,17 +325,13 @@ class Emulator:
             "timings": {"inference": self.config.latency},
             "seed": seed,
             "has_nsfw_concepts": [bool(NSFW_PATTERN.search(data.prompt))] * data.num_images,
-            "prompt": data.prompt + ENHANCED_SUFFIX if data.enhance_prompt else data.prompt,
+            "prompt": data.prompt + ENHANCED_SUFFIX
+            if getattr(data, "enhance_prompt", False)
+            else data.prompt,
         }
 
     def _outputs(
-        self,
-        blobs: list[bytes],
-        data: TextToImageInput,
-        base_url: str,
-        request_id: str,
-        sync: bool,
-        lost: bool,
+        self, blobs: list[bytes], data: FluxInput, base_url: str, request_id: str, sync: bool, lost: bool
     ) -> list[dict]:
         """The result's `images`: data URIs when `sync`, else the URLs of files this emulator
         serves (whose bytes it does not keep when `lost`)."""
@@ -331,8 +351,9 @@ class Emulator:
 
     def _bill(self, request_id: str, endpoint: str, images: int, width: int, height: int) -> None:
         megapixels = billed_megapixels(width, height, self.config.megapixel_size) * images
-        cost = round(megapixels * self.config.price_per_megapixel, 6)
-        self.billing.append(Billing(request_id, endpoint, images, megapixels, cost))
+        unit_price, unit = self.config.price(endpoint)
+        cost = round((images if unit == IMAGE_UNIT else megapixels) * unit_price, 6)
+        self.billing.append(Billing(request_id, endpoint, images, megapixels, cost, unit, unit_price))
 
     async def _load_source(self, image_url: str) -> bytes:
         """A Redux source: a data URI, a file this emulator serves, or a URL on a public address."""

@@ -6,7 +6,8 @@ and an endpoint's request history. 401 without a key, 403 for a normal key on an
 Readings where fal's documentation is silent:
 - Pricing lists only the endpoints the emulator serves; other ids are absent from `prices`.
 - A billing event's timestamp is the time of billing; it is listed `billing_delay` seconds later.
-  `output_units` are the billed megapixels (images when the unit is `image`).
+  `output_units` are the billed megapixels (images for an endpoint billed per `image`); each
+  endpoint has its own unit price and unit (`EmulatorConfig.price`).
 - By-endpoint filters on `sent_at` and sorts ascending by `sort_by` with unfinished requests
   last, so an offset cursor stays valid over finished requests. A request still queued or
   running is listed with null `started_at`, `ended_at`, `status_code` and `duration`.
@@ -111,19 +112,16 @@ class PlatformApi:
 
         return Route(path, endpoint, methods=[method])
 
-    def _units(self, billed: Billing) -> int:
-        return billed.images if self.config.unit == "image" else billed.megapixels
-
     def _billing_event(self, billed: Billing) -> BillingEvent:
-        price, discount = self.config.price_per_megapixel, self.config.percent_discount
+        price, discount = billed.unit_price, self.config.percent_discount
         return BillingEvent(
             request_id=billed.request_id,
             endpoint_id=billed.endpoint,
             timestamp=_stamp(billed.billed_at),
-            output_units=self._units(billed),
+            output_units=billed.units,
             unit_price=price,
             percent_discount=discount,
-            cost_estimate_nano_usd=round(self._units(billed) * price * (1 - (discount or 0) / 100) * 1e9),
+            cost_estimate_nano_usd=round(billed.units * price * (1 - (discount or 0) / 100) * 1e9),
         )
 
     def _billing_events(self, params: QueryParams, start: datetime, end: datetime) -> list[BillingEvent]:
@@ -146,18 +144,21 @@ class PlatformApi:
         return [
             UsageResult(
                 endpoint_id=endpoint,
-                unit=self.config.unit,
+                unit=self.config.price(endpoint)[1],
                 quantity=sum(e.output_units for e in group),
-                unit_price=self.config.price_per_megapixel,
+                unit_price=self.config.price(endpoint)[0],
                 cost=round(sum(e.cost_usd for e in group), 9),
             ).model_dump(mode="json", exclude_none=True)
             for endpoint, group in sorted(by_endpoint.items())
         ]
 
+    def _price_fields(self, endpoint: str) -> dict:
+        unit_price, unit = self.config.price(endpoint)
+        return {"unit_price": unit_price, "unit": unit}
+
     async def pricing(self, request: Request) -> dict:
         asked = values(request.query_params, "endpoint_id", required=True)
-        unit_price, unit = self.config.price_per_megapixel, self.config.unit
-        prices = [Price(endpoint_id=e, unit_price=unit_price, unit=unit) for e in asked if e in ENDPOINTS]
+        prices = [Price(endpoint_id=e, **self._price_fields(e)) for e in asked if e in ENDPOINTS]
         dumped = [p.model_dump(mode="json") for p in prices]
         return page(request.query_params, dumped, "prices", max_limit=MAX_PRICING_PAGE)
 
@@ -174,10 +175,10 @@ class PlatformApi:
             quantity = spec.get(ESTIMATE_QUANTITIES[kind]) if isinstance(spec, dict) else None
             if endpoint not in ENDPOINTS or not isinstance(quantity, int | float) or quantity < 0:
                 raise QueryError(f"endpoints.{endpoint}: unknown endpoint or bad {ESTIMATE_QUANTITIES[kind]}")
-            history = [self._units(b) for b in self.emulator.billing if b.endpoint == endpoint]
+            history = [b.units for b in self.emulator.billing if b.endpoint == endpoint]
             per_call = sum(history) / len(history) if history else 1
             units_each = per_call if kind == "historical_api_price" else 1
-            total += quantity * units_each * self.config.price_per_megapixel
+            total += quantity * units_each * self.config.price(endpoint)[0]
         return {"estimate_type": kind, "total_cost": round(total, 9), "currency": "USD"}
 
     async def billing(self, request: Request) -> dict:

@@ -1,4 +1,6 @@
-"""Typed inputs and outputs of fal's FLUX1.1 [pro] endpoints (see shared/fal-api/endpoints.md).
+"""Typed inputs and outputs of fal's FLUX endpoints: FLUX1.1 [pro] and its Redux (shared/fal-api/
+endpoints.md), and FLUX.1 [schnell], FLUX.1 [dev], FLUX1.1 [pro] ultra and ultra Redux (fal's API
+reference; fields, ranges, defaults, prices and sources in fal/MODELS.md).
 
 The same models validate on both sides: the client rejects bad input before sending it, and the
 emulator answers the 422 fal would for input that reaches it anyway.
@@ -13,7 +15,28 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Dis
 
 TEXT_TO_IMAGE = "fal-ai/flux-pro/v1.1"
 REDUX = "fal-ai/flux-pro/v1.1/redux"
-ENDPOINTS = (TEXT_TO_IMAGE, REDUX)
+SCHNELL = "fal-ai/flux/schnell"
+DEV = "fal-ai/flux/dev"
+ULTRA = "fal-ai/flux-pro/v1.1-ultra"
+ULTRA_REDUX = "fal-ai/flux-pro/v1.1-ultra/redux"
+TEXT_TO_IMAGE_ENDPOINTS = (TEXT_TO_IMAGE, SCHNELL, DEV, ULTRA)
+"""The models a row may name in its `model` column."""
+REDUX_ENDPOINTS = (REDUX, ULTRA_REDUX)
+"""The models a Redux row may name in its `redux_model` column."""
+ENDPOINTS = (TEXT_TO_IMAGE, REDUX, SCHNELL, DEV, ULTRA, ULTRA_REDUX)
+MEGAPIXEL_UNIT, IMAGE_UNIT = "megapixels", "image"
+LIST_PRICES: dict[str, tuple[float, str]] = {
+    TEXT_TO_IMAGE: (0.04, MEGAPIXEL_UNIT),
+    REDUX: (0.04, MEGAPIXEL_UNIT),
+    SCHNELL: (0.003, MEGAPIXEL_UNIT),
+    DEV: (0.025, MEGAPIXEL_UNIT),
+    ULTRA: (0.06, IMAGE_UNIT),
+    ULTRA_REDUX: (0.06, IMAGE_UNIT),
+}
+"""fal's documented list price and billing unit of each endpoint (fal/MODELS.md): what the emulator
+prices and bills by default, and what the pipeline costs with when fal's pricing API gives no
+price for an endpoint. The two FLUX1.1 [pro] endpoints keep the $0.04 the spec and the configured
+`price_per_megapixel` use."""
 
 ImageSizePreset = Literal[
     "square_hd", "square", "portrait_4_3", "portrait_16_9", "landscape_4_3", "landscape_16_9"
@@ -85,19 +108,16 @@ def _not_blank(text: str) -> str:
 NonBlankText = Annotated[str, AfterValidator(_not_blank)]
 
 
-class TextToImageInput(BaseModel):
-    """Input of `fal-ai/flux-pro/v1.1`."""
+class _FluxInput(BaseModel):
+    """The fields every FLUX endpoint takes."""
 
     model_config = ConfigDict(extra="forbid")
 
     prompt: NonBlankText
-    image_size: SizeChoice = "landscape_4_3"
     seed: int | None = Field(default=None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     sync_mode: bool = False
     num_images: int = Field(default=1, ge=1, le=4)
     output_format: OutputFormat = "jpeg"
-    safety_tolerance: SafetyTolerance = "2"
-    enhance_prompt: bool = False
 
     def size(self) -> tuple[int, int]:
         """Width and height in pixels of every image this input asks for."""
@@ -110,6 +130,14 @@ class TextToImageInput(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+class TextToImageInput(_FluxInput):
+    """Input of `fal-ai/flux-pro/v1.1`."""
+
+    image_size: SizeChoice = "landscape_4_3"
+    safety_tolerance: SafetyTolerance = "2"
+    enhance_prompt: bool = False
+
+
 class ReduxInput(TextToImageInput):
     """Input of `fal-ai/flux-pro/v1.1/redux`: every text-to-image field plus the image to vary."""
 
@@ -119,15 +147,81 @@ class ReduxInput(TextToImageInput):
     guidance_scale: float = Field(default=3.5, ge=1, le=20)
 
 
-FluxInput = TextToImageInput | ReduxInput
+class SchnellInput(_FluxInput):
+    """Input of `fal-ai/flux/schnell`: few steps, no guidance, no safety tolerance."""
+
+    image_size: SizeChoice = "landscape_4_3"
+    num_inference_steps: int = Field(default=4, ge=1, le=12)
+    enable_safety_checker: bool = True
 
 
-def input_model(endpoint: str) -> type[TextToImageInput]:
-    if endpoint == TEXT_TO_IMAGE:
-        return TextToImageInput
-    if endpoint == REDUX:
-        return ReduxInput
-    raise ValueError(f"unknown FLUX endpoint {endpoint!r}; expected one of {ENDPOINTS}")
+class DevInput(_FluxInput):
+    """Input of `fal-ai/flux/dev`."""
+
+    image_size: SizeChoice = "landscape_4_3"
+    num_inference_steps: int = Field(default=28, ge=1, le=50)
+    guidance_scale: float = Field(default=3.5, ge=1, le=20)
+    enable_safety_checker: bool = True
+
+
+AspectRatio = Literal["21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21"]
+ULTRA_SIZES: dict[str, tuple[int, int]] = {
+    "21:9": (3136, 1344),
+    "16:9": (2752, 1536),
+    "4:3": (2368, 1792),
+    "3:2": (2496, 1664),
+    "1:1": (2048, 2048),
+    "2:3": (1664, 2496),
+    "3:4": (1792, 2368),
+    "9:16": (1536, 2752),
+    "9:21": (1344, 3136),
+}
+"""The about-4-megapixel size ultra renders for each aspect ratio (BFL's ultra sizes; fal documents
+"up to 4 megapixels (2048x2048)"). Ultra bills per image, so the size never changes a cost."""
+
+
+class UltraInput(_FluxInput):
+    """Input of `fal-ai/flux-pro/v1.1-ultra`: an aspect ratio instead of an image size, `raw` for
+    less processed images, and an optional image prompt."""
+
+    aspect_ratio: AspectRatio = "16:9"
+    raw: bool = False
+    safety_tolerance: SafetyTolerance = "2"
+    enhance_prompt: bool = False
+    image_url: str | None = None
+    image_prompt_strength: float = Field(default=0.1, ge=0, le=1)
+
+    def size(self) -> tuple[int, int]:
+        return ULTRA_SIZES[self.aspect_ratio]
+
+
+class UltraReduxInput(UltraInput):
+    """Input of `fal-ai/flux-pro/v1.1-ultra/redux`: the ultra fields, the image to vary required."""
+
+    prompt: str = ""
+    image_url: str = Field(min_length=1)
+
+
+FluxInput = TextToImageInput | ReduxInput | SchnellInput | DevInput | UltraInput | UltraReduxInput
+INPUT_MODELS: dict[str, type[_FluxInput]] = {
+    TEXT_TO_IMAGE: TextToImageInput,
+    REDUX: ReduxInput,
+    SCHNELL: SchnellInput,
+    DEV: DevInput,
+    ULTRA: UltraInput,
+    ULTRA_REDUX: UltraReduxInput,
+}
+
+
+def input_model(endpoint: str) -> type[_FluxInput]:
+    if (model := INPUT_MODELS.get(endpoint)) is None:
+        raise ValueError(f"unknown FLUX endpoint {endpoint!r}; expected one of {', '.join(ENDPOINTS)}")
+    return model
+
+
+def takes(endpoint: str, field_name: str) -> bool:
+    """Whether `endpoint`'s input has the field."""
+    return field_name in input_model(endpoint).model_fields
 
 
 class FalImage(BaseModel):
@@ -139,7 +233,7 @@ class FalImage(BaseModel):
 
 
 class FluxOutput(BaseModel):
-    """Output of both endpoints."""
+    """Output of every FLUX endpoint."""
 
     model_config = ConfigDict(extra="allow")
     images: list[FalImage]
