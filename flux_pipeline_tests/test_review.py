@@ -48,8 +48,10 @@ def test_a_reviewer_curates_with_the_keyboard_and_the_export_drops_the_rejected(
     page.keyboard.press("u")  # undo: the second is undecided again
     page.keyboard.press("ArrowRight")
     page.keyboard.press("r")  # reject the NSFW card instead
-    page.wait_for_function("document.querySelector('#progress').textContent.startsWith('3 /')", timeout=10000)
-    rejected = {cases.variations[0], cards.nth(3).get_attribute("data-image-id")}
+    fourth = cards.nth(3).get_attribute("data-image-id")
+    page.wait_for_selector(f'[data-image-id="{fourth}"][data-decision="reject"]', timeout=10000)
+    assert page.locator("#progress").inner_text() == f"3 / {len(shots.rows)} decided"
+    rejected = {cases.variations[0], fourth}
     shown = page.locator('.card[data-decision="reject"]')
     assert set(shown.evaluate_all("cards => cards.map(c => c.dataset.imageId)")) == rejected
     assert {i for i, e in log.latest(PARTITION).items() if e["decision"] == "reject"} == rejected
@@ -65,7 +67,7 @@ def test_a_reviewer_curates_with_the_keyboard_and_the_export_drops_the_rejected(
     assert page.locator(".card:not(.hidden)").count() == 2
     page.keyboard.press("Enter")
     assert page.locator("#large").is_visible()
-    page.screenshot(path=str(layout.root.parent / "review.png"))
+    page.screenshot(path=str(layout.root / "review.png"))
     page.close()
 
     decisions = {image: e["decision"] for image, e in log.latest(PARTITION).items()}
