@@ -2,7 +2,8 @@
 every prompt table on a local Dagster instance (DAGSTER_HOME, default .dagster_home/, configured
 by instance.py unless it has a dagster.yaml), logging at INFO (`--debug`: DEBUG);
 `flux-pipeline instance` writes that configuration alone (e.g. before `dg dev`) and prints its
-path; `flux-pipeline spend --backfill ID` sums the fal spend of a backfill's runs on that instance."""
+path; `flux-pipeline spend --backfill ID` sums the fal spend of a backfill's runs on that instance;
+`flux-pipeline review` serves the review page on 127.0.0.1 (flux_pipeline.review)."""
 
 from __future__ import annotations
 
@@ -112,6 +113,21 @@ def _spend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _review(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .dataset.decisions import DecisionLog
+    from .definitions import defs
+    from .review.app import Review, make_app
+
+    dataset = defs.resources["dataset"].process_config_and_initialize()
+    with DecisionLog(dataset.ledger_location()) as log:
+        review = Review(dataset.layout, log, args.reviewer, [args.partition] if args.partition else None)
+        print(f"review page: http://{args.host}:{args.port}/ (decisions in {dataset.ledger_location()})")
+        uvicorn.run(make_app(review), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     return args.handler(args)
@@ -132,7 +148,19 @@ def _parser() -> argparse.ArgumentParser:
     spend = commands.add_parser("spend", help="the fal spend of a backfill's runs")
     spend.add_argument("--backfill", required=True, help="the backfill's id (its page in the UI shows it)")
     spend.set_defaults(handler=_spend)
+    _add_review_command(commands)
     return parser
+
+
+def _add_review_command(commands) -> None:
+    import getpass
+
+    review = commands.add_parser("review", help="serve the review page: keep or reject images")
+    review.add_argument("--partition", help="review only this partition (default: every catalog partition)")
+    review.add_argument("--port", type=int, default=8766)
+    review.add_argument("--host", default="127.0.0.1", help="the address to listen on (default loopback)")
+    review.add_argument("--reviewer", default=getpass.getuser(), help="who the decisions are recorded as")
+    review.set_defaults(handler=_review)
 
 
 def _add_emulator_command(commands) -> None:

@@ -28,6 +28,7 @@ from .jobs import EXECUTOR, build_dataset, report_costs
 from .nightly import nightly_backfill
 from .reconciliation_asset import RECONCILIATION_CHECKS, billing_reconciliation
 from .resources import BaseFalResource, DatasetResource, EmulatedFalResource, FalResource
+from .review_asset import review_decisions
 from .table_sensor import prompt_table_sensor
 
 
@@ -77,6 +78,7 @@ def make_definitions(fal: BaseFalResource, dataset: DatasetResource) -> dg.Defin
             images,
             redux_variations,
             catalog,
+            review_decisions,
             training_export,
             billing_reconciliation,
             cost_report,

@@ -6,9 +6,11 @@ import pydantic
 
 from .assets import catalog
 from .automation import DATASET_CONDITION
+from .dataset.decisions import DecisionLog
 from .dataset.export import ExportOptions, export_partition, version_folder
 from .partitions import GROUP, prompt_tables
 from .resources import DatasetResource
+from .review_asset import review_decisions
 
 ExportConfig = pydantic.create_model(
     "ExportConfig",
@@ -21,19 +23,21 @@ ExportConfig = pydantic.create_model(
 @dg.asset(
     partitions_def=prompt_tables,
     automation_condition=DATASET_CONDITION,
-    deps=[catalog],
+    deps=[catalog, review_decisions],
     group_name=GROUP,
     code_version="1",
     kinds={"parquet", "huggingface"},
     description="Training-ready export of the partition (exports/KEY/latest.json names the current "
-    "version): WebDataset shards and Hugging Face Parquet per split, NSFW and duplicates filtered, splits "
-    "stable by prompt_id.",
+    "version): WebDataset shards and Hugging Face Parquet per split, reviewer-rejected, NSFW and duplicate "
+    "images filtered, splits stable by prompt_id.",
 )
 def training_export(context: dg.AssetExecutionContext, config: ExportConfig, dataset: DatasetResource):
     layout = dataset.layout
     options = ExportOptions(**config.model_dump())
+    with DecisionLog(dataset.ledger_location()) as log:
+        decisions = {image: entry["decision"] for image, entry in log.latest(context.partition_key).items()}
     manifest = export_partition(
-        layout.catalog_dir, layout.outputs_dir, layout.exports_dir, context.partition_key, options
+        layout.catalog_dir, layout.outputs_dir, layout.exports_dir, context.partition_key, options, decisions
     )
     folder = version_folder(layout.exports_dir, manifest)
     metadata = {

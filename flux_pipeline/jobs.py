@@ -5,6 +5,7 @@ import dagster as dg
 from .assets import catalog, cost_report, images, prompts, redux_variations
 from .export_asset import training_export
 from .reconciliation_asset import billing_reconciliation
+from .review_asset import review_decisions
 
 EXECUTOR = dg.in_process_executor
 """Each run executes its steps one after another in the run's own process. A partition's steps
@@ -20,11 +21,11 @@ automation runs execute as `build_dataset` does."""
 build_dataset = dg.define_asset_job(
     "build_dataset",
     selection=dg.AssetSelection.assets(
-        prompts, images, redux_variations, catalog, training_export, billing_reconciliation
+        prompts, images, redux_variations, catalog, review_decisions, training_export, billing_reconciliation
     ),
-    description="Prompt table → images → Redux variations → catalog (and its checks) → training export "
-    "and billing reconciliation, for one partition. The unpartitioned cost_report is not part of it: "
-    "automation brings it up to date after catalog partitions change.",
+    description="Prompt table → images → Redux variations → catalog (and its checks) → review decisions "
+    "→ training export, and billing reconciliation, for one partition. The unpartitioned cost_report is "
+    "not part of it: automation brings it up to date after catalog partitions change.",
 )
 
 report_costs = dg.define_asset_job(

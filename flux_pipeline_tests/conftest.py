@@ -13,6 +13,8 @@ from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.endpoints import FalUrls
 from flux_pipeline.resources import FalResource
 
+from .browser_fixtures import browser  # noqa: F401  (the page tests' fixture)
+
 # no test reaches the Hugging Face Hub (`datasets` reads these when it is imported)
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -76,7 +76,14 @@ def test_filters_drop_exactly_their_rows(local):
     shots, cases, export_root = local
     manifest = export(shots, export_root)
     assert manifest.catalog_rows == len(shots.rows) == 22
-    assert manifest.removed == {"nsfw": 1, "min_size": 1, "exact_duplicate": 1, "near_duplicate": 1}
+    assert manifest.removed == {
+        "rejected": 0,
+        "not_kept": 0,
+        "nsfw": 1,
+        "min_size": 1,
+        "exact_duplicate": 1,
+        "near_duplicate": 1,
+    }
     dropped = {cases.nsfw, cases.tiny, cases.duplicate_pair[1], cases.near_pair[1]}
     exported = exported_splits(manifest, version_folder(export_root, manifest))
     assert set(exported) == {row["image_id"] for row in shots.rows} - dropped

@@ -4,7 +4,6 @@ from disk (`file://`) as a person would open it, with the images it links relati
 from __future__ import annotations
 
 import io
-import os
 import re
 from pathlib import Path
 
@@ -16,30 +15,6 @@ from flux_pipeline.dataset.gallery import relative_link, write_gallery
 from flux_pipeline.dataset.preview import LABEL_HEIGHT, contact_sheet
 
 from .catalog_fixtures import HOSTILE_PROMPT, PARTITION, make_shots
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists() and not os.environ.get("CI"):
-        pytest.skip("no /usr/bin/chromium (CI installs it: apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def test_the_gallery_shows_every_image_with_its_labels_and_variations(browser, tmp_path):

@@ -10,7 +10,7 @@ folders and on object storage (UPath)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from upath import UPath
@@ -50,17 +50,19 @@ def export_partition(
     export_root: UPath,
     partition: str,
     options: ExportOptions | None = None,
+    decisions: Mapping[str, str] | None = None,
 ) -> ExportManifest:
     """Exports the partition's images (files under `output_root`, as the catalog names them) and
-    returns the manifest that `export_root/<partition>/latest.json` now holds. Raises before the
-    pointer moves (leaving the previous export in place) when the partition is not in the catalog or
-    a file is missing or does not match its content hash."""
+        returns the manifest that `export_root/<partition>/latest.json` now holds. Raises before the
+        pointer moves (leaving the previous export in place) when the partition is not in the catalog or
+        a file is missing or does not match its content hash. `decisions`: image_id → the reviewer's
+    decision in force (decisions.DecisionLog.latest), for the `drop_rejected` and `only_kept` filters."""
     options = options or ExportOptions()
     if not PARTITION_KEY.match(partition):
         raise ValueError(f"unsafe partition key {partition!r}")
     if not partition_file(catalog_root, partition).is_file():
         raise FileNotFoundError(f"no catalog partition {partition!r} in {catalog_root}")
-    selection = select_images(catalog_root, output_root, partition, options)
+    selection = select_images(catalog_root, output_root, partition, options, decisions)
     created_at = datetime.now(UTC)
     manifest = ExportManifest(
         partition=partition,

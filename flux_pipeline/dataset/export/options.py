@@ -10,6 +10,8 @@ MIB = 1 << 20
 class ExportOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    drop_rejected: bool = Field(True, description="Drop images a reviewer rejected (flux-pipeline review).")
+    only_kept: bool = Field(False, description="Export only images a reviewer kept.")
     drop_nsfw: bool = Field(True, description="Drop images fal flagged as NSFW.")
     drop_exact_duplicates: bool = Field(
         True, description="Keep one image per content hash (the first by image_id)."

@@ -1,5 +1,6 @@
 """Which rows of a catalog partition a training export keeps. The filters run in this order and a
-dropped row counts against the first one that drops it: NSFW, minimum size, exact duplicate (same
+dropped row counts against the first one that drops it: a reviewer's rejection, not kept by a
+reviewer (only with `only_kept`), NSFW, minimum size, exact duplicate (same
 content hash), near duplicate (perceptual hash within a Hamming distance). Among duplicates the first
 by image_id stays, so the choice does not depend on the catalog's row order.
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -20,11 +21,12 @@ from PIL import Image
 from upath import UPath
 
 from ..catalog import FILE_SCHEMA, iter_partition
+from ..decisions import KEEP, REJECT
 from .near_duplicates import NearDuplicateIndex, perceptual_hash
 from .options import ExportOptions
 from .samples import verified_file
 
-FILTERS = ("nsfw", "min_size", "exact_duplicate", "near_duplicate")
+FILTERS = ("rejected", "not_kept", "nsfw", "min_size", "exact_duplicate", "near_duplicate")
 CANDIDATE_COLUMNS = ["image_id", "content_hash", "file_path"]
 CANDIDATE_SCHEMA = pa.schema([FILE_SCHEMA.field(name) for name in CANDIDATE_COLUMNS])
 
@@ -44,14 +46,22 @@ class Selection:
 
 
 def select_images(
-    catalog_root: UPath, output_root: UPath, partition: str, options: ExportOptions
+    catalog_root: UPath,
+    output_root: UPath,
+    partition: str,
+    options: ExportOptions,
+    decisions: Mapping[str, str] | None = None,
 ) -> Selection:
+    """`decisions`: image_id → its reviewer's decision in force (`keep` or `reject`)."""
     selection = Selection()
+    rejected, kept = _decided(decisions or {})
     candidates = []
     for batch in iter_partition(
         catalog_root, partition, [*CANDIDATE_COLUMNS, "nsfw", "width", "height"], options.batch_rows
     ):
         selection.catalog_rows += batch.num_rows
+        batch = selection.drop(batch, _marked(batch, rejected, options.drop_rejected), "rejected")
+        batch = selection.drop(batch, _marked(batch, kept, options.only_kept, invert=True), "not_kept")
         nsfw = pc.fill_null(batch["nsfw"], False) if options.drop_nsfw else None
         batch = selection.drop(batch, nsfw, "nsfw")
         batch = selection.drop(batch, _too_small(batch, options), "min_size")
@@ -72,6 +82,22 @@ def select_images(
             similar.add(fingerprint)
         selection.kept.add(row["image_id"])
     return selection
+
+
+def _decided(decisions: Mapping[str, str]) -> tuple[pa.Array, pa.Array]:
+    """The ids of the rejected and of the kept images."""
+    return tuple(
+        pa.array(sorted(image for image, decision in decisions.items() if decision == wanted), pa.string())
+        for wanted in (REJECT, KEEP)
+    )
+
+
+def _marked(batch: pa.RecordBatch, ids: pa.Array, active: bool, invert: bool = False) -> pa.Array | None:
+    """Rows whose image_id is in `ids` (with `invert`: is not), when the filter is active."""
+    if not active:
+        return None
+    found = pc.is_in(batch["image_id"], value_set=ids)
+    return pc.invert(found) if invert else found
 
 
 def _too_small(batch: pa.RecordBatch, options: ExportOptions) -> pa.Array | None:

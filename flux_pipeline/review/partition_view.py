@@ -1,0 +1,76 @@
+"""What the review page shows of one catalog partition: its images (generated ones each followed by
+their Redux variations, as in the gallery), with the fields a reviewer judges by, any recipe axis
+columns, and each image's decision in force."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from upath import UPath
+
+from ..dataset.catalog import partition_file
+from ..dataset.gallery import image_groups
+from ..dataset.layout import PARTITION_KEY
+from ..dataset.storage import parquet_batches
+
+AXIS_PREFIX = "axis_"
+"""Catalog columns named `axis_<name>` (a recipe's axes) become filters on the page."""
+SHOWN = ["image_id", "prompt_id", "prompt", "seed", "endpoint", "cost_usd", "nsfw", "width", "height"]
+MODEL_COLUMNS = ("model", "endpoint")
+"""The first of these the catalog has is shown as the image's model."""
+
+
+class UnknownImage(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class PartitionView:
+    rows: list[dict]
+    """In page order, each with `file_path`, `model`, `parent_image_id` and its axis values."""
+    axes: list[str]
+
+    def file_path(self, image_id: str) -> str:
+        for row in self.rows:
+            if row["image_id"] == image_id:
+                return row["file_path"]
+        raise UnknownImage(image_id)
+
+    @property
+    def image_ids(self) -> set[str]:
+        return {row["image_id"] for row in self.rows}
+
+
+def catalog_partitions(catalog_root: UPath) -> list[str]:
+    if not catalog_root.is_dir():
+        return []
+    names = (folder.name.removeprefix("partition=") for folder in catalog_root.iterdir())
+    return sorted(name for name in names if PARTITION_KEY.match(name))
+
+
+def read_partition(catalog_root: UPath, partition: str) -> PartitionView:
+    """Raises FileNotFoundError when the partition has no catalog."""
+    path = partition_file(catalog_root, partition)
+    if not PARTITION_KEY.match(partition) or not path.is_file():
+        raise FileNotFoundError(f"no catalog partition {partition!r}")
+    raw = [row for batch in parquet_batches(path) for row in batch.to_pylist()]
+    axes = sorted({column for row in raw[:1] for column in row if column.startswith(AXIS_PREFIX)})
+    model = next((column for column in MODEL_COLUMNS if raw and column in raw[0]), "endpoint")
+    rows = [
+        {
+            **{column: _plain(row.get(column)) for column in SHOWN},
+            "model": row.get(model),
+            "file_path": row["file_path"],
+            "parent_image_id": row.get("parent_image_id"),
+            "axes": {axis.removeprefix(AXIS_PREFIX): _plain(row.get(axis)) for axis in axes},
+        }
+        for row in raw
+    ]
+    ordered = [row for group in image_groups(rows) for row in group]
+    return PartitionView(ordered, [axis.removeprefix(AXIS_PREFIX) for axis in axes])
+
+
+def _plain(value):
+    """JSON-safe: NaN becomes None."""
+    return None if isinstance(value, float) and math.isnan(value) else value

@@ -1,0 +1,57 @@
+"""`review_decisions`: a partition's reviewer decisions (dataset.decisions) as a Dagster asset. It
+snapshots the append-only log to `reports/review/partition=KEY/decisions.parquet` and reports
+kept / rejected / undecided and rejections by reason; its data version is a hash of the decisions
+in force, so a changed decision marks `training_export` stale once this asset is materialized
+again (as `build_dataset` does, or `review_sensor` after decisions change)."""
+
+import dagster as dg
+import pyarrow as pa
+
+from .assets import catalog
+from .automation import DATASET_CONDITION
+from .dataset.catalog import iter_partition
+from .dataset.decisions import DecisionLog, decision_counts, decisions_version
+from .dataset.storage import write_parquet_atomically
+from .partitions import GROUP, prompt_tables
+from .resources import DatasetResource
+
+
+def decisions_snapshot(dataset: DatasetResource, partition: str):
+    return dataset.layout.reports_dir / "review" / f"partition={partition}" / "decisions.parquet"
+
+
+def catalog_ids(dataset: DatasetResource, partition: str) -> set[str]:
+    return {
+        image
+        for batch in iter_partition(dataset.layout.catalog_dir, partition, ["image_id"])
+        for image in batch["image_id"].to_pylist()
+    }
+
+
+@dg.asset(
+    partitions_def=prompt_tables,
+    automation_condition=DATASET_CONDITION,
+    deps=[catalog],
+    group_name=GROUP,
+    code_version="1",
+    kinds={"parquet"},
+    description="Reviewers' keep/reject decisions on the partition's images (flux-pipeline review), "
+    "snapshotted from the append-only log; version = hash of the decisions in force.",
+)
+def review_decisions(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
+    key = context.partition_key
+    with DecisionLog(dataset.ledger_location()) as log:
+        frame = log.frame(key)
+    entries = frame.to_dict("records")
+    path = decisions_snapshot(dataset, key)
+    write_parquet_atomically(pa.Table.from_pandas(frame, preserve_index=False), path)
+    counts, by_reason = decision_counts(entries, catalog_ids(dataset, key))
+    return dg.MaterializeResult(
+        metadata={
+            **counts,
+            "rejected_by_reason": dg.MetadataValue.json(by_reason),
+            "decisions_logged": len(entries),
+            "path": dg.MetadataValue.path(str(path)),
+        },
+        data_version=dg.DataVersion(decisions_version(entries)),
+    )
