@@ -107,6 +107,16 @@ def resource_for_url(url: str, **overrides) -> FalResource:
     return FalResource(**{**settings, "platform_url": url, **overrides})
 
 
+def emulator_env(server: EmulatorServer) -> dict[str, str]:
+    """The environment under which the code location's definitions call `server` with the test key."""
+    return {
+        "FAL_KEY": SECRET_KEY,
+        "FAL_QUEUE_URL": server.url,
+        "FAL_RUN_URL": f"{server.url}/run",
+        "FAL_STORAGE_URL": server.url,
+    }
+
+
 def request_stats(server: EmulatorServer) -> dict:
     """The emulator's stats less its Platform API calls (prices are read on every run, for free)."""
     stats = server.emulator.stats()

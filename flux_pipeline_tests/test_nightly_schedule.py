@@ -19,7 +19,7 @@ from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.instance import write_local_instance
 from flux_pipeline.nightly import NIGHT_TAG, nightly_backfill
 
-from .conftest import SECRET_KEY
+from .conftest import SECRET_KEY, emulator_env
 from .dataset_fixtures import SAMPLE_PROMPTS, make_project
 from .local_deployment import LocalDeployment
 
@@ -104,10 +104,7 @@ def test_the_daemon_ticks_the_schedule_on_a_real_instance(tmp_path):
     write_local_instance(home)
     with EmulatorServer(EmulatorConfig(latency=0.05)) as fal:
         env = {
-            "FAL_KEY": SECRET_KEY,
-            "FAL_QUEUE_URL": fal.url,
-            "FAL_RUN_URL": f"{fal.url}/run",
-            "FAL_STORAGE_URL": fal.url,
+            **emulator_env(fal),
             "FAL_API_URL": fal.url,
             "FLUX_DATA_DIR": str(data),
             "FLUX_NIGHTLY_CRON": "* * * * *",
@@ -120,8 +117,10 @@ def test_the_daemon_ticks_the_schedule_on_a_real_instance(tmp_path):
             assert before["futureTicks"]["results"], "the UI shows its next tick"
             ui.start_schedule("nightly_backfill")
             runs = ui.wait_for_runs(lambda runs: len(runs) >= 2, timeout=200)
+        logs = ui.log("webserver") + ui.log("daemon")
         billed = fal.emulator.stats()
     assert sorted(run.partition for run in runs) == ["animals", "landscapes"]
     assert {run.status for run in runs} == {"SUCCESS"}
     assert len({run.tags[NIGHT_TAG] for run in runs}) == 1, "one night, one tag"
     assert len(read_catalog(UPath(data / "catalog"))) == billed["images_billed"] == 11
+    assert SECRET_KEY not in logs

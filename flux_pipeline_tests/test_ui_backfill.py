@@ -15,7 +15,7 @@ from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.instance import write_local_instance
 
-from .conftest import SECRET_KEY
+from .conftest import SECRET_KEY, emulator_env
 from .dataset_fixtures import SAMPLE_PROMPTS
 from .local_deployment import LocalDeployment
 
@@ -29,14 +29,7 @@ def test_a_backfill_from_the_ui_with_one_partition_that_has_no_table(tmp_path):
     shutil.copytree(SAMPLE_PROMPTS, data / "prompts")
     write_local_instance(home)
     with EmulatorServer(EmulatorConfig(latency=0.2)) as fal:
-        env = {
-            "FAL_KEY": SECRET_KEY,
-            "FAL_QUEUE_URL": fal.url,
-            "FAL_RUN_URL": f"{fal.url}/run",
-            "FAL_STORAGE_URL": fal.url,
-            "FLUX_DATA_DIR": str(data),
-            "FLUX_MAX_CONCURRENCY": str(MAX_CONCURRENCY),
-        }
+        env = {**emulator_env(fal), "FLUX_DATA_DIR": str(data), "FLUX_MAX_CONCURRENCY": str(MAX_CONCURRENCY)}
         with LocalDeployment(home, env) as ui:
             assert ui.location == "flux_pipeline"
             partitions = ["animals", "ghost", "landscapes"]  # ghost: added in the dialog, no table
