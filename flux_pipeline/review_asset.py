@@ -2,7 +2,7 @@
 snapshots the append-only log to `reports/review/partition=KEY/decisions.parquet` and reports
 kept / rejected / undecided and rejections by reason; its data version is a hash of the decisions
 in force, so a changed decision marks `training_export` stale once this asset is materialized
-again (as `build_dataset` does, or `review_sensor` after decisions change)."""
+again (as `build_dataset` does, or a person in the UI)."""
 
 import dagster as dg
 import pyarrow as pa
