@@ -28,7 +28,7 @@ from .jobs import EXECUTOR, build_dataset, report_costs
 from .nightly import nightly_backfill
 from .reconciliation_asset import RECONCILIATION_CHECKS, billing_reconciliation
 from .resources import BaseFalResource, DatasetResource, EmulatedFalResource, FalResource
-from .review_asset import review_decisions
+from .review_asset import refresh_review, review_decisions, review_sensor
 from .table_sensor import prompt_table_sensor
 
 
@@ -84,8 +84,8 @@ def make_definitions(fal: BaseFalResource, dataset: DatasetResource) -> dg.Defin
             cost_report,
         ],
         asset_checks=[*CATALOG_CHECKS, *RECONCILIATION_CHECKS],
-        jobs=[build_dataset, report_costs],
-        sensors=[prompt_table_sensor, dataset_automation],
+        jobs=[build_dataset, report_costs, refresh_review],
+        sensors=[prompt_table_sensor, dataset_automation, review_sensor],
         schedules=[nightly_backfill],
         resources={"fal": fal, "dataset": dataset},
         executor=EXECUTOR,

@@ -2,11 +2,13 @@
 snapshots the append-only log to `reports/review/partition=KEY/decisions.parquet` and reports
 kept / rejected / undecided and rejections by reason; its data version is a hash of the decisions
 in force, so a changed decision marks `training_export` stale once this asset is materialized
-again (as `build_dataset` does, or a person in the UI)."""
+again: by `build_dataset`, a person in the UI, or `review_sensor`, which refreshes it (no fal
+call, nothing paid) for every partition whose decisions in force changed."""
 
 import dagster as dg
 import pyarrow as pa
 
+from .asset_versions import latest_data_version
 from .assets import catalog
 from .automation import DATASET_CONDITION
 from .dataset.catalog import iter_partition
@@ -14,6 +16,8 @@ from .dataset.decisions import DecisionLog, decision_counts, decisions_version
 from .dataset.storage import write_parquet_atomically
 from .partitions import GROUP, prompt_tables
 from .resources import DatasetResource
+
+REVIEW_ASSET = dg.AssetKey("review_decisions")
 
 
 def decisions_snapshot(dataset: DatasetResource, partition: str):
@@ -55,3 +59,29 @@ def review_decisions(context: dg.AssetExecutionContext, dataset: DatasetResource
         },
         data_version=dg.DataVersion(decisions_version(entries)),
     )
+
+
+refresh_review = dg.define_asset_job(
+    "refresh_review",
+    selection=[review_decisions],
+    description="Re-snapshots a partition's review decisions (no fal call), so a changed decision "
+    "marks its training_export stale.",
+)
+
+
+@dg.sensor(
+    job=refresh_review,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Refreshes review_decisions for every built partition whose decisions in force differ "
+    "from its latest snapshot (costs nothing: no fal call).",
+)
+def review_sensor(context: dg.SensorEvaluationContext, dataset: DatasetResource) -> dg.SensorResult:
+    instance, requests = context.instance, []
+    with DecisionLog(dataset.ledger_location()) as log:
+        for key in instance.get_dynamic_partitions(prompt_tables.name):
+            recorded = latest_data_version(instance, REVIEW_ASSET, key)
+            version = decisions_version(log.entries(key))
+            if recorded is not None and recorded != version:
+                requests.append(dg.RunRequest(partition_key=key, run_key=f"{key}:{version}"))
+    return dg.SensorResult(run_requests=requests)

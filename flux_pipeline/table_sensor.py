@@ -17,14 +17,13 @@ from dataclasses import asdict, dataclass, field
 
 import dagster as dg
 
+from .asset_versions import DATA_VERSION_TAG, data_version, latest_data_version, latest_materialization
 from .dataset.files import sha256_of
 from .dataset.layout import PARTITION_KEY
 from .jobs import build_dataset
 from .partitions import prompt_tables
 from .resources import DatasetResource
 
-DATA_VERSION_TAG = "dagster/data_version"
-"""The tag an asset event carries its data version in."""
 TABLE_ASSET, PROMPTS_ASSET, CATALOG_ASSET = (
     dg.AssetKey("prompt_table_files"),
     dg.AssetKey("prompts"),
@@ -79,30 +78,19 @@ def register_tables(instance: dg.DagsterInstance, versions: dict[str, str]) -> N
             instance.report_runless_asset_event(event)
 
 
-def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> dg.EventLogRecord | None:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-    ).records
-    return records[0] if records else None
-
-
-def _version(record: dg.EventLogRecord | None) -> str | None:
-    return record.asset_materialization.tags.get(DATA_VERSION_TAG) if record else None
-
-
 def recorded_version(instance: dg.DagsterInstance, partition: str) -> str | None:
     """The table version last recorded for the partition."""
-    return _version(_latest(instance, TABLE_ASSET, partition))
+    return latest_data_version(instance, TABLE_ASSET, partition)
 
 
 def built_version(instance: dg.DagsterInstance, partition: str) -> str | None:
     """The table version the partition's catalog is built from: that of its latest `prompts`,
     when a catalog materialization followed it."""
     prompts, catalog = (
-        _latest(instance, PROMPTS_ASSET, partition),
-        _latest(instance, CATALOG_ASSET, partition),
+        latest_materialization(instance, PROMPTS_ASSET, partition),
+        latest_materialization(instance, CATALOG_ASSET, partition),
     )
-    return _version(prompts) if prompts and catalog and catalog.storage_id > prompts.storage_id else None
+    return data_version(prompts) if prompts and catalog and catalog.storage_id > prompts.storage_id else None
 
 
 @dg.sensor(
