@@ -74,6 +74,7 @@ def test_lost_submit_responses_are_found_through_the_webhook(tmp_path):
         assert project.run("lost").success
         assert server.emulator.submitted == 12, "no submit was sent twice"
         assert_each_request_billed_once(project, 12)
+        assert server.emulator.jwks_served >= 1, "the deliveries were verified against the emulator's keys"
 
 
 def test_without_webhooks_lost_submits_are_found_in_fals_request_history(tmp_path):
@@ -88,6 +89,40 @@ def test_without_webhooks_lost_submits_are_found_in_fals_request_history(tmp_pat
         assert server.emulator.submitted == 12, "no submit was sent twice"
         assert server.emulator.stats()["http_calls"]["platform"] >= 12, "each was looked up in the history"
         assert_each_request_billed_once(project, 12)
+
+
+@pytest.mark.parametrize("drops", [4, 7])
+def test_a_submit_dropped_before_queueing_again_and_again_is_sent_until_it_is_queued(
+    tmp_path, monkeypatch, drops
+):
+    """A submit whose connection drops before fal queued it is, once no webhook came for it,
+    sent again, up to as many times as any call is tried (`max_attempts`, 8): the row is made
+    in this run, and paid once."""
+    from flux_pipeline.emulator import faults
+
+    dropped = []
+    inject = faults.FaultInjector.__call__
+
+    async def drop_submits_first(self, scope, receive, send):
+        kind = faults.call_kind(scope["method"], scope["path"]) if scope["type"] == "http" else None
+        if kind == "submit" and len(dropped) < drops:
+            dropped.append(scope["path"])
+            return await faults._drop(send, "dropped before queueing")
+        return await inject(self, scope, receive, send)
+
+    monkeypatch.setattr(faults.FaultInjector, "__call__", drop_submits_first)
+    never = FaultConfig(rate_limit=1e-12)  # installs the injector, injects nothing itself
+    with (
+        EmulatorServer(EmulatorConfig(latency=0.05, faults=never)) as server,
+        dg.instance_for_test() as instance,
+    ):
+        project = make_project(tmp_path, server, instance, samples=False, webhook_port=free_port())
+        project = project.with_settings(lost_request_wait=0.3)
+        write_table(project.dataset.layout.prompts_dir / "dropped.parquet", 1)
+        assert project.run("dropped").success
+        assert len(dropped) == drops
+        assert server.emulator.submitted == 1, "queued once, after the drops"
+        assert_each_request_billed_once(project, 1)
 
 
 def test_a_request_fal_completes_with_an_error_is_sent_again_by_the_rerun(tmp_path, monkeypatch):

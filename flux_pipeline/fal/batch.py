@@ -27,7 +27,6 @@ from .models import FluxInput, FluxOutput
 from .verify import InvalidImageError, verify_image
 
 DOWNLOAD_ATTEMPTS = 4
-SUBMIT_ATTEMPTS = 3
 CANCELLED_STATUS = 400
 """What fal's result answers for a cancelled request (protocol.md 3.5; real fal's exact body is unknown)."""
 DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
@@ -184,7 +183,7 @@ async def _submit(
     if ledger is None:
         return await fal.submit(job.endpoint, data)
     payload = data.wire()
-    for _ in range(SUBMIT_ATTEMPTS):
+    for _ in range(fal.max_attempts):
         token = await asyncio.to_thread(ledger.submitting, job, payload)
         sent_at = time.time()
         webhook = f"{options.webhook_base}/{token}" if options.webhook_base else None
@@ -196,7 +195,7 @@ async def _submit(
                 continue  # fal certainly has none: it was not queued
         await asyncio.to_thread(ledger.submitted, job, request_id)
         return request_id
-    raise FalError(f"submit to {job.endpoint} failed {SUBMIT_ATTEMPTS} times without a response")
+    raise FalError(f"submit to {job.endpoint} failed {fal.max_attempts} times without a response")
 
 
 async def _download_verified(fal: FalClient, job: GenerationJob, url: str, max_bytes: int) -> GeneratedFile:
