@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 from upath import UPath
 
 from .automation import DATASET_CONDITION, REPORT_CONDITION
@@ -60,6 +61,17 @@ CATALOG_PREVIEW_COLUMNS = [
     "cost_usd",
     "parent_image_id",
 ]
+
+
+class GenerationConfig(dg.Config):
+    """Run config of the steps that call fal."""
+
+    pay_again_for_unusable: bool = Field(
+        default=False,
+        description="Send again, and pay fal again for, the requests it billed whose answers could not "
+        "be cataloged (wrong image count, NSFW flags or seed). Off: they stay failures, never resent.",
+    )
+
 
 prompt_table_files = dg.AssetSpec(
     "prompt_table_files",
@@ -126,11 +138,14 @@ def prompts(
     description="One FLUX1.1 [pro] text-to-image request per valid row, run concurrently.",
 )
 def images(
-    context: dg.AssetExecutionContext, fal: BaseFalResource, dataset: DatasetResource
+    context: dg.AssetExecutionContext,
+    config: GenerationConfig,
+    fal: BaseFalResource,
+    dataset: DatasetResource,
 ) -> dg.MaterializeResult:
     files = dataset.layout.partition_files(context.partition_key)
     jobs = map(text_to_image_job, files.prompt_rows())
-    return _generation_step(context, fal, dataset, GENERATED_STEP, jobs, dataset.budget_usd)
+    return _generation_step(context, config, fal, dataset, GENERATED_STEP, jobs, dataset.budget_usd)
 
 
 @dg.asset(
@@ -144,7 +159,10 @@ def images(
     description="FLUX1.1 [pro] Redux variations of a given image or of the row's generated image.",
 )
 def redux_variations(
-    context: dg.AssetExecutionContext, fal: BaseFalResource, dataset: DatasetResource
+    context: dg.AssetExecutionContext,
+    config: GenerationConfig,
+    fal: BaseFalResource,
+    dataset: DatasetResource,
 ) -> dg.MaterializeResult:
     files = dataset.layout.partition_files(context.partition_key)
     jobs = redux_jobs(
@@ -157,7 +175,7 @@ def redux_variations(
     if dataset.budget_usd is not None:
         spent = pc.sum(files.read_step(GENERATED_STEP, ["cost_usd"])["cost_usd"]).as_py() or 0.0
         budget_left = dataset.budget_usd - spent
-    return _generation_step(context, fal, dataset, VARIATIONS_STEP, jobs, budget_left)
+    return _generation_step(context, config, fal, dataset, VARIATIONS_STEP, jobs, budget_left)
 
 
 @dg.asset(
@@ -241,7 +259,7 @@ def _estimate(
     with RequestLedger(dataset.ledger_location()) as ledger:
         entry_of = PartitionLedger(
             ledger, context.partition_key, RunContext(context.run.run_id, fal.backend)
-        ).entry
+        ).snapshot()
         layout = dataset.layout
         return estimate(
             files.prompt_rows(), entry_of, prices, fal.backend, layout.outputs_dir, layout.prompts_dir
@@ -298,6 +316,7 @@ def _write_prompt_rows(
 
 def _generation_step(
     context: dg.AssetExecutionContext,
+    config: GenerationConfig,
     fal: BaseFalResource,
     dataset: DatasetResource,
     step: str,
@@ -308,7 +327,9 @@ def _generation_step(
     the budget stopped it, else claim its spend and report."""
     files = dataset.layout.partition_files(context.partition_key)
     with CatalogRowWriter(files.step_rows(step)) as rows:
-        tally = run_generation_step(context, fal, dataset, jobs, budget_left, rows)
+        tally = run_generation_step(
+            context, fal, dataset, jobs, budget_left, rows, config.pay_again_for_unusable
+        )
     failures = pa.Table.from_pylist(tally.failures, schema=FAILURE_SCHEMA)
     write_parquet_atomically(failures, files.step_failures(step))
     if tally.budget_stopped:

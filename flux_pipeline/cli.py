@@ -23,7 +23,11 @@ def _emulator(args: argparse.Namespace) -> int:
     from .emulator.server import serve_forever
 
     config = EmulatorConfig(
-        latency=args.latency, queue_delay=args.queue_delay, runners=args.runners, random_seed=args.random_seed
+        latency=args.latency,
+        queue_delay=args.queue_delay,
+        runners=args.runners,
+        random_seed=args.random_seed,
+        image_detail=args.image_detail,
     )
     scheme = "https" if args.ssl_certfile else "http"
     print(
@@ -63,14 +67,24 @@ def _run(args: argparse.Namespace) -> int:
     if keys is None:
         return 2
     job = defs.resolve_job_def("build_dataset")
-    console = {"loggers": {"console": {"config": {"log_level": "DEBUG" if args.debug else "INFO"}}}}
-    failed = [key for key in keys if not _build_partition(job, key, instance, console)]
+    console = run_config(args.debug)
+    build = run_config(args.debug, args.pay_again_for_unusable)
+    failed = [key for key in keys if not _build_partition(job, key, instance, build)]
     defs.resolve_job_def("report_costs").execute_in_process(run_config=console, instance=instance)
     print(f"\ncatalog: {dataset.layout.catalog_dir}\n")
     with RequestLedger(dataset.ledger_location()) as ledger:
         requests = requests_frame(ledger.requests())
     print(by_partition(dataset.layout.catalog_dir, requests).to_string(index=False))
     return 1 if failed else 0
+
+
+def run_config(debug: bool, pay_again_for_unusable: bool = False) -> dict:
+    """The run config of what `flux-pipeline run` executes."""
+    config: dict = {"loggers": {"console": {"config": {"log_level": "DEBUG" if debug else "INFO"}}}}
+    if pay_again_for_unusable:
+        paying = {"config": {"pay_again_for_unusable": True}}
+        config["ops"] = {step: paying for step in ("images", "redux_variations")}
+    return config
 
 
 def _register_tables(instance, dataset, partitions: list[str] | None) -> list[str] | None:
@@ -140,6 +154,11 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="build the dataset for every prompt table (or --partition)")
     run.add_argument("--partition", action="append", help="a prompt table's name; repeat for more")
     run.add_argument("--debug", action="store_true", help="log at DEBUG (default INFO)")
+    run.add_argument(
+        "--pay-again-for-unusable",
+        action="store_true",
+        help="send again, and pay fal again for, requests it billed whose answers could not be cataloged",
+    )
     run.set_defaults(handler=_run)
     instance = commands.add_parser(
         "instance", help="write the local instance's dagster.yaml (for `dg dev`) unless it has one"
@@ -175,6 +194,11 @@ def _add_emulator_command(commands) -> None:
         "--runners", type=int, default=None, help="requests run at once (default unlimited)"
     )
     emulator.add_argument("--random-seed", type=int, default=0, help="seeds server-picked seeds")
+    emulator.add_argument(
+        "--image-detail",
+        default="flat",
+        help="flat (default), or photo: grainy, real-sized files (about 250 KB at 1024x768) for benchmarks",
+    )
     emulator.add_argument(
         "--ssl-certfile", help="serve https with this PEM certificate (and key, if no --ssl-keyfile)"
     )

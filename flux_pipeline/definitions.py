@@ -54,6 +54,7 @@ def fal_from_env() -> BaseFalResource:
             run_url=_env("FAL_RUN_URL"),
             storage_url=_env("FAL_STORAGE_URL"),
             platform_url=_env("FAL_API_URL"),
+            webhook_jwks_url=_env("FAL_WEBHOOK_JWKS_URL"),
         ),
     )
 

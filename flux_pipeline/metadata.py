@@ -57,6 +57,7 @@ def step_metadata(tally: StepTally, rows: CatalogRowWriter) -> dict:
         "requests_failed": len(tally.failures),
         "requests_reused": tally.reused,
         "requests_resumed": tally.resumed,
+        "requests_unusable": tally.unusable,
         "nsfw_images": totals.nsfw_images,
         "fal_calls": sum(tally.call_counts.calls.values()),
         "fal_retries": sum(tally.call_counts.retries.values()),

@@ -81,6 +81,9 @@ def report_metadata(report: pd.DataFrame, path: UPath) -> dict:
         "fal_billed_usd": round(float(report["fal_cost_usd"].sum()), 6),
         "list_cost_usd": round(float(report["ledger_cost_usd"].sum()), 6),
         "discount_usd": round(float((report["ledger_cost_usd"] - report["fal_cost_usd"]).dropna().sum()), 6),
+        "spent_on_nothing_usd": round(
+            float(report.loc[report["status"] == rec.BILLED_UNUSABLE, "fal_cost_usd"].sum()), 6
+        ),
         **{status: int(counts.get(status, 0)) for status in rec.STATUSES},
         "path": dg.MetadataValue.path(str(path)),
         "problems": table_preview(report[report["status"] != rec.MATCHED]),

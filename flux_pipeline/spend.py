@@ -2,13 +2,19 @@
 of the `spent_usd` that the run's fal steps report in their metadata (each step adds its own as
 it ends, also when it then fails, e.g. on a budget stop). A run whose steps report none has no
 tag. A backfill's total is the sum over its runs: `backfill_spend`, `flux-pipeline spend
---backfill ID`, or the runs page filtered by the backfill's tag."""
+--backfill ID`, or the runs page filtered by the backfill's tag.
+
+`orphaned_spend_claims` finds the spend that a run claimed (dataset.ledger) and died before its
+materialization reported, so that the next materialization reports it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 import dagster as dg
+
+from .dataset.ledger import RequestLedger
 
 SPENT_KEY = "spent_usd"
 SPENT_TAG = "flux/spent_usd"
@@ -37,3 +43,30 @@ def backfill_spend(instance: dg.DagsterInstance, backfill_id: str) -> tuple[floa
     runs = instance.get_runs(filters=dg.RunsFilter(tags={BACKFILL_TAG: backfill_id}))
     spends = [float(run.tags[SPENT_TAG]) for run in runs if SPENT_TAG in run.tags]
     return round(sum(spends), 6), len(spends)
+
+
+def orphaned_spend_claims(
+    context: dg.AssetExecutionContext, ledger: RequestLedger, endpoint: str, lease_seconds: float
+) -> list[str]:
+    """The other runs whose claims on this step's spend (partition, endpoint) no materialization
+    of this asset reported: runs that ended without one, or that claimed longer than a lease ago
+    and have none (a killed run stays "started"). Runs found materialized are confirmed."""
+    partition, instance = context.partition_key, context.instance
+    orphaned = []
+    for run_id, claimed_at in ledger.unconfirmed_spend_claims(
+        partition, endpoint, context.run.run_id
+    ).items():
+        if _materialized_in(instance, run_id, context.asset_key, partition):
+            ledger.confirm_spend(partition, endpoint, run_id)
+            continue
+        run = instance.get_run_by_id(run_id)
+        if run is None:
+            continue  # a run of another Dagster instance sharing the ledger: not ours to judge
+        if run.is_finished or claimed_at < time.time() - lease_seconds:
+            orphaned.append(run_id)
+    return orphaned
+
+
+def _materialized_in(instance: dg.DagsterInstance, run_id: str, asset: dg.AssetKey, partition: str) -> bool:
+    events = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    return any(e.dagster_event.asset_key == asset and e.dagster_event.partition == partition for e in events)

@@ -2,16 +2,19 @@
 function run on the step's own thread (fal's event loop runs on another, see fal.bridge):
 
 - triage: a job against its ledger entry (same fingerprint and backend only). Stored with intact
-  files → Reuse its rows, nothing is sent. Otherwise the run claims the row (atomically; a row
-  another live run holds is deferred until that run has stored it or its lease ran out), then:
+  files → Reuse its rows, nothing is sent. Billed but unusable → Final: a failure row, nothing is
+  sent (unless the run is configured to pay again for it). Otherwise the run claims
+  the row (atomically; a row another live run holds is deferred until that run has stored it or
+  its lease ran out), then:
   submitted (or stored, files lost) → Resume by request id (status and result are free);
   submitting (its response was lost) → Resume by finding it (webhook or fal's request history);
   anything else → Send.
 - admit: a new request is sent while its cost fits in what is left of the partition's budget;
   once one does not, no new request is (resumed ones, already paid for, still are).
 - record: an outcome's files stored, its catalog rows written and the ledger told; what fal
-  billed recorded once, and counted as this step's spend the first time; or a failure. Nothing
-  fal answers fails more than its own row.
+  billed recorded once, and counted as this step's spend the first time; or a failure: not
+  billed (may be sent again), billed with files that could not be fetched (resumed for free
+  next time), or billed and unusable (final). Nothing fal answers fails more than its own row.
 """
 
 from __future__ import annotations
@@ -29,17 +32,17 @@ import pyarrow as pa
 from .dataset.files import files_intact
 from .dataset.layout import PartitionFiles
 from .dataset.leases import LeaseKeeper
-from .dataset.ledger import Billing, LedgerEntry, PartitionLedger, RequestLedger, RunContext
+from .dataset.ledger import UNUSABLE, Billing, LedgerEntry, PartitionLedger, RequestLedger, RunContext
 from .dataset.plans import RowFailure
 from .dataset.pricing import UnitPrice, price_list, request_cost
 from .dataset.results import RowContext, UnusableResult, catalog_rows
 from .dataset.rows import CatalogRowWriter
-from .fal.batch import GenerationFailure, GenerationJob, LostSubmit, Outcome
+from .fal.batch import Generation, GenerationFailure, GenerationJob, LostSubmit, Outcome
 from .fal.errors import FalError
 from .fal.models import ENDPOINTS, FluxOutput
 from .fal.retries import CallCounts
 from .resources import BaseFalResource, DatasetResource
-from .spend import BACKFILL_TAG
+from .spend import BACKFILL_TAG, orphaned_spend_claims
 
 FAILURE_SCHEMA = pa.schema(
     [
@@ -71,6 +74,14 @@ class Send:
     job: GenerationJob
 
 
+@dataclass(frozen=True)
+class Final:
+    """fal billed the request and its answer could not be cataloged: it is not sent again."""
+
+    job: GenerationJob
+    entry: LedgerEntry
+
+
 @dataclass
 class StepTally:
     """What a step did beyond its rows (which go to a CatalogRowWriter)."""
@@ -82,6 +93,8 @@ class StepTally:
     not_sent: int = 0
     reused: int = 0
     resumed: int = 0
+    unusable: int = 0
+    """Requests fal billed whose answers could not be cataloged (this run's and earlier ones)."""
     spent_usd: float = 0.0
     """What fal billed that no materialization reported before (PartitionLedger.report_spend)."""
     spent_megapixels: int = 0
@@ -121,13 +134,19 @@ def step_prices(fal: BaseFalResource, dataset: DatasetResource, log) -> dict[str
 
 
 def triage(
-    job: GenerationJob, entry: LedgerEntry | None, files: PartitionFiles, backend: str
-) -> Reuse | Resume | Send:
+    job: GenerationJob,
+    entry: LedgerEntry | None,
+    files: PartitionFiles,
+    backend: str,
+    pay_again_for_unusable: bool = False,
+) -> Reuse | Resume | Send | Final:
     if entry is None or entry.fingerprint != job.fingerprint or entry.backend != backend:
         return Send(job)
     if entry.state == "stored" and files_intact(files.outputs_dir, entry.rows):
         return Reuse(job, entry.rows)
-    if entry.state in ("submitted", "stored") and entry.request_id:
+    if entry.state == UNUSABLE:
+        return Send(job) if pay_again_for_unusable else Final(job, entry)
+    if entry.resumable:
         return Resume(dataclasses.replace(job, request_id=entry.request_id))
     if entry.state == "submitting":
         lost = LostSubmit(entry.token, entry.payload or {}, entry.submitted_at or entry.updated_at)
@@ -135,14 +154,14 @@ def triage(
     return Send(job)
 
 
-def claimed_verdict(job: GenerationJob, out: StepOutput) -> Reuse | Resume | Send | None:
+def claimed_verdict(job: GenerationJob, out: StepOutput) -> Reuse | Resume | Send | Final | None:
     """The verdict on a job this run may work on, or None while another live run holds it."""
-    verdict = triage(job, out.ledger.entry(job), out.files, out.where.backend)
-    if isinstance(verdict, Reuse):
+    verdict = out.triage(job)
+    if isinstance(verdict, Reuse | Final):
         return verdict
     if not out.ledger.claim(job):
         return None
-    return triage(job, out.ledger.entry(job), out.files, out.where.backend)  # as it is now that it is ours
+    return out.triage(job)  # as it is now that it is ours
 
 
 # -- admit -----------------------------------------------------------------------------------------
@@ -172,16 +191,30 @@ class StepOutput:
     ledger: PartitionLedger
     prices: dict[str, UnitPrice]
     log: dg.DagsterLogManager
+    pay_again_for_unusable: bool = False
 
     @property
     def files(self) -> PartitionFiles:
         return self.where.files
+
+    def triage(self, job: GenerationJob) -> Reuse | Resume | Send | Final:
+        entry = self.ledger.entry(job)
+        return triage(job, entry, self.files, self.where.backend, self.pay_again_for_unusable)
 
 
 def record_reuse(reuse: Reuse, out: StepOutput, tally: StepTally) -> None:
     out.rows.write(reuse.rows)
     tally.committed_usd += sum(row["cost_usd"] for row in reuse.rows)
     tally.reused += 1
+
+
+def record_final(final: Final, out: StepOutput, tally: StepTally) -> None:
+    job, entry = final.job, final.entry
+    error = f"not sent again: fal billed it, and its answer could not be cataloged ({entry.error})"
+    tally.failures.append(
+        failure_row(job.prompt_id, job.endpoint, entry.request_id, entry.error_field, error)
+    )
+    tally.unusable += 1
 
 
 def record_row_failure(failure: RowFailure, out: StepOutput, tally: StepTally) -> None:
@@ -206,8 +239,9 @@ def record_billing(job: GenerationJob, output: FluxOutput, out: StepOutput) -> N
 def record_failure(outcome: GenerationFailure, out: StepOutput, tally: StepTally) -> None:
     job, code = outcome.job, outcome.status_code
     if outcome.output is not None:
-        record_billing(job, outcome.output, out)  # completed, so billed, but its files failed
-        out.ledger.failed(job, outcome.error)
+        # completed, so billed, but its files could not be fetched: it stays submitted, and a
+        # re-run fetches them again for free
+        record_billing(job, outcome.output, out)
     elif outcome.request_failed or (
         code is not None and (outcome.request_id is None or (400 <= code < 500 and code not in (408, 429)))
     ):
@@ -216,10 +250,29 @@ def record_failure(outcome: GenerationFailure, out: StepOutput, tally: StepTally
         # Anything else stays resumable.
         out.ledger.failed(job, outcome.error)
     field_name = outcome.field_errors[0][0] if outcome.field_errors else None
-    tally.failures.append(
-        failure_row(job.prompt_id, job.endpoint, outcome.request_id, field_name, outcome.error, code)
-    )
-    out.log.warning(f"request for prompt_id {job.prompt_id!r} ({job.endpoint}) failed: {outcome.error}")
+    _report_failure(job, outcome.request_id, field_name, outcome.error, code, out, tally)
+
+
+def record_unusable(outcome: Generation, problem: UnusableResult, out: StepOutput, tally: StepTally) -> None:
+    """Billed and final: recorded with its cost and why, kept out of the catalog."""
+    record_billing(outcome.job, outcome.output, out)
+    out.ledger.unusable(outcome.job, problem.field, str(problem))
+    tally.unusable += 1
+    error = f"{type(problem).__name__}: {problem}"
+    _report_failure(outcome.job, outcome.request_id, problem.field, error, None, out, tally)
+
+
+def _report_failure(
+    job: GenerationJob,
+    request_id: str | None,
+    field_name: str | None,
+    error: str,
+    code: int | None,
+    out: StepOutput,
+    tally: StepTally,
+) -> None:
+    tally.failures.append(failure_row(job.prompt_id, job.endpoint, request_id, field_name, error, code))
+    out.log.warning(f"request for prompt_id {job.prompt_id!r} ({job.endpoint}) failed: {error}")
 
 
 def record(outcome: Outcome, out: StepOutput, tally: StepTally) -> None:
@@ -234,13 +287,13 @@ def record(outcome: Outcome, out: StepOutput, tally: StepTally) -> None:
     job = outcome.job
     try:
         rows = catalog_rows(outcome, out.prices[job.endpoint], out.where)
-    except (UnusableResult, OSError) as exc:
-        fields = [(exc.field, str(exc))] if isinstance(exc, UnusableResult) else []
+    except UnusableResult as problem:
+        return record_unusable(outcome, problem, out, tally)
+    except OSError as exc:
         error = f"{type(exc).__name__}: {exc}"
-        failure = GenerationFailure(
-            job, outcome.request_id, error, field_errors=fields, output=outcome.output
+        return record_failure(
+            GenerationFailure(job, outcome.request_id, error, output=outcome.output), out, tally
         )
-        return record_failure(failure, out, tally)
     record_billing(job, outcome.output, out)
     out.ledger.stored(job, outcome.request_id, rows)
     out.rows.write(rows)
@@ -266,6 +319,8 @@ def jobs_to_send(
             deferred.append(item)
         elif isinstance(verdict, Reuse):
             record_reuse(verdict, out, tally)
+        elif isinstance(verdict, Final):
+            record_final(verdict, out, tally)
         elif admit(verdict, request_cost(out.prices[item.endpoint], item), budget_left, tally):
             yield verdict.job
 
@@ -277,6 +332,7 @@ def run_generation_step(
     planned: Iterable[GenerationJob | RowFailure],
     budget_left: float | None,
     rows: CatalogRowWriter,
+    pay_again_for_unusable: bool = False,
 ) -> StepTally:
     """Jobs are drawn lazily and only requests in flight are held, so memory stays flat as the
     partition grows; every output image's row goes to `rows` as soon as its file is stored. Jobs
@@ -291,7 +347,8 @@ def run_generation_step(
     where = RowContext(partition, run.run_id, backend, dataset.layout.partition_files(partition))
     with RequestLedger(dataset.ledger_location()) as ledger:
         partition_ledger = PartitionLedger(ledger, partition, run)
-        out = StepOutput(where, rows, partition_ledger, step_prices(fal, dataset, context.log), context.log)
+        prices = step_prices(fal, dataset, context.log)
+        out = StepOutput(where, rows, partition_ledger, prices, context.log, pay_again_for_unusable)
         try:
             with LeaseKeeper(partition_ledger.renew, run.lease_seconds / 3):
                 send_rounds(fal, dataset, planned, out, budget_left, tally)
@@ -333,9 +390,14 @@ def report_spend(
     context: dg.AssetExecutionContext, dataset: DatasetResource, endpoints: tuple[str, ...], tally: StepTally
 ) -> None:
     """Claim for this materialization the spend no materialization reported yet, on every
-    endpoint the step may call; call it only when the step will materialize, so that no spend
-    is claimed by a run that shows none."""
+    endpoint the step may call (orphaned claims of runs that died before materializing
+    included); call it only when the step will materialize, so that no spend is claimed by a run
+    that shows none."""
+    partition, run_id, lease = context.partition_key, context.run.run_id, dataset.claim_lease_seconds
     with RequestLedger(dataset.ledger_location()) as ledger:
-        claimed = [ledger.report_spend(context.partition_key, e, context.run.run_id) for e in endpoints]
+        claimed = [
+            ledger.report_spend(partition, e, run_id, orphaned_spend_claims(context, ledger, e, lease))
+            for e in endpoints
+        ]
     tally.spent_usd = round(sum(usd for usd, _ in claimed), 6)
     tally.spent_megapixels = sum(megapixels for _, megapixels in claimed)

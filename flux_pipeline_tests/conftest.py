@@ -11,6 +11,7 @@ from PIL import Image
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.endpoints import FalUrls
+from flux_pipeline.fal.webhook_signatures import JWKS_PATH
 from flux_pipeline.resources import FalResource
 
 from .browser_fixtures import browser  # noqa: F401  (the page tests' fixture)
@@ -104,7 +105,8 @@ def resource_for(server: EmulatorServer, **overrides) -> FalResource:
 def resource_for_url(url: str, **overrides) -> FalResource:
     urls = FalUrls.single_base(url)
     settings = {"key": SECRET_KEY, "queue_url": urls.queue, "run_url": urls.run, "storage_url": urls.storage}
-    return FalResource(**{**settings, "platform_url": url, **overrides})
+    jwks = f"{url}{JWKS_PATH}"
+    return FalResource(**{**settings, "platform_url": url, "webhook_jwks_url": jwks, **overrides})
 
 
 def emulator_env(server: EmulatorServer) -> dict[str, str]:
@@ -114,6 +116,7 @@ def emulator_env(server: EmulatorServer) -> dict[str, str]:
         "FAL_QUEUE_URL": server.url,
         "FAL_RUN_URL": f"{server.url}/run",
         "FAL_STORAGE_URL": server.url,
+        "FAL_WEBHOOK_JWKS_URL": f"{server.url}{JWKS_PATH}",
     }
 
 

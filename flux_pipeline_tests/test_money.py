@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from flux_pipeline.cli import run_config
 from flux_pipeline.dataset.ledger import RequestLedger
 from flux_pipeline.definitions import make_definitions
 from flux_pipeline.emulator.app import create_app
@@ -218,6 +219,26 @@ def test_a_kill_between_submitting_and_submitted_pays_once(tmp_path):
         assert spent(instance, "images") == pytest.approx(10 * 0.04)
 
 
+@pytest.mark.parametrize("point", ["claimed", "before_materialization", "after_materialization"])
+def test_spend_a_killed_run_claimed_is_reported_by_the_next_materialization_once(tmp_path, point):
+    """SIGKILL between claiming the step's spend and storing its materialization (or right after):
+    the sum of spent_usd over every materialization is still fal's bill, counted once."""
+    with EmulatorServer(EmulatorConfig(latency=0.05)) as server, shared_instance(tmp_path) as instance:
+        project = make_project(tmp_path, server, instance, samples=False).with_settings(
+            claim_lease_seconds=1.0
+        )
+        write_table(project.dataset.layout.prompts_dir / "claimed.parquet", 6)
+        killed = worker(server, tmp_path, "claimed", "--kill-at", point)
+        assert killed.wait(timeout=120) == -signal.SIGKILL, killed.stderr.read()[-3000:]
+        materialized = instance.fetch_materializations(dg.AssetKey("images"), limit=10).records
+        assert len(materialized) == (point == "after_materialization")
+        time.sleep(1.2)  # the killed run stays "started": its claim is orphaned once a lease passed
+        for _ in range(2):
+            assert project.run("claimed").success
+            assert spent(instance, "images") == pytest.approx(6 * 0.04) == server.emulator.stats()["cost_usd"]
+        billed_once_and_cataloged(project, server, 6)
+
+
 # -- backends -------------------------------------------------------------------------------------
 
 
@@ -300,27 +321,60 @@ class OddResults:
         await self.app(scope, receive, rewrite)
 
 
-def test_odd_result_bodies_fail_only_their_own_rows_and_a_rerun_recovers(tmp_path):
-    emulator = Emulator(EmulatorConfig(latency=0.02))
+def test_odd_result_bodies_fail_only_their_own_rows_are_final_and_paid_again_only_when_asked(tmp_path):
+    """fal completes and bills 3 requests whose answers cannot be cataloged: each fails its own row,
+    is recorded with its cost and reason, and a re-run sends none of them; only a run that says it
+    pays again sends them, and the first payment stays in the ledger beside the second."""
+    emulator = Emulator(EmulatorConfig(latency=0.02, admin_keys=(ADMIN_KEY,)))
     with BackgroundServer(OddResults(emulator)) as server, dg.instance_for_test() as instance:
         server.emulator = emulator
-        project = make_project(tmp_path, server, instance, samples=False)
+        project = make_project(tmp_path, server, instance, samples=False, admin_key=ADMIN_KEY)
         prompts = ["a fine one", "another fine one", *(f"{case} scene" for case in ODD)]
         project.dataset.layout.prompts_dir.mkdir(parents=True)
         table = pa.table(
             {"prompt_id": [f"r{i}" for i in range(5)], "prompt": prompts, "image_size": ["square"] * 5}
         )
         pq.write_table(table, project.dataset.layout.prompts_dir / "odd.parquet")
+        failures_file = project.dataset.layout.partition_files("odd").folder / "generated_failures.parquet"
         for _ in range(2):
             assert project.run("odd").success, "one odd answer never sinks a partition"
-            failures = pq.read_table(
-                project.dataset.layout.partition_files("odd").folder / "generated_failures.parquet"
-            )
-            assert sorted(failures.column("field").to_pylist()) == ["has_nsfw_concepts", "images", "seed"]
+            failures = pq.read_table(failures_file).to_pandas()
+            assert sorted(failures["field"]) == ["has_nsfw_concepts", "images", "seed"]
             assert sorted(project.catalog()["prompt_id"]) == ["r0", "r1"]
+            assert emulator.stats()["requests_billed"] == 5, "a re-run pays for none of them again"
+            assert latest(instance, "images")["requests_unusable"] == 3
+        assert all(error.startswith("not sent again") for error in failures["error"])
         with RequestLedger(project.dataset.ledger_location()) as ledger:
             states = {f"r{i}": ledger.entry("odd", f"r{i}", "fal-ai/flux-pro/v1.1").state for i in range(5)}
-        assert states == {"r0": "stored", "r1": "stored", "r2": "failed", "r3": "failed", "r4": "failed"}
+        assert states == {
+            "r0": "stored",
+            "r1": "stored",
+            "r2": "unusable",
+            "r3": "unusable",
+            "r4": "unusable",
+        }
         assert len(os.listdir(project.dataset.layout.partition_files("odd").images_dir)) == 2, (
             "no orphan file"
         )
+        price = 0.04 * (1024 * 1024) / (1024 * 1024)  # a square image is one megapixel
+        reconciled = latest(instance, "billing_reconciliation")
+        assert reconciled["billed_unusable"] == 3 and reconciled["billed_not_cataloged"] == 0
+        assert reconciled["spent_on_nothing_usd"] == pytest.approx(3 * price)
+
+        paying = project.defs.resolve_job_def("build_dataset").execute_in_process(
+            run_config=run_config(debug=False, pay_again_for_unusable=True),
+            partition_key="odd",
+            instance=instance,
+        )
+        assert paying.success and emulator.stats()["requests_billed"] == 8, "sent again, as asked"
+        # the ledger records what each answer shows: the emptied one shows no image to bill
+        hidden = 2 * price
+        assert spent(instance, "images") == pytest.approx(emulator.stats()["cost_usd"] - hidden)
+        assert project.defs.resolve_job_def("report_costs").execute_in_process(instance=instance).success
+        report = pd.read_parquet(project.dataset.layout.reports_dir / "cost_by_partition.parquet")
+        odd = report.set_index("partition").loc["odd"]
+        assert odd["spent_usd"] == pytest.approx(8 * price - hidden), "both payments are in the report"
+        assert odd["spent_on_nothing_usd"] == pytest.approx(6 * price - hidden)
+        assert odd["requests_unusable"] == 6
+        requests = pd.read_parquet(project.dataset.layout.reports_dir / "requests.parquet")
+        assert requests["superseded"].sum() == 3 and requests["request_id"].is_unique

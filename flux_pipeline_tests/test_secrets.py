@@ -4,6 +4,7 @@ pipeline writes."""
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import shutil
 from pathlib import Path
@@ -11,9 +12,10 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from flux_pipeline.definitions import fal_from_env, make_definitions
@@ -25,6 +27,7 @@ from flux_pipeline.fal.endpoints import FalUrls
 from flux_pipeline.fal.errors import FalApiError
 from flux_pipeline.fal.models import TEXT_TO_IMAGE
 from flux_pipeline.fal.platform import FalPlatform
+from flux_pipeline.fal.webhook_signatures import JWKS_PATH
 from flux_pipeline.http_server import BackgroundServer
 
 from .conftest import ADMIN_KEY, SECRET_KEY, free_port, resource_for_url
@@ -43,6 +46,7 @@ def test_key_is_absent_from_logs_events_metadata_catalog_ledger_and_errors(
         for name in ("FAL_QUEUE_URL", "FAL_STORAGE_URL", "FAL_API_URL"):
             monkeypatch.setenv(name, server.url)
         monkeypatch.setenv("FAL_RUN_URL", f"{server.url}/run")
+        monkeypatch.setenv("FAL_WEBHOOK_JWKS_URL", f"{server.url}{JWKS_PATH}")
         fal = fal_from_env().model_copy(update={"http_timeout": 1.0, "webhook_port": free_port()})
         shutil.copytree(SAMPLE_PROMPTS, tmp_path / "prompts")
         defs = make_definitions(fal, dataset_for(tmp_path))
@@ -147,3 +151,72 @@ def test_the_platform_client_redacts_its_key_from_error_bodies(caplog):
     texts = [str(error), repr(error.detail), error.error_type, error.request_id]
     assert all(SECRET_KEY not in text for text in texts)
     assert error.error_type == "Key [REDACTED]" and error.request_id == "rid-Key [REDACTED]"
+
+
+def test_a_fal_that_echoes_the_key_everywhere_leaves_it_in_no_stream_or_file_even_at_debug(
+    tmp_path, capfd, caplog
+):
+    """The emulator echoes the key in every response header (httpcore's DEBUG trace prints them),
+    in status log lines, results and webhook bodies."""
+    caplog.set_level(logging.DEBUG)
+    for noisy in ("httpcore", "httpx", "aiohttp", "flux_pipeline"):
+        caplog.set_level(logging.DEBUG, logger=noisy)
+    shutil.copytree(SAMPLE_PROMPTS, tmp_path / "data" / "prompts")
+    (tmp_path / "dagster").mkdir()
+    config = EmulatorConfig(latency=0.05, echo_key=True, faults=FaultConfig(lost_submit=0.3, seed=5))
+    with (
+        EmulatorServer(config) as server,
+        dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance,
+    ):
+        fal = resource_for_url(server.url, webhook_port=free_port(), status_updates="poll")
+        defs = make_definitions(fal, dataset_for(tmp_path / "data"))
+        instance.add_dynamic_partitions("prompt_tables", ["landscapes"])
+        run = defs.resolve_job_def("build_dataset").execute_in_process(
+            partition_key="landscapes", instance=instance, raise_on_error=False
+        )
+        assert run.success
+        assert server.emulator.webhooks_delivered and server.emulator.faults_injected.get("lost_submit")
+        billed = server.emulator.stats()["images_billed"]
+        texts = [caplog.text, *capfd.readouterr(), *(repr(entry) for entry in instance.all_logs(run.run_id))]
+
+    assert "x-echo" in caplog.text and "[REDACTED]" in caplog.text, "the echoed headers reached the log"
+    assert any("(key [REDACTED])" in text for text in texts), "so did fal's echoing log lines"
+    for text in texts:
+        assert SECRET_KEY not in text
+    catalog = pq.read_table(tmp_path / "data" / "catalog").to_pandas()
+    assert len(catalog) == billed
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".db" for p in written) and any(p.name == "data.parquet" for p in written)
+    for path in written:
+        assert SECRET_KEY.encode() not in path.read_bytes(), path
+
+
+def header_recorder(seen: list[tuple[str, str]], redirect_to: str | None = None) -> BackgroundServer:
+    """Records (path, Authorization header) of each call; redirects to `redirect_to`, else serves a PNG."""
+
+    async def serve(request: Request) -> Response:
+        seen.append((request.url.path, request.headers.get("authorization", "")))
+        if redirect_to is not None:
+            return RedirectResponse(f"{redirect_to}/image.png", status_code=302)
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), (10, 200, 10)).save(buffer, format="PNG")
+        return Response(buffer.getvalue(), media_type="image/png")
+
+    return BackgroundServer(Starlette(routes=[Route("/{path:path}", serve)]))
+
+
+def test_a_result_url_on_fals_host_redirected_to_another_host_never_carries_the_key():
+    """Result files are fetched without the key, even from fal's own host, and so through any
+    redirect; only fal's API calls carry it."""
+    fal_seen: list[tuple[str, str]] = []
+    cdn_seen: list[tuple[str, str]] = []
+    with header_recorder(cdn_seen) as cdn, header_recorder(fal_seen, redirect_to=cdn.url) as fal_host:
+
+        async def fetch() -> bytes:
+            async with FalClient(SECRET_KEY, FalUrls.single_base(fal_host.url)) as fal:
+                data, _ = await fal.download(f"{fal_host.url}/files/result.png", max_bytes=100_000)
+                return data
+
+        data = asyncio.run(fetch())
+    assert Image.open(io.BytesIO(data)).size == (8, 8), "the redirect was followed to the file"
+    assert fal_seen == [("/files/result.png", "")] and cdn_seen == [("/image.png", "")]

@@ -5,6 +5,9 @@
 --kill-after-submits N  SIGKILL this process right after the Nth submit reached fal, before its
                         request id is recorded (the submitting → submitted window)
 --webhook-port P      receive fal's webhooks (default: none; lost submits go through the history)
+--kill-at POINT       SIGKILL this process where the `images` step ends: `claimed` (its spend just
+                        claimed in the ledger), `before_materialization` (the materialization about
+                        to be stored) or `after_materialization` (just stored)
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import signal
 
 import dagster as dg
 
+from flux_pipeline.dataset.ledger import RequestLedger
 from flux_pipeline.definitions import make_definitions
 from flux_pipeline.fal.client import FalClient
 from flux_pipeline.partitions import prompt_tables
@@ -36,6 +40,35 @@ def kill_after_submits(count: int) -> None:
     FalClient.submit = submit_then_die
 
 
+def kill_at(point: str) -> None:
+    die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+    if point == "claimed":
+        report_spend = RequestLedger.report_spend
+
+        def claim_then_die(self, *args, **kwargs):
+            report_spend(self, *args, **kwargs)
+            die()
+
+        RequestLedger.report_spend = claim_then_die
+        return
+    handle = dg.DagsterInstance.handle_new_event
+
+    def handle_and_die_around_materializing(self, event, **kwargs):
+        dagster_event = event.dagster_event
+        materializing = (
+            dagster_event is not None
+            and dagster_event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+            and dagster_event.asset_key == dg.AssetKey("images")
+        )
+        if materializing and point == "before_materialization":
+            die()
+        handle(self, event, **kwargs)
+        if materializing:
+            die()
+
+    dg.DagsterInstance.handle_new_event = handle_and_die_around_materializing
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     for name in ("url", "data_dir", "home", "partition"):
@@ -43,9 +76,12 @@ def main() -> None:
     parser.add_argument("--ledger")
     parser.add_argument("--kill-after-submits", type=int)
     parser.add_argument("--webhook-port", type=int)
+    parser.add_argument("--kill-at", choices=["claimed", "before_materialization", "after_materialization"])
     args = parser.parse_args()
     if args.kill_after_submits:
         kill_after_submits(args.kill_after_submits)
+    if args.kill_at:
+        kill_at(args.kill_at)
     fal = resource_for_url(
         args.url, max_concurrency=4, lost_request_settle=1.0, webhook_port=args.webhook_port
     )

@@ -1,7 +1,8 @@
 """Cost views for auditors, from the catalog (what the images are worth at list price) and the
 request ledger (what fal billed, by the run and backfill that submitted each request):
 
-- by partition: images, their list value, what was spent on the partition, NSFW and Redux counts;
+- by partition: images, their list value, what was spent on the partition and how much of it on
+  nothing (requests fal billed whose answers could not be cataloged), NSFW and Redux counts;
 - by run: each run's (and backfill's) requests and spend;
 - by day: spend per UTC day a request was billed;
 - by model: each partition's billed requests, units and spend per endpoint and billing unit;
@@ -13,7 +14,7 @@ import pandas as pd
 from upath import UPath
 
 from .catalog import read_catalog
-from .ledger import REQUEST_COLUMNS
+from .ledger import REQUEST_COLUMNS, UNUSABLE
 
 TOTAL = "TOTAL"
 
@@ -23,7 +24,9 @@ def requests_frame(rows: list[tuple]) -> pd.DataFrame:
     for column in ("submitted_at", "billed_at"):
         frame[column] = pd.to_datetime(frame[column].astype("float64"), unit="s", utc=True)
     frame["cost_usd"] = frame["cost_usd"].astype("float64")
+    frame["superseded"] = frame["superseded"].astype(bool)
     frame["billed"] = frame["billed_at"].notna()
+    frame["spent_on_nothing"] = frame["billed"] & (frame["state"] == UNUSABLE)
     return frame
 
 
@@ -51,13 +54,25 @@ def by_partition(catalog_dir: UPath, requests: pd.DataFrame) -> pd.DataFrame:
         .sum()
     )
     billed = requests[requests["billed"]]
-    spent = billed.groupby("partition").agg(
-        spent_usd=("cost_usd", "sum"), requests_billed=("cost_usd", "size")
+    spent = billed.assign(nothing_usd=billed["cost_usd"].where(billed["spent_on_nothing"], 0.0))
+    spent = spent.groupby("partition").agg(
+        spent_usd=("cost_usd", "sum"),
+        requests_billed=("cost_usd", "size"),
+        spent_on_nothing_usd=("nothing_usd", "sum"),
+        requests_unusable=("spent_on_nothing", "sum"),
     )
     report = images.join(spent, how="outer").fillna(0).reset_index().sort_values("partition")
     report = _with_total(report, "partition", [c for c in report.columns if c != "partition"])
-    counts = ["images", "billed_megapixels", "nsfw_images", "redux_images", "requests_billed"]
-    return report.astype({c: "int64" for c in counts}).round({"partition_cost_usd": 6, "spent_usd": 6})
+    counts = [
+        "images",
+        "billed_megapixels",
+        "nsfw_images",
+        "redux_images",
+        "requests_billed",
+        "requests_unusable",
+    ]
+    money = {"partition_cost_usd": 6, "spent_usd": 6, "spent_on_nothing_usd": 6}
+    return report.astype({c: "int64" for c in counts}).round(money)
 
 
 def by_run(requests: pd.DataFrame) -> pd.DataFrame:

@@ -4,7 +4,11 @@ so that nothing is paid for twice across retries, crashes, re-runs and concurren
 It is kept in a SQLite file beside the catalog, or in PostgreSQL when runs execute on several
 machines (ledger_stores); each write commits before the call returns. A row moves
 planned (claimed, nothing sent) → submitting (intent and exact payload recorded, token for the
-webhook) → submitted (fal's request id) → stored (the catalog rows of its files), or → failed.
+webhook) → submitted (fal's request id) → stored (the catalog rows of its files), or → failed (fal
+billed nothing: a re-run may send it again), or → unusable (fal completed and billed it, but its
+answer cannot be cataloged: final, so a re-run does not pay for it again unless it is asked to).
+A billed request that a new submit replaces (a row paid again, or edited) is kept in
+`superseded_requests`, so the ledger holds every request fal billed.
 Its fingerprint is a hash of the endpoint and the full input, and it records the backend (fal's
 host, or the emulator) that made it, so an edited row, or one made on another backend, is a new
 request.
@@ -17,7 +21,10 @@ same row, and a dead run's rows are taken over once its lease expires.
 Money: the submitting run (and its backfill) and the time of the submit are recorded; when fal
 completes a request, its billed units, unit price and cost; and, once a step is done, which
 run's materialization reports that spend (the first to end after it was billed, so a crashed
-run's spend is reported by the next, and every request's cost is counted exactly once).
+run's spend is reported by the next, and every request's cost is counted exactly once). A claim
+whose run died before its materialization was written is orphaned: the next run that finds it so
+(the caller asks Dagster) claims it again; one found materialized is confirmed and never asked of
+again.
 
 `PartitionLedger` is one run's view of a partition, as the fal batch runner records submits
 (fal.batch.Ledger): a lost submit's webhook wakes its waiter directly, without polling.
@@ -31,6 +38,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +46,33 @@ from pathlib import Path
 from ..fal.batch import GenerationJob
 from .ledger_stores import LedgerSchema, open_store
 
+UNUSABLE = "unusable"
+SPENDING_TABLES = ("requests", "superseded_requests")
+BILLING_COLUMNS = {
+    "billing_unit": "TEXT",
+    "billed_units": "DOUBLE PRECISION",
+    "unit_price": "DOUBLE PRECISION",
+    "price_source": "TEXT",
+    "cost_usd": "DOUBLE PRECISION",
+    "billed_megapixels": "DOUBLE PRECISION",
+    "billed_at": "DOUBLE PRECISION",
+    "spent_run_id": "TEXT",
+    "spent_claimed_at": "DOUBLE PRECISION",
+    "spent_confirmed_at": "DOUBLE PRECISION",
+}
+"""What fal billed for a request, and which materialization reported it."""
+UNBILLED = ", ".join(f"{column}=NULL" for column in BILLING_COLUMNS)
+"""A new submit's billing: none yet."""
+SUPERSEDED_COLUMNS = {
+    "state": "TEXT NOT NULL",
+    "backend": "TEXT",
+    "run_id": "TEXT",
+    "backfill_id": "TEXT",
+    "submitted_at": "DOUBLE PRECISION",
+    **BILLING_COLUMNS,
+    "error": "TEXT",
+}
+"""What `superseded_requests` keeps of a billed request besides its key and request id."""
 LEDGER_SCHEMA = LedgerSchema(
     tables=[
         """CREATE TABLE IF NOT EXISTS requests (
@@ -45,6 +80,10 @@ LEDGER_SCHEMA = LedgerSchema(
         fingerprint TEXT NOT NULL, state TEXT NOT NULL, token TEXT, request_id TEXT,
         rows_json TEXT, error TEXT, updated_at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (partition, job_key, endpoint))""",
+        f"""CREATE TABLE IF NOT EXISTS superseded_requests (
+        partition TEXT NOT NULL, job_key TEXT NOT NULL, endpoint TEXT NOT NULL, request_id TEXT NOT NULL,
+        {", ".join(f"{column} {kind}" for column, kind in SUPERSEDED_COLUMNS.items())},
+        PRIMARY KEY (partition, job_key, endpoint, request_id))""",
         """CREATE TABLE IF NOT EXISTS webhooks (
         token TEXT PRIMARY KEY, request_id TEXT NOT NULL, status TEXT,
         received_at DOUBLE PRECISION NOT NULL)""",
@@ -58,20 +97,15 @@ LEDGER_SCHEMA = LedgerSchema(
             "backfill_id": "TEXT",
             "owner": "TEXT",
             "lease_until": "DOUBLE PRECISION",
-            "billing_unit": "TEXT",
-            "billed_units": "DOUBLE PRECISION",
-            "unit_price": "DOUBLE PRECISION",
-            "price_source": "TEXT",
-            "cost_usd": "DOUBLE PRECISION",
-            "billed_megapixels": "DOUBLE PRECISION",
-            "billed_at": "DOUBLE PRECISION",
-            "spent_run_id": "TEXT",
+            **BILLING_COLUMNS,
+            "error_field": "TEXT",
         }
     },
 )
 KEY = "partition=? AND job_key=? AND endpoint=?"
 ENTRY_COLUMNS = (
-    "fingerprint, state, token, request_id, rows_json, updated_at, backend, payload_json, submitted_at, owner"
+    "fingerprint, state, token, request_id, rows_json, updated_at, backend, payload_json, submitted_at, "
+    "owner, error, error_field, billed_at"
 )
 REQUEST_COLUMNS = [
     "partition",
@@ -91,8 +125,10 @@ REQUEST_COLUMNS = [
     "billed_at",
     "spent_run_id",
     "error",
+    "superseded",
 ]
-"""The columns of `RequestLedger.requests()`: the audit view of every request."""
+"""The columns of `RequestLedger.requests()`: the audit view of every request (`superseded`: a
+billed request that a later submit for the same row replaced)."""
 
 
 def fingerprint(endpoint: str, identity: dict) -> str:
@@ -114,6 +150,17 @@ class LedgerEntry:
     """The exact input the last submit sent."""
     submitted_at: float | None = None
     owner: str | None = None
+    error: str | None = None
+    error_field: str | None = None
+    """The field of fal's answer that made it unusable."""
+    billed_at: float | None = None
+
+    @property
+    def resumable(self) -> bool:
+        """fal holds the request and its result (fetching them is free): submitted, stored, or
+        billed and failed (as a ledger written before `unusable` existed recorded an unusable one)."""
+        billed_failure = self.state == "failed" and self.billed_at is not None
+        return bool(self.request_id) and (self.state in ("submitted", "stored") or billed_failure)
 
 
 @dataclass(frozen=True)
@@ -147,13 +194,14 @@ class RequestLedger:
         row = self._store.fetchone(
             f"SELECT {ENTRY_COLUMNS} FROM requests WHERE {KEY}", (partition, job_key, endpoint)
         )
-        if row is None:
-            return None
-        rows = json.loads(row[4]) if row[4] else None
-        for record in rows or []:
-            record["created_at"] = datetime.fromisoformat(record["created_at"])
-        payload = json.loads(row[7]) if row[7] else None
-        return LedgerEntry(row[0], row[1], row[2], row[3], rows, row[5], row[6], payload, row[8], row[9])
+        return None if row is None else _entry(row)
+
+    def entries(self, partition: str) -> dict[tuple[str, str], LedgerEntry]:
+        """Every request of `partition`, by (job_key, endpoint), read in one query."""
+        found = self._store.fetchall(
+            f"SELECT job_key, endpoint, {ENTRY_COLUMNS} FROM requests WHERE partition=?", (partition,)
+        )
+        return {(row[0], row[1]): _entry(row[2:]) for row in found}
 
     def claim(self, partition: str, job_key: str, endpoint: str, owner: str, lease_seconds: float) -> bool:
         """Whether `owner` now owns the row (creating it as `planned` if it is new)."""
@@ -196,20 +244,30 @@ class RequestLedger:
     ) -> str:
         token = uuid.uuid4().hex
         now = time.time()
+        self._supersede(partition, job_key, endpoint)
         self._store.execute(
             "INSERT INTO requests (partition, job_key, endpoint, fingerprint, state, token, updated_at, "
             "backend, payload_json, submitted_at, run_id, backfill_id) "
             "VALUES (?, ?, ?, ?, 'submitting', ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (partition, job_key, endpoint) DO UPDATE SET fingerprint=excluded.fingerprint, "
             "state='submitting', token=excluded.token, request_id=NULL, rows_json=NULL, error=NULL, "
-            "updated_at=excluded.updated_at, backend=excluded.backend, payload_json=excluded.payload_json, "
-            "submitted_at=excluded.submitted_at, run_id=excluded.run_id, backfill_id=excluded.backfill_id, "
-            "billing_unit=NULL, billed_units=NULL, unit_price=NULL, price_source=NULL, cost_usd=NULL, "
-            "billed_at=NULL, spent_run_id=NULL",
+            "error_field=NULL, updated_at=excluded.updated_at, backend=excluded.backend, "
+            "payload_json=excluded.payload_json, submitted_at=excluded.submitted_at, run_id=excluded.run_id, "
+            f"backfill_id=excluded.backfill_id, {UNBILLED}",
             (partition, job_key, endpoint, fingerprint_, token, now, backend,
              json.dumps(payload) if payload is not None else None, now, run_id, backfill_id),
         )  # fmt: skip
         return token
+
+    def _supersede(self, partition: str, job_key: str, endpoint: str) -> None:
+        """Keep the row's billed request, if it has one, before a new submit replaces it (once, so
+        a crash before the submit is recorded keeps one copy)."""
+        columns = ", ".join(["partition", "job_key", "endpoint", "request_id", *SUPERSEDED_COLUMNS])
+        self._store.execute(
+            f"INSERT INTO superseded_requests ({columns}) SELECT {columns} FROM requests WHERE {KEY} "
+            "AND billed_at IS NOT NULL AND request_id IS NOT NULL ON CONFLICT DO NOTHING",
+            (partition, job_key, endpoint),
+        )
 
     def submitted(self, partition: str, job_key: str, endpoint: str, request_id: str) -> None:
         self._store.execute(
@@ -226,21 +284,57 @@ class RequestLedger:
              billing.megapixels, time.time(), partition, job_key, endpoint),
         )  # fmt: skip
 
-    def report_spend(self, partition: str, endpoint: str, run_id: str) -> tuple[float, int]:
+    def report_spend(
+        self, partition: str, endpoint: str, run_id: str, orphaned_runs: Collection[str] = ()
+    ) -> tuple[float, int]:
         """Claim, for `run_id`'s materialization, every billed request of the partition and
-        endpoint no materialization has reported yet (a crashed run's too); (USD, megapixels)
-        of all it reported. Each request is reported exactly once, whatever runs at once."""
-        self._store.execute(
-            "UPDATE requests SET spent_run_id=? WHERE partition=? AND endpoint=? AND billed_at IS NOT NULL "
-            "AND spent_run_id IS NULL",
-            (run_id, partition, endpoint),
+        endpoint no materialization has reported yet (a crashed run's too, superseded ones
+        included, and those claimed by `orphaned_runs`, which died before materializing);
+        (USD, megapixels) of all it reported. Each request is reported exactly once, whatever
+        runs at once."""
+        orphans = tuple(orphaned_runs)
+        unclaimed = "spent_run_id IS NULL" + (
+            f" OR (spent_run_id IN ({', '.join('?' * len(orphans))}) AND spent_confirmed_at IS NULL)"
+            if orphans
+            else ""
         )
-        cost, megapixels = self._store.fetchone(
-            "SELECT SUM(cost_usd), SUM(billed_megapixels) FROM requests WHERE partition=? AND endpoint=? "
-            "AND spent_run_id=?",
-            (partition, endpoint, run_id),
-        )
-        return round(cost or 0.0, 6), int(megapixels or 0)
+        cost = megapixels = 0.0
+        for table in SPENDING_TABLES:
+            self._store.execute(
+                f"UPDATE {table} SET spent_run_id=?, spent_claimed_at=? WHERE partition=? AND endpoint=? "
+                f"AND billed_at IS NOT NULL AND ({unclaimed})",
+                (run_id, time.time(), partition, endpoint, *orphans),
+            )
+            table_cost, table_megapixels = self._store.fetchone(
+                f"SELECT SUM(cost_usd), SUM(billed_megapixels) FROM {table} WHERE partition=? "
+                "AND endpoint=? AND spent_run_id=?",
+                (partition, endpoint, run_id),
+            )
+            cost, megapixels = cost + (table_cost or 0.0), megapixels + (table_megapixels or 0)
+        return round(cost, 6), int(megapixels)
+
+    def unconfirmed_spend_claims(self, partition: str, endpoint: str, run_id: str) -> dict[str, float]:
+        """run → when it last claimed spend of the partition's endpoint, for the runs other than
+        `run_id` not yet confirmed to have materialized that claim (0 for a claim of unknown time)."""
+        claims: dict[str, float] = {}
+        for table in SPENDING_TABLES:
+            for run, claimed_at in self._store.fetchall(
+                f"SELECT spent_run_id, MAX(spent_claimed_at) FROM {table} WHERE partition=? AND endpoint=? "
+                "AND spent_run_id IS NOT NULL AND spent_run_id<>? AND spent_confirmed_at IS NULL "
+                "GROUP BY spent_run_id",
+                (partition, endpoint, run_id),
+            ):
+                claims[run] = max(claims.get(run, 0.0), claimed_at or 0.0)
+        return claims
+
+    def confirm_spend(self, partition: str, endpoint: str, run_id: str) -> None:
+        """`run_id`'s materialization reported its claims on the partition's endpoint."""
+        for table in SPENDING_TABLES:
+            self._store.execute(
+                f"UPDATE {table} SET spent_confirmed_at=? WHERE partition=? AND endpoint=? "
+                "AND spent_run_id=? AND spent_confirmed_at IS NULL",
+                (time.time(), partition, endpoint, run_id),
+            )
 
     def stored(self, partition: str, job_key: str, endpoint: str, request_id: str, rows: list[dict]) -> None:
         self._store.execute(
@@ -249,8 +343,16 @@ class RequestLedger:
             (request_id, json.dumps(rows, default=_isoformat), time.time(), partition, job_key, endpoint),
         )
 
+    def unusable(self, partition: str, job_key: str, endpoint: str, field: str, error: str) -> None:
+        """fal completed and billed the request, but `field` of its answer cannot be cataloged."""
+        self._store.execute(
+            f"UPDATE requests SET state='{UNUSABLE}', error=?, error_field=?, updated_at=?, owner=NULL, "
+            f"lease_until=NULL WHERE {KEY}",
+            (error, field, time.time(), partition, job_key, endpoint),
+        )
+
     def failed(self, partition: str, job_key: str, endpoint: str, error: str) -> None:
-        """A request that ended without usable files; a re-run may send it again."""
+        """A request that ended without files and that fal did not bill; a re-run may send it again."""
         self._store.execute(
             "UPDATE requests SET state='failed', error=?, updated_at=?, owner=NULL, lease_until=NULL "
             f"WHERE {KEY}",
@@ -264,12 +366,17 @@ class RequestLedger:
         return {row[0] for row in rows}
 
     def requests(self, partition: str | None = None) -> list[tuple]:
-        """Every request of the ledger (or of one partition) that was ever submitted, as
-        REQUEST_COLUMNS."""
+        """Every request of the ledger (or of one partition) that was ever submitted, superseded
+        ones included, as REQUEST_COLUMNS."""
         where = "submitted_at IS NOT NULL" + (" AND partition=?" if partition is not None else "")
-        columns = ", ".join(c if c != "prompt_id" else "job_key" for c in REQUEST_COLUMNS)
+        columns = ", ".join(
+            "job_key" if c == "prompt_id" else c for c in REQUEST_COLUMNS if c != "superseded"
+        )
+        params = (partition,) if partition is not None else ()
         return self._store.fetchall(
-            f"SELECT {columns} FROM requests WHERE {where}", (partition,) if partition else ()
+            f"SELECT {columns}, 0 FROM requests WHERE {where} "
+            f"UNION ALL SELECT {columns}, 1 FROM superseded_requests WHERE {where}",
+            params * 2,
         )
 
     def record_webhook(self, token: str, request_id: str, status: str | None) -> None:
@@ -282,6 +389,15 @@ class RequestLedger:
     def webhook_request_id(self, token: str) -> str | None:
         row = self._store.fetchone("SELECT request_id FROM webhooks WHERE token=?", (token,))
         return row[0] if row else None
+
+
+def _entry(row: tuple) -> LedgerEntry:
+    """The LedgerEntry of a row of ENTRY_COLUMNS."""
+    rows = json.loads(row[4]) if row[4] else None
+    for record in rows or []:
+        record["created_at"] = datetime.fromisoformat(record["created_at"])
+    payload = json.loads(row[7]) if row[7] else None
+    return LedgerEntry(row[0], row[1], row[2], row[3], rows, row[5], row[6], payload, *row[8:])
 
 
 @dataclass(frozen=True)
@@ -309,6 +425,11 @@ class PartitionLedger:
 
     def entry(self, job: GenerationJob) -> LedgerEntry | None:
         return self.ledger.entry(*self._key(job))
+
+    def snapshot(self) -> Callable[[GenerationJob], LedgerEntry | None]:
+        """`entry` as the ledger stands now, for reading every row at once (one query)."""
+        entries = self.ledger.entries(self.partition)
+        return lambda job: entries.get((job.prompt_id, job.endpoint))
 
     def claim(self, job: GenerationJob) -> bool:
         return self.ledger.claim(*self._key(job), self.run.run_id, self.run.lease_seconds)
@@ -341,6 +462,9 @@ class PartitionLedger:
 
     def failed(self, job: GenerationJob, error: str) -> None:
         self.ledger.failed(*self._key(job), error)
+
+    def unusable(self, job: GenerationJob, field: str, error: str) -> None:
+        self.ledger.unusable(*self._key(job), field, error)
 
     def known_request_ids(self, endpoint: str) -> set[str]:
         return self.ledger.known_request_ids(endpoint)

@@ -3,6 +3,10 @@ holds for a partition, each with a status:
 
 - matched: fal billed the units the catalog holds (or neither billed nor cataloged anything);
 - billed_not_cataloged: fal charged and no image is in the catalog (money lost);
+- billed_unusable: fal charged for an answer that could not be cataloged (money spent on nothing,
+  recorded with its reason in the ledger, not sent again);
+- superseded: fal charged for a request a later one for the same row replaced (paid again, or the
+  row was edited);
 - cataloged_not_billed: images are cataloged but fal has no billing event, past the grace period;
 - units_mismatch: fal billed other units than the catalog's images account for;
 - pending: no billing event yet, inside the grace period (fal's billing lags)."""
@@ -14,15 +18,20 @@ from datetime import datetime
 import pandas as pd
 
 from ..fal.platform_models import BillingEvent
+from .ledger import UNUSABLE
 from .pricing import IMAGES
 
 MATCHED, BILLED_NOT_CATALOGED = "matched", "billed_not_cataloged"
+BILLED_UNUSABLE, SUPERSEDED = "billed_unusable", "superseded"
 CATALOGED_NOT_BILLED, UNITS_MISMATCH, PENDING = "cataloged_not_billed", "units_mismatch", "pending"
-STATUSES = [MATCHED, BILLED_NOT_CATALOGED, CATALOGED_NOT_BILLED, UNITS_MISMATCH, PENDING]
+STATUSES = [
+    MATCHED, BILLED_NOT_CATALOGED, BILLED_UNUSABLE, SUPERSEDED, CATALOGED_NOT_BILLED, UNITS_MISMATCH, PENDING
+]  # fmt: skip
 FAL_COLUMNS = ["fal_units", "fal_unit_price", "fal_percent_discount", "fal_cost_usd"]
 CATALOG_COLUMNS = ["catalog_images", "catalog_units", "catalog_cost_usd"]
 COLUMNS = [
-    "request_id", "prompt_id", "endpoint", "state", "submitted_at", "ledger_units", "ledger_cost_usd",
+    "request_id", "prompt_id", "endpoint", "state", "superseded", "submitted_at", "ledger_units",
+    "ledger_cost_usd",
     *CATALOG_COLUMNS, *FAL_COLUMNS, "status",
 ]  # fmt: skip
 
@@ -45,7 +54,9 @@ def catalog_by_request(catalog: pd.DataFrame) -> pd.DataFrame:
 def status(row: pd.Series, grace: pd.Timedelta, now: datetime) -> str:
     billed, cataloged = pd.notna(row["fal_units"]), row["catalog_images"] > 0
     if billed and not cataloged:
-        return BILLED_NOT_CATALOGED
+        if row["superseded"]:
+            return SUPERSEDED
+        return BILLED_UNUSABLE if row["state"] == UNUSABLE else BILLED_NOT_CATALOGED
     if billed:
         return MATCHED if abs(row["fal_units"] - row["catalog_units"]) < 1e-9 else UNITS_MISMATCH
     if row["finished_at"] + grace > now:

@@ -16,6 +16,7 @@ from starlette.routing import Mount, Route
 
 from ..fal.endpoints import AppId
 from ..fal.models import ENDPOINTS
+from ..fal.webhook_signatures import JWKS_PATH
 from .engine import Emulator, QueuedRequest
 from .errors import ERROR_HANDLERS, ApiError, require_key
 from .faults import FaultInjector, call_kind
@@ -42,6 +43,23 @@ class CallCounter:
         if scope["type"] == "http" and (kind := call_kind(scope["method"], scope["path"])):
             self.calls[kind] = self.calls.get(kind, 0) + 1
         await self.app(scope, receive, send)
+
+
+class KeyEcho:
+    """Echoes the Authorization header of each call in a response header (EmulatorConfig.echo_key)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        sent = dict(scope.get("headers") or []).get(b"authorization", b"")
+
+        async def echoing(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-echo", sent)]}
+            await send(message)
+
+        await self.app(scope, receive, echoing if scope["type"] == "http" else send)
 
 
 class QueueApi:
@@ -113,7 +131,9 @@ class QueueApi:
     async def submit(self, request: Request) -> Response:
         app_id, payload = await self._model_call(request)
         webhook_url = request.query_params.get("fal_webhook")
-        found = self.emulator.submit(app_id, payload, base_url(request), webhook_url=webhook_url)
+        found = self.emulator.submit(
+            app_id, payload, base_url(request), webhook_url=webhook_url, key=require_key(request)
+        )
         return JSONResponse(self._status_body(found, logs=None), headers={"x-fal-request-id": found.id})
 
     async def status(self, request: Request) -> Response:
@@ -154,7 +174,8 @@ class QueueApi:
         found = self._lookup(request)
         if not found.done.is_set():
             raise ApiError(400, "Request is still in progress")
-        return JSONResponse(found.body, status_code=found.status_code, headers={"x-fal-request-id": found.id})
+        body = {**found.body, "echo": found.echo} if found.echo else found.body
+        return JSONResponse(body, status_code=found.status_code, headers={"x-fal-request-id": found.id})
 
     async def cancel(self, request: Request) -> Response:
         code = self.emulator.cancel(self._lookup(request))
@@ -179,13 +200,20 @@ def create_app(emulator: Emulator):
     async def stats(request: Request) -> Response:
         return JSONResponse(emulator.stats())
 
+    async def webhook_keys(request: Request) -> Response:
+        emulator.jwks_served += 1
+        return JSONResponse(emulator.webhook_signer.jwks())
+
     routes = [
         Mount("/v1", routes=PlatformApi(emulator).routes()),
         Route("/_emulator/stats", stats, methods=["GET"]),
+        Route(JWKS_PATH, webhook_keys, methods=["GET"]),
         *StorageApi(emulator).routes(),
         *QueueApi(emulator).routes(),  # last: its submit route takes any other POST path
     ]
     app = Starlette(routes=routes, exception_handlers=ERROR_HANDLERS)
     if emulator.config.faults.any():
         app = FaultInjector(app, emulator.config.faults, emulator.faults_injected)
+    if emulator.config.echo_key:
+        app = KeyEcho(app)
     return CallCounter(app, emulator.calls)

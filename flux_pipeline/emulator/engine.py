@@ -19,6 +19,7 @@ import base64
 import hashlib
 import heapq
 import io
+import json
 import random
 import re
 import time
@@ -42,9 +43,10 @@ from ..fal.models import (
     input_model,
     takes,
 )
+from ..fal.webhook_signatures import WebhookSigner
 from .faults import FaultConfig, FaultDice
 from .fetch import AddressRule, fetch_public, is_public
-from .images import image_digest, render_image
+from .images import IMAGE_DETAILS, image_digest, render_image
 
 NSFW_PATTERN = re.compile(r"\bnsfw\b", re.IGNORECASE)
 ENHANCED_SUFFIX = ", highly detailed, dramatic lighting"
@@ -73,6 +75,19 @@ class EmulatorConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     webhook_retry_seconds: float = 0.5
     webhook_attempts: int = 240
+    webhook_user_id: str = "emulator-user"
+    """The user id fal signs each webhook delivery with."""
+    image_detail: str = "flat"
+    """`flat` or `photo` (images.IMAGE_DETAILS): real-sized, photo-like files for benchmarks."""
+    echo_key: bool = False
+    """A hostile fal: echo the caller's key in every response header, status log line, result
+    and webhook body."""
+
+    def __post_init__(self) -> None:
+        if self.image_detail not in IMAGE_DETAILS:
+            raise ValueError(
+                f"image_detail must be one of {', '.join(IMAGE_DETAILS)}, not {self.image_detail!r}"
+            )
 
     def price(self, endpoint: str) -> tuple[float, str]:
         """(unit price, billing unit) the account pays for `endpoint`."""
@@ -98,6 +113,8 @@ class QueuedRequest:
     finish_at: float
     steps: int
     webhook_url: str | None = None
+    echo: str = ""
+    """What the request echoes of its caller's key (EmulatorConfig.echo_key), else nothing."""
     done: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: bool = False
     status_code: int | None = None
@@ -126,7 +143,7 @@ class QueuedRequest:
         a status stream has not sent yet)."""
         return [
             {
-                "message": f"step {k}/{self.steps}",
+                "message": f"step {k}/{self.steps}{self.echo}",
                 "level": "INFO",
                 "source": "USER",
                 "timestamp": datetime.fromtimestamp(
@@ -182,6 +199,8 @@ class Emulator:
         self.submitted = 0
         self.in_flight = 0
         self.webhooks_delivered = 0
+        self.webhook_signer = WebhookSigner(self.config.webhook_user_id)
+        self.jwks_served = 0
         self.faults_injected: dict[str, int] = {}
         self.calls: dict[str, int] = {}
         self.peak_in_flight = 0
@@ -193,7 +212,7 @@ class Emulator:
     # -- queue ---------------------------------------------------------------------------------
 
     def submit(
-        self, endpoint: str, payload: dict, base_url: str, webhook_url: str | None = None
+        self, endpoint: str, payload: dict, base_url: str, webhook_url: str | None = None, key: str = ""
     ) -> QueuedRequest:
         now = time.monotonic()
         start = now + self.config.queue_delay
@@ -212,6 +231,7 @@ class Emulator:
             start_at=start,
             finish_at=finish,
             webhook_url=webhook_url,
+            echo=f" (key {key})" if self.config.echo_key else "",
             steps=steps if isinstance(steps, int) and 0 < steps <= 50 else TEXT_TO_IMAGE_STEPS,
         )
         self.requests[request.id] = request
@@ -272,10 +292,14 @@ class Emulator:
             "payload": request.body,
             "error": None if ok else f"Invalid status code: {request.status_code}",
         }
+        if request.echo:
+            body["echo"] = request.echo
+        raw = json.dumps(body).encode()
         async with httpx.AsyncClient(timeout=15) as client:
             for _ in range(self.config.webhook_attempts):
+                headers = {**self.webhook_signer.headers(request.id, raw), "content-type": "application/json"}
                 try:
-                    if (await client.post(request.webhook_url, json=body)).is_success:
+                    if (await client.post(request.webhook_url, content=raw, headers=headers)).is_success:
                         self.webhooks_delivered += 1
                         return
                 except httpx.HTTPError:
@@ -314,7 +338,13 @@ class Emulator:
         width, height = data.size()
         blobs = await asyncio.to_thread(
             lambda: [
-                render_image(image_digest(params, i, source_sha), width, height, data.output_format)
+                render_image(
+                    image_digest(params, i, source_sha),
+                    width,
+                    height,
+                    data.output_format,
+                    self.config.image_detail,
+                )
                 for i in range(data.num_images)
             ]
         )

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .endpoints import FalUrls
 from .errors import FalApiError, FalError, FalInputError, FileTooLarge
 from .models import FluxInput, FluxOutput, input_model
+from .redaction import redact_json
 from .retries import LOG, RETRYABLE_STATUS, CallCounts, Retrier, RetryPolicy
 from .transport import AiohttpTransport
 
@@ -102,6 +103,16 @@ class FalClient:
     def __repr__(self) -> str:
         return f"FalClient(urls={self.urls!r})"
 
+    @property
+    def max_attempts(self) -> int:
+        """Tries per call; a submit left without a response (and certainly not queued) is sent
+        again up to as many times."""
+        return self._retrier.policy.max_attempts
+
+    def _server_json(self, raw: str | bytes) -> str | bytes:
+        """A JSON body from fal with any echo of the key redacted before it is parsed."""
+        return redact_json(raw, self._retrier.secrets)
+
     async def __aenter__(self) -> FalClient:
         timeout = httpx.Timeout(self._http_timeout)
         self._api = httpx.AsyncClient(
@@ -153,7 +164,7 @@ class FalClient:
             endpoint=endpoint,
             request_id=request_id,
         )
-        return QueueStatus.model_validate_json(response.content)
+        return QueueStatus.model_validate_json(self._server_json(response.content))
 
     async def wait(self, endpoint: str, request_id: str, on_log: LogSink | None = None) -> QueueStatus:
         """Block until the request is COMPLETED, forwarding new log lines to `on_log`."""
@@ -183,7 +194,7 @@ class FalClient:
                 await events.response.aread()
                 raise self._retrier.error(events.response, endpoint=endpoint, request_id=request_id)
             async for event in events.aiter_sse():
-                last = QueueStatus.model_validate_json(event.data)
+                last = QueueStatus.model_validate_json(self._server_json(event.data))
                 for line in (last.logs or []) if on_log else []:
                     on_log(request_id, line)
                 if last.status == "COMPLETED":
@@ -220,7 +231,7 @@ class FalClient:
         except FalApiError as exc:
             exc.request_failed = failed
             raise
-        return FluxOutput.model_validate_json(response.content)
+        return FluxOutput.model_validate_json(self._server_json(response.content))
 
     async def cancel(self, endpoint: str, request_id: str) -> bool:
         """Ask fal to cancel; False when the request had already completed."""
@@ -258,7 +269,7 @@ class FalClient:
             timeout=None,
             idempotent=False,
         )
-        return FluxOutput.model_validate_json(response.content)
+        return FluxOutput.model_validate_json(self._server_json(response.content))
 
     # -- files ---------------------------------------------------------------------------------
 

@@ -3,29 +3,9 @@ secret echoed back in a server's error body: those are redacted as the error is 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
-REDACTED = "[REDACTED]"
-
-
-def secret_texts(key: str) -> tuple[str, ...]:
-    """What of a key a server may echo: the key, and the secret half of an `id:secret` fal key."""
-    _, _, secret = key.partition(":")
-    return tuple(text for text in (key, secret) if text)
-
-
-def redact(value: Any, secrets: Iterable[str]) -> Any:
-    """`value` (text, or JSON made of lists and dicts) with every secret in it replaced."""
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, REDACTED)
-        return value
-    if isinstance(value, list):
-        return [redact(item, secrets) for item in value]
-    if isinstance(value, dict):
-        return {redact(name, secrets): redact(item, secrets) for name, item in value.items()}
-    return value
+from .redaction import redact
 
 
 class FalError(Exception):

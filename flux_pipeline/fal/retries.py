@@ -19,7 +19,8 @@ from typing import Any
 
 import httpx
 
-from .errors import FalApiError, FalSubmitUncertain, secret_texts
+from .errors import FalApiError, FalSubmitUncertain
+from .redaction import secret_texts
 
 LOG = logging.getLogger("flux_pipeline.fal")
 
@@ -98,11 +99,11 @@ class Retrier:
         self.policy = policy or RetryPolicy()
         self.call_counts = call_counts or CallCounts()
         self.log = log
-        self._secrets = tuple(text for key in keys for text in secret_texts(key))
+        self.secrets = tuple(text for key in keys for text in secret_texts(key))
 
     def error(self, response: httpx.Response, **where: str | None) -> FalApiError:
         """The FalApiError of an error response (`where`: endpoint, request_id), secrets redacted."""
-        return FalApiError.from_response(response, **where, secrets=self._secrets)
+        return FalApiError.from_response(response, **where, secrets=self.secrets)
 
     async def backoff(self, kind: str, attempt: int, reason: str, retry_after: float | None = None) -> bool:
         """Wait before retrying a failed attempt; False when no retry is allowed (attempts or

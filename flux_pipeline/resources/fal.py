@@ -26,7 +26,9 @@ from ..fal.errors import FalError
 from ..fal.lost_requests import PlatformHistory
 from ..fal.platform import FalPlatform
 from ..fal.platform_models import BillingEvent
+from ..fal.redaction import SECRETS
 from ..fal.retries import LOG, CallCounts, RetryPolicy
+from ..fal.webhook_signatures import JWKS_PATH, JWKS_URL, WebhookVerifier
 
 REDACTED = "**********"
 PLATFORM_URL = "https://api.fal.ai"
@@ -45,6 +47,8 @@ class FalAccount:
     urls: FalUrls
     platform_url: str
     admin_key: str | None = field(default=None, repr=False)
+    webhook_jwks_url: str = JWKS_URL
+    """Where the public keys that sign fal's webhooks are published."""
 
 
 class BaseFalResource(dg.ConfigurableResource):
@@ -185,6 +189,7 @@ class BaseFalResource(dg.ConfigurableResource):
 
         return WebhookReceiver(
             ledger.webhook_received,
+            WebhookVerifier(self.account().webhook_jwks_url),
             host=self.webhook_host,
             port=self.webhook_port or 0,
             public_url=self.webhook_public_url,
@@ -235,18 +240,23 @@ class FalResource(BaseFalResource):
     platform_url: str = Field(
         default=PLATFORM_URL, description="Base URL of fal's Platform API (pricing, billing)."
     )
+    webhook_jwks_url: str = Field(
+        default=JWKS_URL, description="fal's public keys (JWKS) that webhook signatures are verified with."
+    )
 
     def __repr_args__(self):
         for name, value in super().__repr_args__():
             yield name, (REDACTED if name in ("key", "admin_key") and value else value)
 
     def account(self) -> FalAccount:
+        SECRETS.add(self.key, self.admin_key)
         return FalAccount(
             urlsplit(self.queue_url).netloc,
             self.key,
             FalUrls(self.queue_url, self.run_url, self.storage_url),
             self.platform_url,
             self.admin_key,
+            self.webhook_jwks_url,
         )
 
 
@@ -284,4 +294,6 @@ class EmulatedFalResource(BaseFalResource):
 
     def account(self) -> FalAccount:
         url = self._started().url
-        return FalAccount(EMULATOR, "emulator", FalUrls.single_base(url), url, EMULATOR_ADMIN_KEY)
+        return FalAccount(
+            EMULATOR, "emulator", FalUrls.single_base(url), url, EMULATOR_ADMIN_KEY, f"{url}{JWKS_PATH}"
+        )
