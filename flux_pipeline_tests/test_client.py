@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from flux_pipeline.emulator.engine import EmulatorConfig
+from flux_pipeline.emulator.images import render_image
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.client import FalClient
 from flux_pipeline.fal.endpoints import FalUrls
@@ -148,6 +149,28 @@ def test_seed_determinism(emulator):
     # a server-picked seed, given back, reproduces the image
     replay = run(emulator, lambda fal: image_hash(fal, seed=random_a[0]))
     assert replay == random_a
+
+
+def test_photo_detail_serves_real_sized_images_as_deterministic_as_flat_ones():
+    """What benchmarks measure clients with: a 1024x768 JPEG of a photograph's size (flat ones
+    are about 30 KB), the same bytes from another emulator for the same request."""
+    request = {"prompt": "a grainy street at dusk", "image_size": "landscape_4_3", "seed": 7}
+
+    async def image(fal):
+        _, output = await fal.subscribe(TEXT_TO_IMAGE, request)
+        return (await fal.download(output.images[0].url))[0]
+
+    blobs = []
+    for detail in ("photo", "photo", "flat"):
+        render_image.cache_clear()
+        with EmulatorServer(EmulatorConfig(latency=0.01, image_detail=detail)) as server:
+            blobs.append(run(server, image))
+    photo, again, flat = blobs
+    assert photo == again
+    assert 150_000 < len(photo) < 400_000 and len(flat) < 60_000
+    assert decode(photo).size == decode(flat).size == PRESET_SIZES["landscape_4_3"]
+    with pytest.raises(ValueError, match="image_detail"):
+        EmulatorConfig(image_detail="film")
 
 
 @pytest.mark.parametrize("endpoint,data,field", OUT_OF_RANGE)

@@ -8,7 +8,7 @@ import json
 import random
 from functools import lru_cache
 
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageChops, ImageDraw, ImageOps
 
 from ..fal.verify import PIL_FORMATS
 
@@ -21,16 +21,21 @@ def image_digest(params: dict, index: int, source_sha256: str | None = None) -> 
     return hashlib.sha256(canonical.encode()).digest()
 
 
-RENDERED_CACHE_SIZE = 512
+RENDERED_CACHE_SIZE = 1024
 """Images kept once rendered, so a repeated request is served without drawing it again."""
+IMAGE_DETAILS = ("flat", "photo")
+"""`flat`: smooth shapes (a 1024x768 JPEG is about 30 KB); `photo`: the same with film grain, as
+incompressible as a photograph (about 250 KB), for measuring clients with real-sized files."""
+PHOTO_GRAIN = 0.37
+"""The grain's amplitude, as a share of full-range uniform noise."""
 
 
 @lru_cache(maxsize=RENDERED_CACHE_SIZE)
-def render_image(digest: bytes, width: int, height: int, output_format: str) -> bytes:
-    """A real JPEG/PNG of the given size: a two-colour gradient with a few shapes, all drawn
-    from the digest, so tests can tell images apart and reproduce them. Rendering costs about
-    10 ms of CPU for 1024x768: the last RENDERED_CACHE_SIZE results are kept, so that a benchmark
-    repeating its requests measures its client, not the emulator's drawing."""
+def render_image(digest: bytes, width: int, height: int, output_format: str, detail: str = "flat") -> bytes:
+    """A real JPEG/PNG of the given size: a two-colour gradient with a few shapes (and, for
+    `photo` detail, grain), all drawn from the digest, so tests can tell images apart and
+    reproduce them. The last RENDERED_CACHE_SIZE results are kept, so that a benchmark repeating
+    its requests measures its client, not the emulator's drawing."""
     rng = random.Random(digest)
     colours = [tuple(rng.randrange(256) for _ in range(3)) for _ in range(2)]
     gradient = Image.linear_gradient("L").rotate(rng.choice((0, 90, 180, 270))).resize((width, height))
@@ -42,6 +47,12 @@ def render_image(digest: bytes, width: int, height: int, output_format: str) -> 
         y1 = min(height, y0 + rng.randrange(8, max(9, height // 2)))
         fill = tuple(rng.randrange(256) for _ in range(3))
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=fill)
+    if detail == "photo":
+        half = (max(1, width // 2), max(1, height // 2))
+        grain = Image.frombytes("L", half, rng.randbytes(half[0] * half[1]))
+        grain = grain.point(lambda v: round(128 + (v - 128) * PHOTO_GRAIN))
+        grain = grain.resize((width, height), Image.Resampling.BILINEAR)
+        image = ImageChops.add(image, Image.merge("RGB", [grain] * 3), offset=-128)
     buffer = io.BytesIO()
     image.save(
         buffer, format=PIL_FORMATS[output_format], **({"quality": 90} if output_format == "jpeg" else {})
