@@ -59,7 +59,7 @@ def estimate_partition(key: str, fal: BaseFalResource, dataset: DatasetResource,
         for row in plan_rows(open_prompt_table(path), path, dataset.request_defaults(), layout.prompts_dir)
         if isinstance(row, PromptRow)
     )
-    entry_of = PartitionLedger(ledger, key, RunContext("nightly-estimate", fal.backend)).entry
+    entry_of = PartitionLedger(ledger, key, RunContext("nightly-estimate", fal.backend)).snapshot()
     return estimate(rows, entry_of, prices, fal.backend, layout.outputs_dir, layout.prompts_dir)
 
 

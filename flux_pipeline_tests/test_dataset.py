@@ -16,6 +16,7 @@ import pytest
 
 from flux_pipeline.checks import cost_recomputes, files_match_hashes, unique_image_ids
 from flux_pipeline.dataset.catalog import partition_file
+from flux_pipeline.dataset.image_hashes import from_int64, perceptual_hash_of
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.models import REDUX, TEXT_TO_IMAGE
@@ -65,6 +66,7 @@ def test_whole_graph_catalog_matches_what_the_emulator_returned(project):
         served = emulator.own_file(image["url"]).data
         assert hashlib.sha256(served).hexdigest() == row.content_hash
         assert (project.dataset.layout.outputs_dir / row.file_path).read_bytes() == served
+        assert from_int64(row.perceptual_hash) == perceptual_hash_of(served), "hashed once, when stored"
         assert row.billed_megapixels == math.ceil(row.width * row.height / 1024**2)
         assert row.cost_usd == pytest.approx(row.billed_megapixels * 0.04)
         assert row.prompt == request.payload["prompt"] and row.returned_prompt == body["prompt"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tracemalloc
+from datetime import UTC, datetime, timedelta
 
 import datasets
 import numpy as np
@@ -23,11 +24,13 @@ from flux_pipeline.dataset.export import (
     ExportOptions,
     export_partition,
     read_latest,
+    selection,
     split_of,
     version_folder,
+    versions,
 )
-from flux_pipeline.dataset.export.near_duplicates import perceptual_hash
 from flux_pipeline.dataset.export.samples import METADATA_COLUMNS
+from flux_pipeline.dataset.image_hashes import perceptual_hash, perceptual_hash_of, to_int64
 from flux_pipeline.dataset.storage import write_bytes_atomically
 
 from .catalog_fixtures import PARTITION, Cases, Shots, encode, make_shots
@@ -225,6 +228,7 @@ def test_the_same_export_on_object_storage(s3, bucket, local, tmp_path):
 
 
 def test_image_bytes_are_streamed_not_gathered(tmp_path):
+    """30 images of about 440 KB: a row group of up to 100 rows ends at 500 KB of images."""
     root = UPath(tmp_path)
     shots = Shots(root / "catalog", root / "outputs")
     noise = np.random.default_rng(0)
@@ -236,9 +240,55 @@ def test_image_bytes_are_streamed_not_gathered(tmp_path):
     perceptual_hash(Image.new("RGB", (8, 8)))  # imports scipy's FFT first: what it allocates is no image
     tracemalloc.start()
     try:
-        manifest = export(shots, root / "exports", OPTIONS.model_copy(update={"parquet_row_group_rows": 2}))
+        manifest = export(
+            shots,
+            root / "exports",
+            OPTIONS.model_copy(update={"parquet_row_group_rows": 100, "parquet_row_group_bytes": 500_000}),
+        )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert manifest.exported == 30 and total > 12_000_000
     assert peak < total / 4, f"peak {peak} bytes of Python objects for {total} bytes of images"
+
+
+def test_concurrent_exports_never_delete_each_other_mid_write_nor_move_the_pointer_back(local):
+    """Two runs of one partition at once export it at once: the later publish must not delete the
+    folder the earlier export is still writing, and the earlier, finishing last, is superseded."""
+    shots, _, export_root = local
+    exports = export_root / PARTITION
+    first = export(shots, export_root)
+    in_progress = exports / versions.new_version(datetime.now(UTC))
+    write_bytes_atomically(in_progress / "webdataset" / "train-000000.tar", b"half a shard")
+    abandoned = exports / versions.new_version(datetime.now(UTC) - timedelta(hours=2))
+    write_bytes_atomically(abandoned / "webdataset" / "train-000000.tar", b"left by a killed run")
+
+    newer = export(shots, export_root)
+    assert newer.version > in_progress.name
+    assert sorted(p.name for p in exports.iterdir()) == sorted([POINTER, in_progress.name, newer.version])
+    assert first.version not in {p.name for p in exports.iterdir()} and not abandoned.exists()
+
+    late = newer.model_copy(update={"version": in_progress.name})
+    assert versions.publish(export_root, late) == newer, "the newer export stays in force"
+    assert read_latest(export_root, PARTITION) == newer
+    assert sorted(p.name for p in exports.iterdir()) == [POINTER, newer.version], "the superseded one goes"
+
+
+def test_near_duplicates_come_from_the_catalogs_hashes_without_decoding_an_image(local, monkeypatch):
+    """A catalog written by the pipeline holds each image's perceptual hash: the export filters on
+    it and decodes nothing; rows cataloged before the column existed are hashed from their files."""
+    shots, cases, export_root = local
+    from_files = export(shots, export_root)
+    for row in shots.rows:
+        data = (shots.output_root / row["file_path"]).read_bytes()
+        row["perceptual_hash"] = to_int64(perceptual_hash_of(data))
+    shots.write_catalog()
+
+    def decode(data: bytes) -> int:
+        raise AssertionError("an image was decoded for its perceptual hash")
+
+    monkeypatch.setattr(selection, "perceptual_hash_of", decode)
+    from_catalog = export(shots, export_root)
+    assert from_catalog.removed == from_files.removed and from_catalog.removed["near_duplicate"] == 1
+    exported = exported_splits(from_catalog, version_folder(export_root, from_catalog))
+    assert cases.near_pair[1] not in exported and cases.near_pair[0] in exported

@@ -34,6 +34,7 @@ CATALOG_SCHEMA = pa.schema(
         ("content_hash", pa.string()),
         ("file_path", pa.string()),
         ("file_bytes", pa.int64()),
+        ("perceptual_hash", pa.int64()),
         ("nsfw", pa.bool_()),
         ("billed_megapixels", pa.int32()),
         ("megapixel_size", pa.int64()),
@@ -60,6 +61,18 @@ one image) times `unit_price`, which came from fal's pricing API or the configur
 PARTITION_COLUMN = "partition"
 FILE_SCHEMA = CATALOG_SCHEMA.remove(CATALOG_SCHEMA.get_field_index(PARTITION_COLUMN))
 """A partition file's columns: the partition is its folder's name."""
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """`batch` with exactly `schema`'s columns, in its order and types; a column it lacks (a file
+    written before the column existed) is null."""
+    columns = [
+        batch.column(f.name).cast(f.type)
+        if f.name in batch.schema.names
+        else pa.nulls(batch.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 def partition_file(catalog_root: UPath, partition: str) -> UPath:

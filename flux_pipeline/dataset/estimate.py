@@ -1,6 +1,7 @@
 """What a partition will cost before anything is sent: each request its rows ask for, priced from
 its size, image count and unit price, except those fal already has for the same input on the same
-backend (stored or submitted: reusing or resuming them is free). A Redux row that varies its own
+backend (stored or submitted: reusing or resuming them is free; billed but unusable: not sent again
+unless a run is configured to pay again for them). A Redux row that varies its own
 generated image is priced as new unless its parent is stored, since its input is that image."""
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ from dataclasses import dataclass
 from upath import UPath
 
 from ..fal.batch import GenerationJob
-from .ledger import LedgerEntry
+from .ledger import UNUSABLE, LedgerEntry
 from .plans import RowFailure, redux_jobs, text_to_image_job
 from .pricing import UnitPrice, request_cost
 from .prompt_table import PromptRow
-
-PAID_STATES = ("submitted", "stored")
 
 
 @dataclass
@@ -25,7 +24,7 @@ class Estimate:
     megapixels: int = 0
     new_requests: int = 0
     paid_requests: int = 0
-    """Requests fal already has (reused or resumed for free)."""
+    """Requests fal already has (reused or resumed for free, or billed unusable and not resent)."""
 
     def add(self, job: GenerationJob, price: UnitPrice) -> None:
         self.cost_usd = round(self.cost_usd + request_cost(price, job), 6)
@@ -36,7 +35,7 @@ class Estimate:
 def already_paid(job: GenerationJob, entry: LedgerEntry | None, backend: str) -> bool:
     return (
         entry is not None
-        and entry.state in PAID_STATES
+        and (entry.resumable or entry.state == UNUSABLE)
         and entry.fingerprint == job.fingerprint
         and entry.backend == backend
     )

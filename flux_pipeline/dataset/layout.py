@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from upath import UPath
 
-from .catalog import CATALOG_SCHEMA
+from .catalog import CATALOG_SCHEMA, conform
 from .prompt_table import PromptRow, prompt_row_from_record
 from .storage import parquet_batches, parquet_file
 
@@ -63,7 +63,7 @@ class PartitionFiles:
 
     def step_batches(self, step: str) -> Iterator[pa.RecordBatch]:
         """A step's catalog rows, a batch at a time (none before the step has run)."""
-        return (batch.cast(CATALOG_SCHEMA) for batch in parquet_batches(self.step_rows(step)))
+        return (conform(batch, CATALOG_SCHEMA) for batch in parquet_batches(self.step_rows(step)))
 
     def first_images(self, step: str) -> dict[str, dict]:
         """prompt_id → the image_id, file_path and content_hash of its first image in a step."""

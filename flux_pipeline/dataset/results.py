@@ -11,6 +11,7 @@ from .. import __version__
 from ..fal.batch import Generation, GenerationJob
 from ..fal.models import FluxOutput, billed_megapixels
 from .files import image_id, store_image
+from .image_hashes import perceptual_hash_of, to_int64
 from .layout import PartitionFiles
 from .plans import Lineage
 from .pricing import UnitPrice
@@ -65,7 +66,8 @@ def catalog_rows(outcome: Generation, price: UnitPrice, where: RowContext) -> li
             "request_id": outcome.request_id, "backend": where.backend, "image_index": index,
             "seed": output.seed, "width": width, "height": height, "output_format": data.output_format,
             "content_hash": image.sha256, "file_path": f"{where.partition}/images/{image.path.name}",
-            "file_bytes": image.size_bytes, "nsfw": bool(nsfw),
+            "file_bytes": image.size_bytes, "perceptual_hash": to_int64(perceptual_hash_of(file.data)),
+            "nsfw": bool(nsfw),
             "billed_megapixels": billed_megapixels(width, height, price.megapixel_size),
             "megapixel_size": price.megapixel_size, "billing_unit": price.unit,
             "unit_price": price.unit_price, "price_source": price.source,

@@ -53,10 +53,11 @@ def export_partition(
     decisions: Mapping[str, str] | None = None,
 ) -> ExportManifest:
     """Exports the partition's images (files under `output_root`, as the catalog names them) and
-        returns the manifest that `export_root/<partition>/latest.json` now holds. Raises before the
-        pointer moves (leaving the previous export in place) when the partition is not in the catalog or
-        a file is missing or does not match its content hash. `decisions`: image_id → the reviewer's
-    decision in force (decisions.DecisionLog.latest), for the `drop_rejected` and `only_kept` filters."""
+    returns the manifest that `export_root/<partition>/latest.json` now holds (a newer one when a
+    concurrent export of the partition published after this one began). Raises before the pointer
+    moves (leaving the previous export in place) when the partition is not in the catalog or a file
+    is missing or does not match its content hash. `decisions`: image_id → the reviewer's decision
+    in force (decisions.DecisionLog.latest), for the `drop_rejected` and `only_kept` filters."""
     options = options or ExportOptions()
     if not PARTITION_KEY.match(partition):
         raise ValueError(f"unsafe partition key {partition!r}")
@@ -81,8 +82,7 @@ def export_partition(
     except BaseException:
         remove_tree(folder)
         raise
-    publish(export_root, manifest)
-    return manifest
+    return publish(export_root, manifest)
 
 
 def _write_version(folder: UPath, manifest: ExportManifest, samples: Iterable[Sample]) -> ExportManifest:

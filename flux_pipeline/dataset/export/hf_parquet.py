@@ -26,6 +26,9 @@ FEATURES = Features(
     }
 )
 ARROW_SCHEMA = FEATURES.arrow_schema
+WRITER_OPTIONS = {"compression": "none"}
+"""Images are compressed already (JPEG, PNG), and they are nearly all of the bytes: compressing
+them again costs CPU and buffers for nothing."""
 """With the `huggingface` schema metadata that `datasets` reads the features from."""
 
 
@@ -36,18 +39,21 @@ def data_file(split: str) -> str:
 class ParquetSink:
     """A context manager: leaving it normally completes the file, an exception discards it."""
 
-    def __init__(self, version_folder: UPath, split: str, row_group_rows: int):
+    def __init__(self, version_folder: UPath, split: str, row_group_rows: int, row_group_bytes: int):
         self.name = data_file(split)
-        self.row_group_rows = row_group_rows
+        self.row_group_rows, self.row_group_bytes = row_group_rows, row_group_bytes
         self.samples = 0
         self.arrow_bytes = 0
         """The split's size in Arrow (what a dataset card calls its `num_bytes`)."""
         self.file_bytes = 0
         self._rows: list[dict] = []
+        self._row_bytes = 0
         self._file = ExitStack()
         self._stream = self._file.enter_context(atomic_writer(version_folder / HF_DIR / self.name))
         self._file.callback(self._measure)
-        self._writer = self._file.enter_context(pq.ParquetWriter(self._stream, ARROW_SCHEMA))
+        self._writer = self._file.enter_context(
+            pq.ParquetWriter(self._stream, ARROW_SCHEMA, **WRITER_OPTIONS)
+        )
 
     @property
     def info(self) -> FileInfo:
@@ -55,7 +61,8 @@ class ParquetSink:
 
     def write(self, sample: Sample) -> None:
         self._rows.append({"image": {"bytes": sample.data, "path": sample.file_name}, **sample.metadata})
-        if len(self._rows) >= self.row_group_rows:
+        self._row_bytes += len(sample.data)
+        if len(self._rows) >= self.row_group_rows or self._row_bytes >= self.row_group_bytes:
             self._flush()
 
     def _flush(self) -> None:
@@ -64,7 +71,7 @@ class ParquetSink:
             self._writer.write_table(table)
             self.samples += table.num_rows
             self.arrow_bytes += table.nbytes
-            self._rows = []
+            self._rows, self._row_bytes = [], 0
 
     def _measure(self) -> None:
         """Runs once the Parquet footer is written, before the file is committed."""

@@ -7,14 +7,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 
-import imagehash
-from PIL import Image
-
-HASH_BITS = 64
-
-
-def perceptual_hash(image: Image.Image) -> int:
-    return int(str(imagehash.phash(image)), 16)
+from ..image_hashes import HASH_BITS
 
 
 class NearDuplicateIndex:

@@ -35,6 +35,9 @@ class ExportOptions(BaseModel):
     parquet_row_group_rows: int = Field(
         100, ge=1, description="Hugging Face Parquet: rows per row group (what the Hub uses for images)."
     )
+    parquet_row_group_bytes: int = Field(
+        2 * MIB, ge=1, description="Hugging Face Parquet: a row group ends once its images reach this."
+    )
     batch_rows: int = Field(1024, ge=1, description="Catalog rows read at a time.")
 
     @property

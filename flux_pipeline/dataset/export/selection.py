@@ -5,30 +5,32 @@ content hash), near duplicate (perceptual hash within a Hamming distance). Among
 by image_id stays, so the choice does not depend on the catalog's row order.
 
 The catalog is read a batch at a time, only the columns the filters need. What is held is per row
-(ids and hashes), never image bytes: a candidate's file is checked against its content hash and
-decoded for its perceptual hash, then let go."""
+(ids and hashes), never image bytes. The perceptual hash is the catalog's, computed when the file
+was stored; only a row cataloged before that column existed has its file checked against its
+content hash and decoded for it, then let go."""
 
 from __future__ import annotations
 
 import functools
-import io
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from PIL import Image
 from upath import UPath
 
-from ..catalog import FILE_SCHEMA, iter_partition
+from ..catalog import FILE_SCHEMA, conform, iter_partition
 from ..decisions import KEEP, REJECT
-from .near_duplicates import NearDuplicateIndex, perceptual_hash
+from ..image_hashes import from_int64, perceptual_hash_of
+from .near_duplicates import NearDuplicateIndex
 from .options import ExportOptions
 from .samples import verified_file
 
 FILTERS = ("rejected", "not_kept", "nsfw", "min_size", "exact_duplicate", "near_duplicate")
-CANDIDATE_COLUMNS = ["image_id", "content_hash", "file_path"]
+CANDIDATE_COLUMNS = ["image_id", "content_hash", "file_path", "perceptual_hash"]
 CANDIDATE_SCHEMA = pa.schema([FILE_SCHEMA.field(name) for name in CANDIDATE_COLUMNS])
+FILTER_COLUMNS = [*CANDIDATE_COLUMNS, "nsfw", "width", "height"]
+FILTER_SCHEMA = pa.schema([FILE_SCHEMA.field(name) for name in FILTER_COLUMNS])
 
 
 @dataclass
@@ -56,9 +58,8 @@ def select_images(
     selection = Selection()
     rejected, kept = _decided(decisions or {})
     candidates = []
-    for batch in iter_partition(
-        catalog_root, partition, [*CANDIDATE_COLUMNS, "nsfw", "width", "height"], options.batch_rows
-    ):
+    for batch in iter_partition(catalog_root, partition, FILTER_COLUMNS, options.batch_rows):
+        batch = conform(batch, FILTER_SCHEMA)
         selection.catalog_rows += batch.num_rows
         batch = selection.drop(batch, _marked(batch, rejected, options.drop_rejected), "rejected")
         batch = selection.drop(batch, _marked(batch, kept, options.only_kept, invert=True), "not_kept")
@@ -74,14 +75,19 @@ def select_images(
             continue
         seen_hashes.add(row["content_hash"])
         if similar is not None:
-            with Image.open(io.BytesIO(verified_file(output_root, row))) as image:
-                fingerprint = perceptual_hash(image)
+            fingerprint = _perceptual_hash(output_root, row)
             if similar.near(fingerprint):
                 selection.removed["near_duplicate"] += 1
                 continue
             similar.add(fingerprint)
         selection.kept.add(row["image_id"])
     return selection
+
+
+def _perceptual_hash(output_root: UPath, row: dict) -> int:
+    if row["perceptual_hash"] is not None:
+        return from_int64(row["perceptual_hash"])
+    return perceptual_hash_of(verified_file(output_root, row))
 
 
 def _decided(decisions: Mapping[str, str]) -> tuple[pa.Array, pa.Array]:

@@ -1,13 +1,15 @@
 """A partition's exports under `export_root/<partition>/`: each export is written into a fresh
 version folder; once it is complete, the pointer `latest.json` (the manifest, naming its version) is
 replaced atomically, and older versions are deleted afterwards. A reader that follows the pointer
-therefore never sees half a shard set, on local disk as on object storage."""
+therefore never sees half a shard set, on local disk as on object storage. Concurrent exports of one
+partition (two runs at once) never delete each other's folder mid-write, and the pointer never moves
+back to an older version."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from upath import UPath
 
@@ -16,7 +18,9 @@ from .manifest import ExportManifest
 
 POINTER = "latest.json"
 MANIFEST = "manifest.json"
-VERSION = re.compile(r"^v\d{8}T\d{12}-[0-9a-f]{8}$")
+VERSION = re.compile(r"^v(\d{8}T\d{12})-[0-9a-f]{8}$")
+ABANDONED_AFTER = timedelta(hours=1)
+"""A version folder without its manifest this old was left by an export that died."""
 
 
 def new_version(now: datetime) -> str:
@@ -38,13 +42,27 @@ def read_latest(export_root: UPath, partition: str) -> ExportManifest | None:
     return ExportManifest.model_validate_json(pointer.read_bytes()) if pointer.is_file() else None
 
 
-def publish(export_root: UPath, manifest: ExportManifest) -> None:
-    """Makes the complete version folder of `manifest` the one the pointer names, then deletes the
-    versions older than it (a newer one being written by a concurrent export is left alone)."""
+def publish(export_root: UPath, manifest: ExportManifest) -> ExportManifest:
+    """Makes the complete version folder of `manifest` the one the pointer names, unless a newer
+    export was published meanwhile (this one is then superseded); returns the manifest in force.
+    Then deletes the versions older than it that are complete or abandoned: an export that a
+    concurrent run is still writing is left alone."""
     document = manifest.model_dump_json(indent=2).encode()
     write_bytes_atomically(version_folder(export_root, manifest) / MANIFEST, document)
     exports = partition_exports(export_root, manifest.partition)
-    write_bytes_atomically(exports / POINTER, document)
+    in_force = read_latest(export_root, manifest.partition)
+    if in_force is None or in_force.version < manifest.version:
+        write_bytes_atomically(exports / POINTER, document)
+    in_force = read_latest(export_root, manifest.partition) or manifest  # a concurrent publish may have won
+    _remove_older_versions(exports, in_force.version)
+    return in_force
+
+
+def _remove_older_versions(exports: UPath, in_force: str) -> None:
+    abandoned_before = f"{datetime.now(UTC) - ABANDONED_AFTER:%Y%m%dT%H%M%S%f}"
     for folder in exports.iterdir():
-        if VERSION.match(folder.name) and folder.name < manifest.version:
+        version = VERSION.match(folder.name)
+        if not version or folder.name >= in_force:
+            continue
+        if (folder / MANIFEST).is_file() or version.group(1) < abandoned_before:
             remove_tree(folder)

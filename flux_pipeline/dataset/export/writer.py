@@ -1,6 +1,7 @@
 """A version folder's data files: each sample goes to its split's WebDataset shards and Hugging Face
-Parquet file as it comes, so at most a Parquet row group per split of image bytes is held. A split
-with no sample gets no file. If writing fails, no file that was still open appears."""
+Parquet file as it comes, so at most a Parquet row group per split of image bytes (up to
+`parquet_row_group_bytes`) is held. A split with no sample gets no file. If writing fails, no file
+that was still open appears."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ def write_splits(
                     ShardSink(version_folder, split, options.shard_max_samples, options.shard_max_bytes)
                 )
                 parquet[split] = sinks.enter_context(
-                    ParquetSink(version_folder, split, options.parquet_row_group_rows)
+                    ParquetSink(
+                        version_folder, split, options.parquet_row_group_rows, options.parquet_row_group_bytes
+                    )
                 )
             shards[split].write(sample)
             parquet[split].write(sample)
