@@ -42,6 +42,8 @@ import httpx
 from flux_pipeline.emulator.images import RENDERED_CACHE_SIZE
 from flux_pipeline.fal.models import PRESET_SIZES, TEXT_TO_IMAGE
 
+from .peer_script import point_fal_client_at
+
 KEY = "benchmark-key"
 CLIENTS = ("resource", "peer")
 CLIENT_MODULES = {"resource": ("flux_pipeline.resources",), "peer": ("fal_client",)}
@@ -86,10 +88,11 @@ def tls_files(folder: Path) -> tuple[Path, Path]:
     return server, bundle
 
 
-def start_emulator(latency: float, tls_folder: Path | None) -> EmulatorProcess:
+def start_emulator(latency: float, tls_folder: Path | None, *options: str) -> EmulatorProcess:
+    """`flux-pipeline emulator` in a process of its own, with more command-line `options`."""
     port = free_port()
     command = [sys.executable, "-m", "flux_pipeline.cli", "emulator", "--port", str(port)]
-    command += ["--latency", str(latency), "--log-level", "warning"]
+    command += ["--latency", str(latency), "--log-level", "warning", *options]
     env: dict[str, str] = {}
     if tls_folder is not None:
         certificate, bundle = tls_files(tls_folder)
@@ -132,10 +135,7 @@ def run_resource(url: str, requests: list[dict], concurrency: int) -> int:
 def run_peer(url: str, requests: list[dict], concurrency: int) -> int:
     import fal_client
 
-    # The host settings of protocol.md 1.1 are read at import and allow only https; these module
-    # globals, looked up at call time, reach plain http too.
-    fal_client.client.QUEUE_URL_FORMAT = f"{url}/"
-    fal_client.client.RUN_URL_FORMAT = f"{url}/run/"
+    point_fal_client_at(url)
 
     async def main() -> int:
         fal = fal_client.AsyncClient(key=KEY)
