@@ -19,7 +19,8 @@ def latest_materialization(
 
 
 def data_version(record: dg.EventLogRecord | None) -> str | None:
-    return record.asset_materialization.tags.get(DATA_VERSION_TAG) if record else None
+    materialization = record.asset_materialization if record else None
+    return (materialization.tags or {}).get(DATA_VERSION_TAG) if materialization else None
 
 
 def latest_data_version(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> str | None:

@@ -53,7 +53,8 @@ def files_match_hashes(
     context: dg.AssetCheckExecutionContext, dataset: DatasetResource
 ) -> dg.AssetCheckResult:
     root = dataset.layout.outputs_dir
-    rows, problems, examples = 0, {"missing": 0, "hash mismatch": 0}, []
+    rows, problems = 0, {"missing": 0, "hash mismatch": 0}
+    examples: list[str] = []
     for row in _partition_rows(context, dataset, ["image_id", "file_path", "content_hash"]):
         rows += 1
         if problem := file_problem(root / row["file_path"], row["content_hash"]):
@@ -86,7 +87,8 @@ def unique_image_ids(context: dg.AssetCheckExecutionContext, dataset: DatasetRes
 
 @partition_check(catalog, "Each row's cost recomputes from its size, billing unit and unit price.")
 def cost_recomputes(context: dg.AssetCheckExecutionContext, dataset: DatasetResource) -> dg.AssetCheckResult:
-    rows, cost, wrong, examples = 0, 0.0, 0, []
+    rows, cost, wrong = 0, 0.0, 0
+    examples: list[str] = []
     columns = ["image_id", "width", "height", "megapixel_size", "billed_megapixels", "billing_unit"]
     columns += ["unit_price", "cost_usd"]
     for row in _partition_rows(context, dataset, columns):

@@ -60,9 +60,9 @@ def _run(args: argparse.Namespace) -> int:
     instance = _local_instance()
     from .dataset.cost_report import by_partition, requests_frame
     from .dataset.ledger import RequestLedger
-    from .definitions import defs
+    from .definitions import dataset_from_env, defs
 
-    dataset = defs.resources["dataset"].process_config_and_initialize()  # resolves its EnvVars
+    dataset = dataset_from_env().process_config_and_initialize()  # resolves its EnvVars
     keys = _register_tables(instance, dataset, args.partition)
     if keys is None:
         return 2
@@ -131,10 +131,10 @@ def _review(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .dataset.decisions import DecisionLog
-    from .definitions import defs
+    from .definitions import dataset_from_env
     from .review.app import Review, make_app
 
-    dataset = defs.resources["dataset"].process_config_and_initialize()
+    dataset = dataset_from_env().process_config_and_initialize()
     with DecisionLog(dataset.ledger_location()) as log:
         review = Review(dataset.layout, log, args.reviewer, [args.partition] if args.partition else None)
         print(f"review page: http://{args.host}:{args.port}/ (decisions in {dataset.ledger_location()})")

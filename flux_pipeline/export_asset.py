@@ -2,7 +2,6 @@
 Hugging Face `datasets` Parquet export with its dataset card (dataset.export)."""
 
 import dagster as dg
-import pydantic
 
 from .assets import catalog
 from .automation import DATASET_CONDITION
@@ -12,12 +11,9 @@ from .partitions import GROUP, prompt_tables
 from .resources import DatasetResource
 from .review_asset import review_decisions
 
-ExportConfig = pydantic.create_model(
-    "ExportConfig",
-    __base__=dg.Config,
-    __doc__="Run config of `training_export`: the fields of ExportOptions.",
-    **{name: (field.annotation, field) for name, field in ExportOptions.model_fields.items()},
-)
+
+class ExportConfig(dg.Config, ExportOptions):
+    """Run config of `training_export`: the fields of ExportOptions."""
 
 
 @dg.asset(
@@ -40,7 +36,7 @@ def training_export(context: dg.AssetExecutionContext, config: ExportConfig, dat
         layout.catalog_dir, layout.outputs_dir, layout.exports_dir, context.partition_key, options, decisions
     )
     folder = version_folder(layout.exports_dir, manifest)
-    metadata = {
+    metadata: dict[str, dg.RawMetadataValue] = {
         "path": dg.MetadataValue.path(str(folder)),
         "catalog_rows": manifest.catalog_rows,
         "exported": manifest.exported,

@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-prompt_tables = dg.DynamicPartitionsDefinition(name="prompt_tables")
+PROMPT_TABLES = "prompt_tables"
+prompt_tables = dg.DynamicPartitionsDefinition(name=PROMPT_TABLES)
 """One partition per prompt table (data/prompts/KEY.parquet)."""
 GROUP = "flux_dataset"
 FAL_POOL = "fal"

@@ -14,7 +14,7 @@ from .automation import DATASET_CONDITION
 from .dataset.catalog import iter_partition
 from .dataset.decisions import DecisionLog, decision_counts, decisions_version
 from .dataset.storage import write_parquet_atomically
-from .partitions import GROUP, prompt_tables
+from .partitions import GROUP, PROMPT_TABLES, prompt_tables
 from .resources import DatasetResource
 
 REVIEW_ASSET = dg.AssetKey("review_decisions")
@@ -79,7 +79,7 @@ refresh_review = dg.define_asset_job(
 def review_sensor(context: dg.SensorEvaluationContext, dataset: DatasetResource) -> dg.SensorResult:
     instance, requests = context.instance, []
     with DecisionLog(dataset.ledger_location()) as log:
-        for key in instance.get_dynamic_partitions(prompt_tables.name):
+        for key in instance.get_dynamic_partitions(PROMPT_TABLES):
             recorded = latest_data_version(instance, REVIEW_ASSET, key)
             version = decisions_version(log.entries(key))
             if recorded is not None and recorded != version:

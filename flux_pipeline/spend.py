@@ -28,13 +28,15 @@ def add_run_spend(context: dg.AssetExecutionContext, metadata: Mapping) -> None:
         return
     spent = spent.value if isinstance(spent, dg.MetadataValue) else spent
     instance, run_id = context.instance, context.run.run_id
-    before = float(instance.get_run_by_id(run_id).tags.get(SPENT_TAG, 0))
+    before = run_spend(instance, run_id) or 0.0
     instance.add_run_tags(run_id, {SPENT_TAG: f"{before + spent:.4f}"})
 
 
 def run_spend(instance: dg.DagsterInstance, run_id: str) -> float | None:
-    """The run's tagged spend in USD; None when its steps reported none."""
-    tag = instance.get_run_by_id(run_id).tags.get(SPENT_TAG)
+    """The run's tagged spend in USD (read afresh: earlier steps of the run add to it); None when
+    its steps reported none, or the instance has no such run."""
+    run = instance.get_run_by_id(run_id)
+    tag = run.tags.get(SPENT_TAG) if run else None
     return float(tag) if tag is not None else None
 
 
@@ -69,4 +71,9 @@ def orphaned_spend_claims(
 
 def _materialized_in(instance: dg.DagsterInstance, run_id: str, asset: dg.AssetKey, partition: str) -> bool:
     events = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
-    return any(e.dagster_event.asset_key == asset and e.dagster_event.partition == partition for e in events)
+    return any(
+        (event := record.dagster_event) is not None
+        and event.asset_key == asset
+        and event.partition == partition
+        for record in events
+    )

@@ -142,13 +142,13 @@ def triage(
 ) -> Reuse | Resume | Send | Final:
     if entry is None or entry.fingerprint != job.fingerprint or entry.backend != backend:
         return Send(job)
-    if entry.state == "stored" and files_intact(files.outputs_dir, entry.rows):
+    if entry.state == "stored" and entry.rows is not None and files_intact(files.outputs_dir, entry.rows):
         return Reuse(job, entry.rows)
     if entry.state == UNUSABLE:
         return Send(job) if pay_again_for_unusable else Final(job, entry)
     if entry.resumable:
         return Resume(dataclasses.replace(job, request_id=entry.request_id))
-    if entry.state == "submitting":
+    if entry.state == "submitting" and entry.token is not None:
         lost = LostSubmit(entry.token, entry.payload or {}, entry.submitted_at or entry.updated_at)
         return Resume(dataclasses.replace(job, lost=lost))
     return Send(job)

@@ -21,7 +21,7 @@ from .asset_versions import DATA_VERSION_TAG, data_version, latest_data_version,
 from .dataset.files import sha256_of
 from .dataset.layout import PARTITION_KEY
 from .jobs import build_dataset
-from .partitions import prompt_tables
+from .partitions import PROMPT_TABLES, prompt_tables
 from .resources import DatasetResource
 
 TABLE_ASSET, PROMPTS_ASSET, CATALOG_ASSET = (
@@ -72,7 +72,7 @@ def table_version_events(partition: str, sha256: str) -> list:
 
 def register_tables(instance: dg.DagsterInstance, versions: dict[str, str]) -> None:
     """Registers the partitions and records their table versions, which the runs then consume."""
-    instance.add_dynamic_partitions(prompt_tables.name, list(versions))
+    instance.add_dynamic_partitions(PROMPT_TABLES, list(versions))
     for key, sha in versions.items():
         for event in table_version_events(key, sha):
             instance.report_runless_asset_event(event)
@@ -102,7 +102,7 @@ def built_version(instance: dg.DagsterInstance, partition: str) -> str | None:
 def prompt_table_sensor(context: dg.SensorEvaluationContext, dataset: DatasetResource) -> dg.SensorResult:
     instance, cursor = context.instance, SensorCursor.parse(context.cursor)
     found = scan_prompt_tables(dataset, context.log)
-    known = set(instance.get_dynamic_partitions(prompt_tables.name))
+    known = set(instance.get_dynamic_partitions(PROMPT_TABLES))
     fresh = {key: sha for key, sha in found.items() if cursor.tables.get(key) != sha}
     to_run = [key for key, sha in fresh.items() if built_version(instance, key) != sha]
     if adopted := sorted(fresh.keys() - set(to_run)):

@@ -15,7 +15,7 @@ from ..fal.batch import GenerationJob
 from .ledger import UNUSABLE, LedgerEntry
 from .plans import RowFailure, redux_jobs, text_to_image_job
 from .pricing import UnitPrice, request_cost
-from .prompt_table import PromptRow
+from .prompt_table import PromptRow, ReduxRequest
 
 
 @dataclass
@@ -52,18 +52,34 @@ def estimate(
     total = Estimate()
     for row in rows:
         text_to_image = text_to_image_job(row)
-        parent = entry_of(text_to_image)
-        jobs: list = [text_to_image]
+        jobs = [text_to_image]
         if row.redux is not None:
-            parents = {}
-            if already_paid(text_to_image, parent, backend) and parent.rows:
-                parents = {row.prompt_id: next(r for r in parent.rows if r["image_index"] == 0)}
-            jobs += redux_jobs([row], outputs_dir, prompts_dir, lambda parents=parents: parents)
+            jobs.append(
+                _redux_job(
+                    row, row.redux, text_to_image, entry_of(text_to_image), backend, outputs_dir, prompts_dir
+                )
+            )
         for job in jobs:
-            if isinstance(job, RowFailure):  # its parent is not made yet: it will be new
-                job = GenerationJob(row.prompt_id, row.redux_model, row.redux)
             if already_paid(job, entry_of(job), backend):
                 total.paid_requests += 1
             else:
                 total.add(job, prices[job.endpoint])
     return total
+
+
+def _redux_job(
+    row: PromptRow,
+    redux: ReduxRequest,
+    text_to_image: GenerationJob,
+    parent: LedgerEntry | None,
+    backend: str,
+    outputs_dir: UPath,
+    prompts_dir: UPath,
+) -> GenerationJob:
+    """The row's Redux request as it will be sent; while its parent is not made yet, as it is
+    planned (it will be new either way)."""
+    parents: dict[str, dict] = {}
+    if parent is not None and parent.rows and already_paid(text_to_image, parent, backend):
+        parents = {row.prompt_id: next(r for r in parent.rows if r["image_index"] == 0)}
+    [job] = redux_jobs([row], outputs_dir, prompts_dir, lambda: parents)
+    return GenerationJob(row.prompt_id, redux.model, redux.input) if isinstance(job, RowFailure) else job

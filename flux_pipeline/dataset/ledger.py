@@ -305,12 +305,12 @@ class RequestLedger:
                 f"AND billed_at IS NOT NULL AND ({unclaimed})",
                 (run_id, time.time(), partition, endpoint, *orphans),
             )
-            table_cost, table_megapixels = self._store.fetchone(
-                f"SELECT SUM(cost_usd), SUM(billed_megapixels) FROM {table} WHERE partition=? "
-                "AND endpoint=? AND spent_run_id=?",
+            [(table_cost, table_megapixels)] = self._store.fetchall(
+                f"SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(billed_megapixels), 0) FROM {table} "
+                "WHERE partition=? AND endpoint=? AND spent_run_id=?",
                 (partition, endpoint, run_id),
             )
-            cost, megapixels = cost + (table_cost or 0.0), megapixels + (table_megapixels or 0)
+            cost, megapixels = cost + table_cost, megapixels + table_megapixels
         return round(cost, 6), int(megapixels)
 
     def unconfirmed_spend_claims(self, partition: str, endpoint: str, run_id: str) -> dict[str, float]:

@@ -15,7 +15,7 @@ from ..fal.batch import GenerationJob
 from ..fal.client import decode_data_uri
 from .files import sha256_of
 from .ledger import fingerprint
-from .prompt_table import GENERATED, PromptRow, file_inside
+from .prompt_table import GENERATED, PromptRow, ReduxRequest, file_inside
 from .storage import open_location
 
 
@@ -54,13 +54,13 @@ def text_to_image_job(row: PromptRow) -> GenerationJob:
     return GenerationJob(row.prompt_id, row.model, data, fingerprint(row.model, data.wire()))
 
 
-def redux_job(row: PromptRow, source: ReduxSource) -> GenerationJob:
-    data = row.redux if source.upload_path else row.redux.model_copy(update={"image_url": source.url})
+def redux_job(prompt_id: str, redux: ReduxRequest, source: ReduxSource) -> GenerationJob:
+    data = redux.input if source.upload_path else redux.input.model_copy(update={"image_url": source.url})
     return GenerationJob(
-        row.prompt_id,
-        row.redux_model,
+        prompt_id,
+        redux.model,
         data,
-        fingerprint(row.redux_model, {**row.redux.wire(), "image_url": source.identity}),
+        fingerprint(redux.model, {**redux.input.wire(), "image_url": source.identity}),
         upload_path=source.upload_path,
         origin=source.lineage,
     )
@@ -78,32 +78,35 @@ def redux_jobs(
     first_images = functools.cache(first_images)
     for row in rows:
         if row.redux is not None:
-            source = _redux_source(row, outputs_dir, prompts_dir, first_images)
-            yield redux_job(row, source) if isinstance(source, ReduxSource) else source
+            source = _redux_source(row.prompt_id, row.redux, outputs_dir, prompts_dir, first_images)
+            yield redux_job(row.prompt_id, row.redux, source) if isinstance(source, ReduxSource) else source
 
 
 def _redux_source(
-    row: PromptRow, outputs_dir: UPath, prompts_dir: UPath, first_images: Callable[[], dict[str, dict]]
+    prompt_id: str,
+    redux: ReduxRequest,
+    outputs_dir: UPath,
+    prompts_dir: UPath,
+    first_images: Callable[[], dict[str, dict]],
 ) -> ReduxSource | RowFailure:
-    if row.redux_source == GENERATED:
-        if (parent := first_images().get(row.prompt_id)) is None:
-            return RowFailure(
-                row.prompt_id, row.redux_model, "redux_image", "the row's generated image is missing"
-            )
+    source = redux.source
+    if source == GENERATED:
+        if (parent := first_images().get(prompt_id)) is None:
+            return RowFailure(prompt_id, redux.model, "redux_image", "the row's generated image is missing")
         return ReduxSource(
             parent["content_hash"],
             Lineage(parent_image_id=parent["image_id"]),
             upload_path=outputs_dir / parent["file_path"],
         )
-    if row.redux_source.startswith(("http://", "https://")):
-        return ReduxSource(row.redux_source, Lineage(parent_source=row.redux_source), url=row.redux_source)
-    if row.redux_source.startswith("data:"):
-        return _data_uri_source(row.redux_source)
-    local = file_inside(open_location(row.redux_source, prompts_dir.storage_options), prompts_dir)
+    if source.startswith(("http://", "https://")):
+        return ReduxSource(source, Lineage(parent_source=source), url=source)
+    if source.startswith("data:"):
+        return _data_uri_source(source)
+    local = file_inside(open_location(source, prompts_dir.storage_options), prompts_dir)
     if local is None or not local.is_file():
-        problem = f"local image {row.redux_source!r} is no longer a file inside the prompts folder"
-        return RowFailure(row.prompt_id, row.redux_model, "redux_image", problem)
-    return ReduxSource(sha256_of(local), Lineage(parent_source=row.redux_source), upload_path=local)
+        problem = f"local image {source!r} is no longer a file inside the prompts folder"
+        return RowFailure(prompt_id, redux.model, "redux_image", problem)
+    return ReduxSource(sha256_of(local), Lineage(parent_source=source), upload_path=local)
 
 
 def _data_uri_source(uri: str) -> ReduxSource:

@@ -42,7 +42,9 @@ def contact_sheet(
     return buffer.getvalue()
 
 
-def _fit(draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont, text: str, width: int) -> str:
+def _fit(
+    draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, text: str, width: int
+) -> str:
     """`text`, shortened with an ellipsis until it fits `width` pixels."""
     while draw.textlength(text, font=font) > width and len(text) > 1:
         text = text[:-2] + "…"

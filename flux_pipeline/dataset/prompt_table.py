@@ -98,16 +98,24 @@ class PromptTableError(ValueError):
 
 
 @dataclass(frozen=True)
+class ReduxRequest:
+    """A row's Redux variation: its input (image_url filled in when the job is planned), the
+    image it varies and the Redux endpoint."""
+
+    input: FluxInput
+    source: str
+    """`generated`, an http(s) URL, a `data:` URI, or the location of a file inside the prompts
+    folder."""
+    model: str = REDUX
+
+
+@dataclass(frozen=True)
 class PromptRow:
     prompt_id: str
     text_to_image: FluxInput
-    redux: FluxInput | None = None
-    redux_source: str | None = None
-    """`generated`, an http(s) URL, a `data:` URI, or the location of a file inside the prompts
-    folder."""
     model: str = TEXT_TO_IMAGE
     """The text-to-image endpoint (fal.models.TEXT_TO_IMAGE_ENDPOINTS)."""
-    redux_model: str = REDUX
+    redux: ReduxRequest | None = None
 
 
 @dataclass(frozen=True)
@@ -227,7 +235,10 @@ def _plan_row(row: pd.Series, prompt_id: str, defaults: dict, prompts_dir: UPath
     request = {**_defaults_for(redux_model, defaults), **given, **extra, "prompt": redux_prompt}
     redux = _validated(redux_model, {**request, "image_url": "pending:upload"})
     return PromptRow(
-        prompt_id, text_to_image, redux, _resolve_source(source, prompts_dir), model, redux_model
+        prompt_id,
+        text_to_image,
+        model,
+        ReduxRequest(redux, _resolve_source(source, prompts_dir), redux_model),
     )
 
 
@@ -329,10 +340,10 @@ def prompt_row_record(row: PromptRow) -> dict:
     return {
         "prompt_id": row.prompt_id,
         "text_to_image": json.dumps(row.text_to_image.wire()),
-        "redux": json.dumps(row.redux.wire()) if row.redux else None,
-        "redux_source": row.redux_source,
+        "redux": json.dumps(row.redux.input.wire()) if row.redux else None,
+        "redux_source": row.redux.source if row.redux else None,
         "model": row.model,
-        "redux_model": row.redux_model if row.redux else None,
+        "redux_model": row.redux.model if row.redux else None,
     }
 
 
@@ -340,11 +351,10 @@ def prompt_row_from_record(record: dict) -> PromptRow:
     """A row of prompts.parquet; one written before rows named a model is FLUX1.1 [pro]'s."""
     redux, model = record.get("redux"), record.get("model") or TEXT_TO_IMAGE
     redux_model = record.get("redux_model") or REDUX
-    return PromptRow(
-        record["prompt_id"],
-        input_model(model).model_validate_json(record["text_to_image"]),
-        input_model(redux_model).model_validate_json(redux) if redux else None,
-        record.get("redux_source"),
-        model,
-        redux_model,
+    text_to_image = input_model(model).model_validate_json(record["text_to_image"])
+    if not redux:
+        return PromptRow(record["prompt_id"], text_to_image, model)
+    variation = ReduxRequest(
+        input_model(redux_model).model_validate_json(redux), record["redux_source"], redux_model
     )
+    return PromptRow(record["prompt_id"], text_to_image, model, variation)

@@ -20,11 +20,13 @@ class ParquetRowWriter:
     `commit_on_error`: when the block raises, True still writes the rows so far (what was paid for
     is kept); False leaves `path` as it was (a half-read input is no result)."""
 
+    _writer: pq.ParquetWriter
+    """Open from __enter__ on."""
+
     def __init__(self, path: UPath, schema: pa.Schema, *, commit_on_error: bool, batch_rows: int = 1024):
         self.path, self.schema, self.batch_rows = path, schema, batch_rows
         self.commit_on_error = commit_on_error
         self._pending: list[dict] = []
-        self._writer: pq.ParquetWriter | None = None
         self._destination = ExitStack()
 
     def __enter__(self):

@@ -6,19 +6,20 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from typing_extensions import TypeIs
 from upath import UPath
 
 LOCAL_PROTOCOLS = ("", "file", "local")
 
 
-def open_location(where: str, storage_options: dict | None = None) -> UPath:
+def open_location(where: str, storage_options: Mapping[str, Any] | None = None) -> UPath:
     """A folder or file: a URL with a protocol goes to fsspec with `storage_options`; anything
     else is a local path, made absolute."""
     if "://" in where and not where.startswith("file://"):
@@ -26,7 +27,8 @@ def open_location(where: str, storage_options: dict | None = None) -> UPath:
     return UPath(Path(where.removeprefix("file://")).resolve())
 
 
-def is_local(path: UPath | Path) -> bool:
+def is_local(path: UPath | Path) -> TypeIs[Path]:
+    """A local path (a local UPath is a pathlib.Path too, so os and shutil take it)."""
     return getattr(path, "protocol", "") in LOCAL_PROTOCOLS
 
 

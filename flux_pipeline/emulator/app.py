@@ -8,11 +8,13 @@ import asyncio
 import json
 import time
 import uuid
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
 
 from ..fal.endpoints import AppId
 from ..fal.models import ENDPOINTS
@@ -111,7 +113,7 @@ class QueueApi:
         now = time.monotonic()
         state = found.state(now)
         root = f"{found.base_url}/{AppId.parse(found.endpoint).requests_prefix}/{found.id}"
-        body = {
+        body: dict[str, Any] = {
             "status": state,
             "request_id": found.id,
             "response_url": root,
@@ -123,9 +125,9 @@ class QueueApi:
             body["queue_position"] = self.emulator.queue_position(found, now)
         if state == "COMPLETED":
             body["metrics"] = {"inference_time": None if found.cancelled else self.emulator.config.latency}
-            if found.status_code != 200:
-                body["error"] = f"Invalid status code: {found.status_code}"
-                body["error_type"] = ERROR_TYPES[found.status_code]
+            if (code := found.status_code) is not None and code != 200:
+                body["error"] = f"Invalid status code: {code}"
+                body["error_type"] = ERROR_TYPES[code]
         return body
 
     async def submit(self, request: Request) -> Response:
@@ -172,10 +174,11 @@ class QueueApi:
 
     async def result(self, request: Request) -> Response:
         found = self._lookup(request)
-        if not found.done.is_set():
+        body, code = found.body, found.status_code
+        if not found.done.is_set() or body is None or code is None:
             raise ApiError(400, "Request is still in progress")
-        body = {**found.body, "echo": found.echo} if found.echo else found.body
-        return JSONResponse(body, status_code=found.status_code, headers={"x-fal-request-id": found.id})
+        body = {**body, "echo": found.echo} if found.echo else body
+        return JSONResponse(body, status_code=code, headers={"x-fal-request-id": found.id})
 
     async def cancel(self, request: Request) -> Response:
         code = self.emulator.cancel(self._lookup(request))
@@ -211,7 +214,7 @@ def create_app(emulator: Emulator):
         *StorageApi(emulator).routes(),
         *QueueApi(emulator).routes(),  # last: its submit route takes any other POST path
     ]
-    app = Starlette(routes=routes, exception_handlers=ERROR_HANDLERS)
+    app: ASGIApp = Starlette(routes=routes, exception_handlers=ERROR_HANDLERS)
     if emulator.config.faults.any():
         app = FaultInjector(app, emulator.config.faults, emulator.faults_injected)
     if emulator.config.echo_key:

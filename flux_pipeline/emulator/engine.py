@@ -279,9 +279,9 @@ class Emulator:
         request.done.set()
         self.in_flight -= 1
         if request.webhook_url:
-            self._spawn(self._deliver_webhook(request))
+            self._spawn(self._deliver_webhook(request, request.webhook_url))
 
-    async def _deliver_webhook(self, request: QueuedRequest) -> None:
+    async def _deliver_webhook(self, request: QueuedRequest, url: str) -> None:
         """POST the outcome to the submit's `fal_webhook` URL, retrying until it is taken
         (protocol.md 3.7: receivers must be idempotent)."""
         ok = request.status_code == 200
@@ -299,7 +299,7 @@ class Emulator:
             for _ in range(self.config.webhook_attempts):
                 headers = {**self.webhook_signer.headers(request.id, raw), "content-type": "application/json"}
                 try:
-                    if (await client.post(request.webhook_url, content=raw, headers=headers)).is_success:
+                    if (await client.post(url, content=raw, headers=headers)).is_success:
                         self.webhooks_delivered += 1
                         return
                 except httpx.HTTPError:
@@ -326,9 +326,9 @@ class Emulator:
         except ValidationError as exc:
             return _unprocessable(*((err["loc"], err["msg"], err["type"]) for err in exc.errors()))
         source_sha = None
-        if getattr(data, "image_url", None) is not None:
+        if (image_url := getattr(data, "image_url", None)) is not None:
             try:
-                source_sha = hashlib.sha256(await self._load_source(data.image_url)).hexdigest()
+                source_sha = hashlib.sha256(await self._load_source(image_url)).hexdigest()
             except Exception as exc:  # any unreadable source is the caller's input error
                 return _unprocessable((("image_url",), f"Could not load image: {exc}", "image_load_error"))
         seed = data.seed if data.seed is not None else self._rng.randrange(2**32)

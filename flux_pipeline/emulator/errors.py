@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 
 class ApiError(Exception):
@@ -15,11 +18,11 @@ class ApiError(Exception):
         self.status, self.detail = status, detail
 
 
-async def _error_response(request: Request, exc: ApiError) -> JSONResponse:
+async def _error_response(request: Request, exc: ApiError) -> Response:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
 
-ERROR_HANDLERS = {ApiError: _error_response}
+ERROR_HANDLERS: dict[Any, Callable[..., Awaitable[Response]]] = {ApiError: _error_response}
 
 
 def require_key(request: Request, *, allow_empty: bool = True) -> str:

@@ -6,9 +6,11 @@ at fal would. Each kind applies to the calls it names; probabilities are per cal
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 from dataclasses import dataclass, fields
+from typing import Any
 
 from ..fal.models import ENDPOINTS
 
@@ -57,7 +59,8 @@ class FaultConfig:
         can recover from, while a spread run must still catalog every billed image. So is
         `slow_download`, which only slows a run down."""
         spread = [kind for kind in cls.kinds() if kind not in ("lost_image", "slow_download")]
-        return cls(**{kind: total / 4 for kind in spread}, **extra)  # a call meets 4 kinds
+        rates: dict[str, Any] = {kind: total / 4 for kind in spread}  # a call meets 4 kinds
+        return dataclasses.replace(cls(**extra), **rates)
 
     def injected_kinds(self) -> list[str]:
         """The kinds this configuration may inject (probability above 0)."""

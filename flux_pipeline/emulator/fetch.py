@@ -59,7 +59,7 @@ async def _checked_address(url: httpx.URL, allowed: AddressRule) -> IPAddress:
         found = await asyncio.get_running_loop().getaddrinfo(url.host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise RefusedSource(f"cannot resolve {url.host!r} ({exc})") from None
-    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in found]
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found]
     if refused := [str(address) for address in addresses if not allowed(address)]:
         raise RefusedSource(f"{url.host} resolves to non-public address(es) {', '.join(refused)}")
     return addresses[0]

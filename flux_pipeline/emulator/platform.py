@@ -54,7 +54,7 @@ def _stamp(seconds: float | None) -> datetime | None:
 
 
 def request_record(request: QueuedRequest) -> RequestRecord:
-    ran = request.started_at is not None and request.ended_at is not None
+    started, ended = request.started_at, request.ended_at
     return RequestRecord(
         request_id=request.id,
         endpoint_id=request.endpoint,
@@ -62,7 +62,7 @@ def request_record(request: QueuedRequest) -> RequestRecord:
         sent_at=_stamp(request.sent_at),
         started_at=_stamp(request.started_at),
         ended_at=_stamp(request.ended_at),
-        duration=round(request.ended_at - request.started_at, 6) if ran else None,
+        duration=round(ended - started, 6) if started is not None and ended is not None else None,
         json_input=request.payload,
         json_output=request.body,
     )

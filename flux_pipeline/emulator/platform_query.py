@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import overload
 
 from starlette.datastructures import QueryParams
 
@@ -35,6 +36,10 @@ def values(params: QueryParams, name: str, *, required: bool = False) -> list[st
     return found
 
 
+@overload
+def choice(params: QueryParams, name: str, options: Sequence[str], default: str) -> str: ...
+@overload
+def choice(params: QueryParams, name: str, options: Sequence[str], default: None = None) -> str | None: ...
 def choice(params: QueryParams, name: str, options: Sequence[str], default: str | None = None) -> str | None:
     value = params.get(name, default)
     if value is not None and value not in options:

@@ -14,14 +14,13 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from os import PathLike
 from typing import Any, Protocol
 
 import httpx
 
-from .client import FalClient, LogSink
+from .client import FalClient, FileToUpload, LogSink
 from .errors import FalApiError, FalError, FalSubmitUncertain, FalTimeoutError
 from .models import FluxInput, FluxOutput
 from .verify import InvalidImageError, verify_image
@@ -60,9 +59,8 @@ class GenerationJob:
     """Set to resume a request already submitted to fal instead of submitting it again."""
     lost: LostSubmit | None = None
     """A previous submit attempt whose response was lost: look for it before submitting again."""
-    upload_path: str | PathLike | None = None
-    """A file (local path, pathlib or universal-pathlib path) to put in fal storage and send as
-    the input's image_url (Redux)."""
+    upload_path: str | FileToUpload | None = None
+    """A file to put in fal storage and send as the input's image_url (Redux)."""
     origin: Any = None
     """The caller's own data about the job (e.g. its lineage), handed back with its outcome."""
 
@@ -145,7 +143,7 @@ class Uploads:
         self._fal = fal
         self._urls: dict[str, asyncio.Task[str]] = {}
 
-    def url(self, path: str | PathLike) -> asyncio.Task[str]:
+    def url(self, path: str | FileToUpload) -> asyncio.Task[str]:
         if str(path) not in self._urls:
             self._urls[str(path)] = asyncio.ensure_future(self._fal.upload_file(path))
         return self._urls[str(path)]
@@ -190,9 +188,10 @@ async def _submit(
         try:
             request_id = await fal.submit(job.endpoint, data, webhook_url=webhook)
         except FalSubmitUncertain:
-            request_id = await _find_lost(job, LostSubmit(token, payload, sent_at), ledger, options)
-            if request_id is None:
+            found = await _find_lost(job, LostSubmit(token, payload, sent_at), ledger, options)
+            if found is None:
                 continue  # fal certainly has none: it was not queued
+            request_id = found
         await asyncio.to_thread(ledger.submitted, job, request_id)
         return request_id
     raise FalError(f"submit to {job.endpoint} failed {fal.max_attempts} times without a response")
@@ -201,14 +200,16 @@ async def _submit(
 async def _download_verified(fal: FalClient, job: GenerationJob, url: str, max_bytes: int) -> GeneratedFile:
     """The file at `url`, checked to be the image the job asked for; a broken download is tried
     again (up to DOWNLOAD_ATTEMPTS in all), a file over `max_bytes` is not."""
-    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+    attempts = 1
+    while True:
         data, content_type = await fal.download(url, max_bytes=max_bytes)
         try:
             verify_image(data, content_type, output_format=job.input.output_format, size=job.input.size())
             return GeneratedFile(data, content_type, url)
         except InvalidImageError:
-            if attempt == DOWNLOAD_ATTEMPTS:
+            if attempts == DOWNLOAD_ATTEMPTS:
                 raise
+            attempts += 1
 
 
 @dataclass
@@ -293,7 +294,7 @@ async def _wait_and_fetch(
 
 async def run_batch(
     fal: FalClient, jobs: AsyncIterator[GenerationJob], options: BatchOptions, *, ledger: Ledger | None = None
-) -> AsyncIterator[Outcome]:
+) -> AsyncGenerator[Outcome, None]:
     """Yield one Outcome per job, in completion order. Jobs are drawn lazily, one per free slot.
 
     A job holds one of fal's `max_concurrency` slots only while fal works on it: the slot frees

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from contextlib import aclosing, suppress
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 In = TypeVar("In")
@@ -19,17 +20,36 @@ END = object()
 """Answers the loop's request for an input once the inputs are exhausted."""
 
 
+@dataclass(frozen=True)
+class Ask:
+    """The loop wants the next input, settled into `reply`."""
+
+    reply: asyncio.Future
+
+
+@dataclass(frozen=True)
+class Hand:
+    """The loop hands over an output and waits on `reply` until it is taken."""
+
+    item: Any
+    reply: asyncio.Future
+
+
+@dataclass(frozen=True)
+class Done:
+    """The exchange is over, with the loop's exception, if any."""
+
+    error: BaseException | None
+
+
 class LoopThread(Generic[In, Out]):
     """The worker thread's side: it runs `produce(inputs)` and talks to the caller's thread
-    through `messages`, each `(kind, payload, reply)`: ("input", None, future) asks for the next
-    input; ("output", item, future) hands over an output and waits until it is taken; ("done",
-    exception or None, None) ends the exchange."""
+    through `messages` (Ask, Hand, then one Done)."""
 
-    def __init__(self, produce: Callable[[AsyncIterator[In]], AsyncIterator[Out]]):
+    def __init__(self, produce: Callable[[AsyncIterator[In]], AsyncGenerator[Out, None]]):
         self.produce = produce
-        self.messages: queue.SimpleQueue[tuple[str, Any, asyncio.Future | None]] = queue.SimpleQueue()
+        self.messages: queue.SimpleQueue[Ask | Hand | Done] = queue.SimpleQueue()
         self._started = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self._thread = threading.Thread(target=self._run, name="fal-batch-loop", daemon=True)
         self._thread.start()
@@ -43,44 +63,47 @@ class LoopThread(Generic[In, Out]):
             error = exc
         finally:
             self._started.set()
-            self.messages.put(("done", error, None))
+            self.messages.put(Done(error))
 
     async def _main(self) -> None:
-        self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
+        loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
         self._started.set()
-        async with aclosing(self.produce(self._inputs())) as outputs:
+        async with aclosing(self.produce(self._inputs(loop))) as outputs:
             async for item in outputs:
-                taken = self._loop.create_future()
-                self.messages.put(("output", item, taken))
+                taken = loop.create_future()
+                self.messages.put(Hand(item, taken))
                 await taken
 
-    async def _inputs(self) -> AsyncIterator[In]:
+    async def _inputs(self, loop: asyncio.AbstractEventLoop) -> AsyncIterator[In]:
         while True:
-            wanted = self._loop.create_future()
-            self.messages.put(("input", None, wanted))
+            wanted = loop.create_future()
+            self.messages.put(Ask(wanted))
             if (item := await wanted) is END:
                 return
             yield item
 
-    def reply(self, future: asyncio.Future, value: Any = None, error: Exception | None = None) -> None:
+    @staticmethod
+    def reply(future: asyncio.Future, value: Any = None, error: Exception | None = None) -> None:
         """Settle a future of the loop's from the caller's thread."""
 
         def settle() -> None:
             if not future.done():
                 future.set_exception(error) if error else future.set_result(value)
 
-        self._loop.call_soon_threadsafe(settle)
+        future.get_loop().call_soon_threadsafe(settle)
 
     def cancel_and_join(self) -> None:
         """Cancel the async side and wait for its clean-up."""
         self._started.wait()
-        if self._loop is not None:
+        if (task := self._task) is not None:
             with suppress(RuntimeError):  # the loop has already finished
-                self._loop.call_soon_threadsafe(self._task.cancel)
+                task.get_loop().call_soon_threadsafe(task.cancel)
         self._thread.join()
 
 
-def drive(produce: Callable[[AsyncIterator[In]], AsyncIterator[Out]], inputs: Iterable[In]) -> Iterator[Out]:
+def drive(
+    produce: Callable[[AsyncIterator[In]], AsyncGenerator[Out, None]], inputs: Iterable[In]
+) -> Iterator[Out]:
     """Yield what `produce(inputs as an async iterator)` yields. An input is drawn, on the caller's
     thread, each time the loop asks for one; the next output is not produced before the caller has
     taken this one. Closing the iterator early, or any exception in the caller (KeyboardInterrupt
@@ -90,19 +113,19 @@ def drive(produce: Callable[[AsyncIterator[In]], AsyncIterator[Out]], inputs: It
     done = False
     try:
         while True:
-            kind, payload, future = loop.messages.get()
-            if kind == "input":
+            message = loop.messages.get()
+            if isinstance(message, Ask):
                 try:
-                    loop.reply(future, next(source, END))
+                    loop.reply(message.reply, next(source, END))
                 except Exception as exc:  # the inputs failed: the batch sees the error
-                    loop.reply(future, error=exc)
-            elif kind == "output":
-                yield payload
-                loop.reply(future)
+                    loop.reply(message.reply, error=exc)
+            elif isinstance(message, Hand):
+                yield message.item
+                loop.reply(message.reply)
             else:
                 done = True
-                if payload is not None:
-                    raise payload
+                if message.error is not None:
+                    raise message.error
                 return
     finally:
         if not done:

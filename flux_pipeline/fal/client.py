@@ -14,7 +14,7 @@ import logging
 import mimetypes
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
 from httpx_sse import SSEError, aconnect_sse
@@ -69,6 +69,15 @@ def decode_data_uri(uri: str) -> tuple[bytes, str]:
     return data, media_type
 
 
+class FileToUpload(Protocol):
+    """A file put in fal storage: a pathlib path, or a universal-pathlib one (object storage)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def read_bytes(self) -> bytes: ...
+
+
 class FalClient:
     """One connection pool to fal. Use as `async with FalClient(...) as fal:`."""
 
@@ -86,17 +95,21 @@ class FalClient:
         call_counts: CallCounts | None = None,
         log: logging.Logger | logging.LoggerAdapter = LOG,
     ):
-        self._key = key
         self.urls = urls
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.status_updates = status_updates
-        self._http_timeout = http_timeout
-        self._limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        timeout = httpx.Timeout(http_timeout)
+        # no connection is made before the first call (AiohttpTransport opens its pool lazily)
+        self._api = httpx.AsyncClient(
+            headers={"Authorization": f"Key {key}", "User-Agent": "flux-pipeline"},
+            timeout=timeout,
+            transport=AiohttpTransport(limits),
         )
-        self._api: httpx.AsyncClient | None = None
-        self._public: httpx.AsyncClient | None = None
+        self._public = httpx.AsyncClient(
+            timeout=timeout, transport=AiohttpTransport(limits), follow_redirects=True
+        )
         self._retrier = Retrier(retry, call_counts, log, keys=(key,))
         self.call_counts = self._retrier.call_counts
 
@@ -114,15 +127,6 @@ class FalClient:
         return redact_json(raw, self._retrier.secrets)
 
     async def __aenter__(self) -> FalClient:
-        timeout = httpx.Timeout(self._http_timeout)
-        self._api = httpx.AsyncClient(
-            headers={"Authorization": f"Key {self._key}", "User-Agent": "flux-pipeline"},
-            timeout=timeout,
-            transport=AiohttpTransport(self._limits),
-        )
-        self._public = httpx.AsyncClient(
-            timeout=timeout, transport=AiohttpTransport(self._limits), follow_redirects=True
-        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -195,8 +199,9 @@ class FalClient:
                 raise self._retrier.error(events.response, endpoint=endpoint, request_id=request_id)
             async for event in events.aiter_sse():
                 last = QueueStatus.model_validate_json(self._server_json(event.data))
-                for line in (last.logs or []) if on_log else []:
-                    on_log(request_id, line)
+                if on_log is not None:
+                    for line in last.logs or []:
+                        on_log(request_id, line)
                 if last.status == "COMPLETED":
                     return last
         raise FalError(f"status stream of request {request_id} ended before COMPLETED")
@@ -292,9 +297,8 @@ class FalClient:
         )
         return target["file_url"]
 
-    async def upload_file(self, path: str | Path) -> str:
-        """Upload a file, its content type guessed from its name. Any path object with
-        `read_bytes` serves (a universal-pathlib path reads from object storage)."""
+    async def upload_file(self, path: str | FileToUpload) -> str:
+        """Upload a file, its content type guessed from its name."""
         path = Path(path) if isinstance(path, str) else path
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return await self.upload(await asyncio.to_thread(path.read_bytes), content_type, path.name)

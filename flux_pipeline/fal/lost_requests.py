@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,7 +39,7 @@ async def find_lost_request(
     settle: float,
     poll_interval: float = 2.0,
     skew: float = 5.0,
-    exclude: set[str] = frozenset(),
+    exclude: AbstractSet[str] = frozenset(),
 ) -> str | None:
     """The id of the one request matching `sent_input`, or None once settled with no match.
     Requests in `exclude` (already known to be other rows') are never a match."""

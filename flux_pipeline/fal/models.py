@@ -9,6 +9,7 @@ emulator answers the 422 fal would for input that reaches it anyway.
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
@@ -119,21 +120,29 @@ class _FluxInput(BaseModel):
     num_images: int = Field(default=1, ge=1, le=4)
     output_format: OutputFormat = "jpeg"
 
+    @abstractmethod
     def size(self) -> tuple[int, int]:
         """Width and height in pixels of every image this input asks for."""
-        if isinstance(self.image_size, ImageSize):
-            return self.image_size.width, self.image_size.height
-        return PRESET_SIZES[self.image_size]
 
     def wire(self) -> dict:
         """The JSON body fal expects (unset seed left out so the server picks one)."""
         return self.model_dump(mode="json", exclude_none=True)
 
 
-class TextToImageInput(_FluxInput):
-    """Input of `fal-ai/flux-pro/v1.1`."""
+class _SizedInput(_FluxInput):
+    """An input that asks for a size: a preset name or a custom width and height."""
 
     image_size: SizeChoice = "landscape_4_3"
+
+    def size(self) -> tuple[int, int]:
+        if isinstance(self.image_size, ImageSize):
+            return self.image_size.width, self.image_size.height
+        return PRESET_SIZES[self.image_size]
+
+
+class TextToImageInput(_SizedInput):
+    """Input of `fal-ai/flux-pro/v1.1`."""
+
     safety_tolerance: SafetyTolerance = "2"
     enhance_prompt: bool = False
 
@@ -147,18 +156,16 @@ class ReduxInput(TextToImageInput):
     guidance_scale: float = Field(default=3.5, ge=1, le=20)
 
 
-class SchnellInput(_FluxInput):
+class SchnellInput(_SizedInput):
     """Input of `fal-ai/flux/schnell`: few steps, no guidance, no safety tolerance."""
 
-    image_size: SizeChoice = "landscape_4_3"
     num_inference_steps: int = Field(default=4, ge=1, le=12)
     enable_safety_checker: bool = True
 
 
-class DevInput(_FluxInput):
+class DevInput(_SizedInput):
     """Input of `fal-ai/flux/dev`."""
 
-    image_size: SizeChoice = "landscape_4_3"
     num_inference_steps: int = Field(default=28, ge=1, le=50)
     guidance_scale: float = Field(default=3.5, ge=1, le=20)
     enable_safety_checker: bool = True
@@ -203,7 +210,7 @@ class UltraReduxInput(UltraInput):
 
 
 FluxInput = TextToImageInput | ReduxInput | SchnellInput | DevInput | UltraInput | UltraReduxInput
-INPUT_MODELS: dict[str, type[_FluxInput]] = {
+INPUT_MODELS: dict[str, type[FluxInput]] = {
     TEXT_TO_IMAGE: TextToImageInput,
     REDUX: ReduxInput,
     SCHNELL: SchnellInput,
@@ -213,7 +220,7 @@ INPUT_MODELS: dict[str, type[_FluxInput]] = {
 }
 
 
-def input_model(endpoint: str) -> type[_FluxInput]:
+def input_model(endpoint: str) -> type[FluxInput]:
     if (model := INPUT_MODELS.get(endpoint)) is None:
         raise ValueError(f"unknown FLUX endpoint {endpoint!r}; expected one of {', '.join(ENDPOINTS)}")
     return model

@@ -61,10 +61,12 @@ class FalPlatform:
         retry: RetryPolicy | None = None,
         call_counts: CallCounts | None = None,
     ):
-        self._key = key
         self.base_url = base_url.rstrip("/")
-        self._http_timeout = http_timeout
-        self._http: httpx.AsyncClient | None = None
+        self._http = httpx.AsyncClient(
+            base_url=f"{self.base_url}/v1",
+            timeout=httpx.Timeout(http_timeout),
+            headers={"Authorization": f"Key {key}", "User-Agent": "flux-pipeline"},
+        )
         self._retrier = Retrier(retry, call_counts, keys=(key,))
         self.call_counts = self._retrier.call_counts
 
@@ -72,11 +74,6 @@ class FalPlatform:
         return f"FalPlatform(base_url={self.base_url!r})"
 
     async def __aenter__(self) -> FalPlatform:
-        self._http = httpx.AsyncClient(
-            base_url=f"{self.base_url}/v1",
-            timeout=httpx.Timeout(self._http_timeout),
-            headers={"Authorization": f"Key {self._key}", "User-Agent": "flux-pipeline"},
-        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable
 from contextlib import aclosing, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -155,14 +155,14 @@ class BaseFalResource(dg.ConfigurableResource):
         call_counts: CallCounts | None = None,
         log: logging.Logger | logging.LoggerAdapter = LOG,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-    ) -> Iterator[Outcome]:
+    ) -> Generator[Outcome, None, None]:
         """Run the jobs concurrently (up to `max_concurrency`), yielding each outcome as it
         finishes. Jobs are drawn, on the caller's thread, one per free slot. Closing the iterator
         early, or an interrupt, cancels the requests still in flight. A submit whose response is
         lost is found through its webhook when a receiver listens, else in fal's request history."""
         receiver = self._webhook_receiver(ledger) if ledger is not None else None
 
-        async def outcomes(queued: AsyncIterator[GenerationJob]) -> AsyncIterator[Outcome]:
+        async def outcomes(queued: AsyncIterator[GenerationJob]) -> AsyncGenerator[Outcome, None]:
             async with (
                 self.client(call_counts, log) as fal,
                 self.platform(call_counts=call_counts) as platform,
@@ -270,7 +270,7 @@ class EmulatedFalResource(BaseFalResource):
     _server = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        context.log.warning(
+        (context.log or LOG).warning(
             f"FAL_KEY is not set: calling the embedded fal emulator at {self._started().url} "
             "(synthetic images, nothing billed)."
         )

@@ -39,7 +39,3 @@ class ExportOptions(BaseModel):
         2 * MIB, ge=1, description="Hugging Face Parquet: a row group ends once its images reach this."
     )
     batch_rows: int = Field(1024, ge=1, description="Catalog rows read at a time.")
-
-    @property
-    def near_duplicates(self) -> bool:
-        return bool(self.near_duplicate_distance)

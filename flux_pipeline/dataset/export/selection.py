@@ -68,7 +68,8 @@ def select_images(
         batch = selection.drop(batch, _too_small(batch, options), "min_size")
         candidates.append(batch.select(CANDIDATE_COLUMNS))
     seen_hashes: set[str] = set()
-    similar = NearDuplicateIndex(options.near_duplicate_distance) if options.near_duplicates else None
+    distance = options.near_duplicate_distance
+    similar = NearDuplicateIndex(distance) if distance else None  # 0 or None: not looked for
     for row in _by_image_id(pa.Table.from_batches(candidates, CANDIDATE_SCHEMA), options.batch_rows):
         if options.drop_exact_duplicates and row["content_hash"] in seen_hashes:
             selection.removed["exact_duplicate"] += 1

@@ -21,11 +21,13 @@ from .samples import Sample
 class ShardSink:
     """A context manager: leaving it normally completes the last shard, an exception discards it."""
 
+    _stream: BinaryIO
+    """The open shard's file, from ShardWriter's first call of _open on."""
+
     def __init__(self, version_folder: UPath, split: str, max_samples: int, max_bytes: int):
         self.folder = version_folder / WEBDATASET_DIR
         self.shards: list[FileInfo] = []
         self._shard = ExitStack()
-        self._stream: BinaryIO | None = None
         self._writer = webdataset.ShardWriter(
             f"{split}-%06d.tar",
             maxcount=max_samples,
