@@ -19,7 +19,7 @@ from .dataset.estimate import Estimate, estimate
 from .dataset.files import sha256_of
 from .dataset.gallery import write_gallery
 from .dataset.layout import DatasetLayout, PartitionFiles
-from .dataset.ledger import PartitionLedger, RequestLedger, RunContext
+from .dataset.ledger import PartitionLedger, RunContext
 from .dataset.plans import redux_jobs, text_to_image_job
 from .dataset.prompt_table import (
     PROMPT_ROW_SCHEMA,
@@ -220,7 +220,7 @@ def catalog(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.M
 )
 def cost_report(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
     layout = dataset.layout
-    with RequestLedger(dataset.ledger_location()) as ledger:
+    with dataset.request_ledger() as ledger:
         requests = cost_views.requests_frame(ledger.requests())
     views = {
         "cost_by_partition": cost_views.by_partition(layout.catalog_dir, requests),
@@ -256,7 +256,7 @@ def _estimate(
     context: dg.AssetExecutionContext, fal: BaseFalResource, dataset: DatasetResource, files: PartitionFiles
 ) -> Estimate:
     prices = step_prices(fal, dataset, context.log)
-    with RequestLedger(dataset.ledger_location()) as ledger:
+    with dataset.request_ledger() as ledger:
         entry_of = PartitionLedger(
             ledger, context.partition_key, RunContext(context.run.run_id, fal.backend)
         ).snapshot()

@@ -59,7 +59,6 @@ def _local_instance():
 def _run(args: argparse.Namespace) -> int:
     instance = _local_instance()
     from .dataset.cost_report import by_partition, requests_frame
-    from .dataset.ledger import RequestLedger
     from .definitions import dataset_from_env, defs
 
     dataset = dataset_from_env().process_config_and_initialize()  # resolves its EnvVars
@@ -72,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
     failed = [key for key in keys if not _build_partition(job, key, instance, build)]
     defs.resolve_job_def("report_costs").execute_in_process(run_config=console, instance=instance)
     print(f"\ncatalog: {dataset.layout.catalog_dir}\n")
-    with RequestLedger(dataset.ledger_location()) as ledger:
+    with dataset.request_ledger() as ledger:
         requests = requests_frame(ledger.requests())
     print(by_partition(dataset.layout.catalog_dir, requests).to_string(index=False))
     return 1 if failed else 0
@@ -130,12 +129,11 @@ def _spend(args: argparse.Namespace) -> int:
 def _review(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .dataset.decisions import DecisionLog
     from .definitions import dataset_from_env
     from .review.app import Review, make_app
 
     dataset = dataset_from_env().process_config_and_initialize()
-    with DecisionLog(dataset.ledger_location()) as log:
+    with dataset.decision_log() as log:
         review = Review(dataset.layout, log, args.reviewer, [args.partition] if args.partition else None)
         print(f"review page: http://{args.host}:{args.port}/ (decisions in {dataset.ledger_location()})")
         uvicorn.run(make_app(review), host=args.host, port=args.port, log_level="warning")

@@ -5,7 +5,6 @@ import dagster as dg
 
 from .assets import catalog
 from .automation import DATASET_CONDITION
-from .dataset.decisions import DecisionLog
 from .dataset.export import ExportOptions, export_partition, version_folder
 from .partitions import GROUP, prompt_tables
 from .resources import DatasetResource
@@ -30,7 +29,7 @@ class ExportConfig(dg.Config, ExportOptions):
 def training_export(context: dg.AssetExecutionContext, config: ExportConfig, dataset: DatasetResource):
     layout = dataset.layout
     options = ExportOptions(**config.model_dump())
-    with DecisionLog(dataset.ledger_location()) as log:
+    with dataset.decision_log() as log:
         decisions = {image: entry["decision"] for image, entry in log.latest(context.partition_key).items()}
     manifest = export_partition(
         layout.catalog_dir, layout.outputs_dir, layout.exports_dir, context.partition_key, options, decisions

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from .dataset.estimate import Estimate, estimate
-from .dataset.ledger import PartitionLedger, RequestLedger, RunContext
+from .dataset.ledger import PartitionLedger, RunContext
 from .dataset.prompt_table import PromptRow, PromptTableError, open_prompt_table, plan_rows
 from .jobs import build_dataset
 from .resources import BaseFalResource, DatasetResource
@@ -69,7 +69,7 @@ def plan_night(instance, fal: BaseFalResource, dataset: DatasetResource, log) ->
     stale = stale_tables(instance, scan_prompt_tables(dataset, log))
     prices = step_prices(fal, dataset, log) if stale else {}
     versions, estimates = {}, {}
-    with RequestLedger(dataset.ledger_location()) as ledger:
+    with dataset.request_ledger() as ledger:
         for key, sha in stale.items():
             try:
                 estimates[key] = estimate_partition(key, fal, dataset, prices, ledger)

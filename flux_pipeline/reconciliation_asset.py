@@ -18,7 +18,6 @@ from .checks import partition_check
 from .dataset import reconciliation as rec
 from .dataset.catalog import read_catalog
 from .dataset.cost_report import requests_frame
-from .dataset.ledger import RequestLedger
 from .dataset.storage import write_parquet_atomically
 from .fal.errors import FalError
 from .fal.platform_models import BillingEvent
@@ -52,7 +51,7 @@ def billing_reconciliation(
         context.log.warning(SKIPPED)
         return
     key, now = context.partition_key, datetime.now(UTC)
-    with RequestLedger(dataset.ledger_location()) as ledger:
+    with dataset.request_ledger() as ledger:
         requests = requests_frame(ledger.requests(key)).dropna(subset=["request_id"])
     try:
         events = billing_events(fal, requests, now)

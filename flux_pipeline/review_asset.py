@@ -12,7 +12,7 @@ from .asset_versions import latest_data_version
 from .assets import catalog
 from .automation import DATASET_CONDITION
 from .dataset.catalog import iter_partition
-from .dataset.decisions import DecisionLog, decision_counts, decisions_version
+from .dataset.decisions import decision_counts, decisions_version
 from .dataset.storage import write_parquet_atomically
 from .partitions import GROUP, PROMPT_TABLES, prompt_tables
 from .resources import DatasetResource
@@ -44,7 +44,7 @@ def catalog_ids(dataset: DatasetResource, partition: str) -> set[str]:
 )
 def review_decisions(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
     key = context.partition_key
-    with DecisionLog(dataset.ledger_location()) as log:
+    with dataset.decision_log() as log:
         frame = log.frame(key)
     entries = frame.to_dict("records")
     path = decisions_snapshot(dataset, key)
@@ -78,7 +78,7 @@ refresh_review = dg.define_asset_job(
 )
 def review_sensor(context: dg.SensorEvaluationContext, dataset: DatasetResource) -> dg.SensorResult:
     instance, requests = context.instance, []
-    with DecisionLog(dataset.ledger_location()) as log:
+    with dataset.decision_log() as log:
         for key in instance.get_dynamic_partitions(PROMPT_TABLES):
             recorded = latest_data_version(instance, REVIEW_ASSET, key)
             version = decisions_version(log.entries(key))

@@ -32,7 +32,7 @@ import pyarrow as pa
 from .dataset.files import files_intact
 from .dataset.layout import PartitionFiles
 from .dataset.leases import LeaseKeeper
-from .dataset.ledger import UNUSABLE, Billing, LedgerEntry, PartitionLedger, RequestLedger, RunContext
+from .dataset.ledger import UNUSABLE, Billing, LedgerEntry, PartitionLedger, RunContext
 from .dataset.plans import RowFailure
 from .dataset.pricing import UnitPrice, price_list, request_cost
 from .dataset.results import RowContext, UnusableResult, catalog_rows
@@ -345,7 +345,7 @@ def run_generation_step(
         context.run.run_id, backend, backfill, dataset.claim_lease_seconds, dataset.lost_request_wait
     )
     where = RowContext(partition, run.run_id, backend, dataset.layout.partition_files(partition))
-    with RequestLedger(dataset.ledger_location()) as ledger:
+    with dataset.request_ledger() as ledger:
         partition_ledger = PartitionLedger(ledger, partition, run)
         prices = step_prices(fal, dataset, context.log)
         out = StepOutput(where, rows, partition_ledger, prices, context.log, pay_again_for_unusable)
@@ -394,7 +394,7 @@ def report_spend(
     included); call it only when the step will materialize, so that no spend is claimed by a run
     that shows none."""
     partition, run_id, lease = context.partition_key, context.run.run_id, dataset.claim_lease_seconds
-    with RequestLedger(dataset.ledger_location()) as ledger:
+    with dataset.request_ledger() as ledger:
         claimed = [
             ledger.report_spend(partition, e, run_id, orphaned_spend_claims(context, ledger, e, lease))
             for e in endpoints

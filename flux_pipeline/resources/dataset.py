@@ -8,7 +8,9 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from ..dataset.decisions import DecisionLog
 from ..dataset.layout import DatasetLayout
+from ..dataset.ledger import RequestLedger
 from ..dataset.pricing import CONFIGURED, MEGAPIXELS, UnitPrice
 from ..dataset.storage import is_local, open_location
 from ..fal.batch import DEFAULT_MAX_FILE_BYTES
@@ -90,6 +92,15 @@ class DatasetResource(dg.ConfigurableResource):
                 "reaches (or to a local SQLite file when all runs execute on this host)"
             )
         return str(layout.default_ledger)
+
+    def request_ledger(self) -> RequestLedger:
+        """The request ledger, opened; use it as a context manager (`with dataset.request_ledger()
+        as ledger:`), which closes it."""
+        return RequestLedger(self.ledger_location())
+
+    def decision_log(self) -> DecisionLog:
+        """The review decisions log (in the ledger's database), opened; a context manager too."""
+        return DecisionLog(self.ledger_location())
 
     def request_defaults(self) -> dict:
         return {
