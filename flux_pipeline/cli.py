@@ -59,7 +59,8 @@ def _local_instance():
 def _run(args: argparse.Namespace) -> int:
     instance = _local_instance()
     from .dataset.cost_report import by_partition, requests_frame
-    from .definitions import dataset_from_env, defs
+    from .definitions import defs
+    from .defs.resources import dataset_from_env
 
     dataset = dataset_from_env().process_config_and_initialize()  # resolves its EnvVars
     keys = _register_tables(instance, dataset, args.partition)
@@ -89,7 +90,7 @@ def run_config(debug: bool, pay_again_for_unusable: bool = False) -> dict:
 def _register_tables(instance, dataset, partitions: list[str] | None) -> list[str] | None:
     """The partitions to build (`partitions`, else every prompt table), registered with their table
     versions as the sensor does; None, after saying why, when one has no table."""
-    from .table_sensor import register_tables, scan_prompt_tables
+    from .lib.table_versions import register_tables, scan_prompt_tables
 
     found = scan_prompt_tables(dataset, logging.getLogger("flux_pipeline"))
     keys = partitions or sorted(found)
@@ -102,7 +103,7 @@ def _register_tables(instance, dataset, partitions: list[str] | None) -> list[st
 
 def _build_partition(job, key: str, instance, run_config: dict) -> bool:
     """Run the job on one partition and print how it went (and what it spent); whether it succeeded."""
-    from .spend import run_spend
+    from .lib.spend import run_spend
 
     result = job.execute_in_process(
         run_config=run_config, partition_key=key, instance=instance, raise_on_error=False
@@ -119,7 +120,7 @@ def _instance(args: argparse.Namespace) -> int:
 
 
 def _spend(args: argparse.Namespace) -> int:
-    from .spend import backfill_spend
+    from .lib.spend import backfill_spend
 
     spent, runs = backfill_spend(_local_instance(), args.backfill)
     print(f"backfill {args.backfill}: ${spent:.4f} over {runs} run(s) tagged with their spend")
@@ -129,7 +130,7 @@ def _spend(args: argparse.Namespace) -> int:
 def _review(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .definitions import dataset_from_env
+    from .defs.resources import dataset_from_env
     from .review.app import Review, make_app
 
     dataset = dataset_from_env().process_config_and_initialize()

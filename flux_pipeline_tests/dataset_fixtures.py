@@ -16,9 +16,9 @@ from flux_pipeline.dataset.catalog import read_catalog
 from flux_pipeline.dataset.files import sha256_of
 from flux_pipeline.definitions import make_definitions
 from flux_pipeline.emulator.server import EmulatorServer
-from flux_pipeline.partitions import prompt_tables
+from flux_pipeline.lib.partitions import prompt_tables
+from flux_pipeline.lib.table_versions import table_version_events
 from flux_pipeline.resources import DatasetResource
-from flux_pipeline.table_sensor import table_version_events
 
 from .conftest import resource_for
 

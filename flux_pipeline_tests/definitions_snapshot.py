@@ -49,7 +49,7 @@ def snapshot(defs: dg.Definitions) -> dict:
         "sensors": {
             sensor.name: {
                 "default_status": sensor.default_status.value,
-                "jobs": sorted(job.name for job in sensor.jobs) if sensor.has_jobs else [],
+                "jobs": sorted(target.job_name for target in sensor.targets),
             }
             for sensor in defs.sensors or []
         },

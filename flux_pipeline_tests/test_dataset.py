@@ -14,14 +14,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flux_pipeline.checks import cost_recomputes, files_match_hashes, unique_image_ids
 from flux_pipeline.dataset.catalog import partition_file
 from flux_pipeline.dataset.image_hashes import from_int64, perceptual_hash_of
+from flux_pipeline.defs.catalog import cost_recomputes, files_match_hashes, unique_image_ids
+from flux_pipeline.defs.table_sensor import prompt_table_sensor
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.models import REDUX, TEXT_TO_IMAGE
-from flux_pipeline.partitions import prompt_tables
-from flux_pipeline.table_sensor import prompt_table_sensor
+from flux_pipeline.lib.partitions import prompt_tables
 
 from .conftest import request_stats
 from .dataset_fixtures import make_project

@@ -24,12 +24,12 @@ from starlette.routing import Route
 from flux_pipeline.cli import run_config
 from flux_pipeline.dataset.ledger import RequestLedger
 from flux_pipeline.definitions import make_definitions
+from flux_pipeline.defs.billing_reconciliation import SKIPPED
 from flux_pipeline.emulator.app import create_app
 from flux_pipeline.emulator.engine import Emulator, EmulatorConfig
 from flux_pipeline.emulator.faults import FaultConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.http_server import BackgroundServer
-from flux_pipeline.reconciliation_asset import SKIPPED
 from flux_pipeline.resources import EmulatedFalResource
 
 from .conftest import ADMIN_KEY, SECRET_KEY

@@ -14,10 +14,10 @@ from upath import UPath
 
 from flux_pipeline.dataset.catalog import read_catalog
 from flux_pipeline.definitions import defs as default_defs
+from flux_pipeline.defs.nightly import NIGHT_TAG, nightly_backfill
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.instance import write_local_instance
-from flux_pipeline.nightly import NIGHT_TAG, nightly_backfill
 
 from .conftest import SECRET_KEY, emulator_env
 from .dataset_fixtures import SAMPLE_PROMPTS, make_project

@@ -16,8 +16,8 @@ from flux_pipeline.dataset.storage import atomic_writer, write_bytes_atomically
 from flux_pipeline.definitions import make_definitions
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
+from flux_pipeline.lib.table_versions import scan_prompt_tables
 from flux_pipeline.resources import DatasetResource
-from flux_pipeline.table_sensor import scan_prompt_tables
 
 from .conftest import resource_for
 from .dataset_fixtures import SAMPLE_PROMPTS, Project

@@ -10,9 +10,9 @@ def test_a_changed_decision_gives_review_decisions_a_new_version_and_the_export_
     import dagster as dg
     import pandas as pd
 
+    from flux_pipeline.defs.review import decisions_snapshot
     from flux_pipeline.emulator.engine import EmulatorConfig
     from flux_pipeline.emulator.server import EmulatorServer
-    from flux_pipeline.review_asset import decisions_snapshot
 
     from .dataset_fixtures import make_project
 
@@ -40,9 +40,9 @@ def test_a_changed_decision_gives_review_decisions_a_new_version_and_the_export_
 def test_review_sensor_refreshes_only_partitions_whose_decisions_changed(tmp_path):
     import dagster as dg
 
+    from flux_pipeline.defs.review import review_sensor
     from flux_pipeline.emulator.engine import EmulatorConfig
     from flux_pipeline.emulator.server import EmulatorServer
-    from flux_pipeline.review_asset import review_sensor
 
     from .dataset_fixtures import make_project
 

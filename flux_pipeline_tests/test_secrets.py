@@ -18,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from flux_pipeline.definitions import fal_from_env, make_definitions
+from flux_pipeline.definitions import make_definitions
+from flux_pipeline.defs.resources import fal_from_env
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.faults import FaultConfig
 from flux_pipeline.emulator.server import EmulatorServer

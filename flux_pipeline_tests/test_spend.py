@@ -4,7 +4,7 @@ then fails; a backfill's total sums its runs."""
 import dagster as dg
 import pytest
 
-from flux_pipeline.spend import SPENT_TAG, add_run_spend, backfill_spend, run_spend
+from flux_pipeline.lib.spend import SPENT_TAG, add_run_spend, backfill_spend, run_spend
 
 
 @dg.asset

@@ -21,7 +21,7 @@ import dagster as dg
 from flux_pipeline.dataset.ledger import RequestLedger
 from flux_pipeline.definitions import make_definitions
 from flux_pipeline.fal.client import FalClient
-from flux_pipeline.partitions import prompt_tables
+from flux_pipeline.lib.partitions import prompt_tables
 
 from .conftest import resource_for_url
 from .dataset_fixtures import dataset_for

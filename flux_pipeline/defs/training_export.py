@@ -3,24 +3,17 @@ Hugging Face `datasets` Parquet export with its dataset card (dataset.export).""
 
 import dagster as dg
 
-from .assets import catalog
-from .automation import DATASET_CONDITION
-from .dataset.export import ExportOptions, export_partition, version_folder
-from .partitions import GROUP, prompt_tables
-from .resources import DatasetResource
-from .review_asset import review_decisions
+from ..dataset.export import ExportOptions, export_partition, version_folder
+from ..lib.assets import dataset_asset
+from ..resources import DatasetResource
 
 
 class ExportConfig(dg.Config, ExportOptions):
     """Run config of `training_export`: the fields of ExportOptions."""
 
 
-@dg.asset(
-    partitions_def=prompt_tables,
-    automation_condition=DATASET_CONDITION,
-    deps=[catalog, review_decisions],
-    group_name=GROUP,
-    code_version="1",
+@dataset_asset(
+    deps=["catalog", "review_decisions"],
     kinds={"parquet", "huggingface"},
     description="Training-ready export of the partition (exports/KEY/latest.json names the current "
     "version): WebDataset shards and Hugging Face Parquet per split, reviewer-rejected, NSFW and duplicate "

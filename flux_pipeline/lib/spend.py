@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from .dataset.ledger import RequestLedger
+from ..dataset.ledger import RequestLedger
 
 SPENT_KEY = "spent_usd"
 SPENT_TAG = "flux/spent_usd"

@@ -9,10 +9,10 @@ import pandas as pd
 import pyarrow as pa
 from upath import UPath
 
-from .dataset.preview import contact_sheet, markdown_image
-from .dataset.rows import CatalogRowWriter
-from .dataset.storage import write_bytes_atomically
-from .step_engine import FAILURE_SCHEMA, StepTally
+from ..dataset.preview import contact_sheet, markdown_image
+from ..dataset.rows import CatalogRowWriter
+from ..dataset.storage import write_bytes_atomically
+from ..generation.engine import FAILURE_SCHEMA, StepTally
 
 
 def table_preview(frame: pd.DataFrame, limit: int = 20) -> dg.MetadataValue:

@@ -12,18 +12,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
-from .assets import catalog
-from .automation import DATASET_CONDITION
-from .checks import partition_check
-from .dataset import reconciliation as rec
-from .dataset.catalog import read_catalog
-from .dataset.cost_report import requests_frame
-from .dataset.storage import write_parquet_atomically
-from .fal.errors import FalError
-from .fal.platform_models import BillingEvent
-from .metadata import table_preview
-from .partitions import GROUP, prompt_tables
-from .resources import BaseFalResource, DatasetResource
+from ..dataset import reconciliation as rec
+from ..dataset.catalog import read_catalog
+from ..dataset.cost_report import requests_frame
+from ..dataset.storage import write_parquet_atomically
+from ..fal.errors import FalError
+from ..fal.platform_models import BillingEvent
+from ..lib.assets import dataset_asset, partition_check
+from ..lib.metadata import table_preview
+from ..resources import BaseFalResource, DatasetResource
 
 CATALOG_COLUMNS = ["request_id", "billing_unit", "billed_megapixels", "cost_usd"]
 SKEW = timedelta(hours=1)
@@ -32,14 +29,10 @@ SKIPPED = (
 )
 
 
-@dg.asset(
-    partitions_def=prompt_tables,
-    deps=[catalog],
-    group_name=GROUP,
-    code_version="1",
+@dataset_asset(
+    deps=["catalog"],
     kinds={"fal", "parquet"},
     output_required=False,
-    automation_condition=DATASET_CONDITION,
     description="Every request of the partition beside fal's billing event for it (reports/reconciliation/"
     "partition=KEY/data.parquet): matched, billed_not_cataloged, cataloged_not_billed, units_mismatch or "
     "pending.",
@@ -99,7 +92,7 @@ def _status_check(status: str, context: dg.AssetCheckExecutionContext, dataset: 
     return dg.AssetCheckResult(passed=not found, metadata={status: found})
 
 
-@partition_check(billing_reconciliation, "fal billed no request whose images are missing from the catalog.")
+@partition_check("billing_reconciliation", "fal billed no request whose images are missing from the catalog.")
 def no_billed_image_lost(
     context: dg.AssetCheckExecutionContext, dataset: DatasetResource
 ) -> dg.AssetCheckResult:
@@ -107,12 +100,9 @@ def no_billed_image_lost(
 
 
 @partition_check(
-    billing_reconciliation, "fal billed each request the units its cataloged images account for."
+    "billing_reconciliation", "fal billed each request the units its cataloged images account for."
 )
 def billed_units_match(
     context: dg.AssetCheckExecutionContext, dataset: DatasetResource
 ) -> dg.AssetCheckResult:
     return _status_check(rec.UNITS_MISMATCH, context, dataset)
-
-
-RECONCILIATION_CHECKS = [no_billed_image_lost, billed_units_match]

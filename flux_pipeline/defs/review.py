@@ -8,14 +8,13 @@ call, nothing paid) for every partition whose decisions in force changed."""
 import dagster as dg
 import pyarrow as pa
 
-from .asset_versions import latest_data_version
-from .assets import catalog
-from .automation import DATASET_CONDITION
-from .dataset.catalog import iter_partition
-from .dataset.decisions import decision_counts, decisions_version
-from .dataset.storage import write_parquet_atomically
-from .partitions import GROUP, PROMPT_TABLES, prompt_tables
-from .resources import DatasetResource
+from ..dataset.catalog import iter_partition
+from ..dataset.decisions import decision_counts, decisions_version
+from ..dataset.storage import write_parquet_atomically
+from ..lib.asset_versions import latest_data_version
+from ..lib.assets import dataset_asset
+from ..lib.partitions import PROMPT_TABLES
+from ..resources import DatasetResource
 
 REVIEW_ASSET = dg.AssetKey("review_decisions")
 
@@ -32,12 +31,8 @@ def catalog_ids(dataset: DatasetResource, partition: str) -> set[str]:
     }
 
 
-@dg.asset(
-    partitions_def=prompt_tables,
-    automation_condition=DATASET_CONDITION,
-    deps=[catalog],
-    group_name=GROUP,
-    code_version="1",
+@dataset_asset(
+    deps=["catalog"],
     kinds={"parquet"},
     description="Reviewers' keep/reject decisions on the partition's images (flux-pipeline review), "
     "snapshotted from the append-only log; version = hash of the decisions in force.",
@@ -63,14 +58,14 @@ def review_decisions(context: dg.AssetExecutionContext, dataset: DatasetResource
 
 refresh_review = dg.define_asset_job(
     "refresh_review",
-    selection=[review_decisions],
+    selection=["review_decisions"],
     description="Re-snapshots a partition's review decisions (no fal call), so a changed decision "
     "marks its training_export stale.",
 )
 
 
 @dg.sensor(
-    job=refresh_review,
+    job_name="refresh_review",
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.STOPPED,
     description="Refreshes review_decisions for every built partition whose decisions in force differ "

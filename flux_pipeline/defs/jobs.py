@@ -2,11 +2,6 @@
 
 import dagster as dg
 
-from .assets import catalog, cost_report, images, prompts, redux_variations
-from .export_asset import training_export
-from .reconciliation_asset import billing_reconciliation
-from .review_asset import review_decisions
-
 EXECUTOR = dg.in_process_executor
 """Each run executes its steps one after another in the run's own process. A partition's steps
 form a chain, and the concurrency that matters (requests to fal) lives inside a step, so the
@@ -21,7 +16,13 @@ automation runs execute as `build_dataset` does."""
 build_dataset = dg.define_asset_job(
     "build_dataset",
     selection=dg.AssetSelection.assets(
-        prompts, images, redux_variations, catalog, review_decisions, training_export, billing_reconciliation
+        "prompts",
+        "images",
+        "redux_variations",
+        "catalog",
+        "review_decisions",
+        "training_export",
+        "billing_reconciliation",
     ),
     description="Prompt table → images → Redux variations → catalog (and its checks) → review decisions "
     "→ training export, and billing reconciliation, for one partition. The unpartitioned cost_report is "
@@ -30,6 +31,9 @@ build_dataset = dg.define_asset_job(
 
 report_costs = dg.define_asset_job(
     "report_costs",
-    selection=dg.AssetSelection.assets(cost_report),
+    selection=dg.AssetSelection.assets("cost_report"),
     description="The cost report over every catalog partition (what automation runs after catalog changes).",
 )
+
+defs = dg.Definitions(jobs=[build_dataset, report_costs], executor=EXECUTOR)
+"""The jobs, and the executor every run of the code location uses."""

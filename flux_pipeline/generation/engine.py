@@ -1,5 +1,6 @@
 """One generation step of a partition (text-to-image or Redux), in three phases, each a plain
-function run on the step's own thread (fal's event loop runs on another, see fal.bridge):
+function run on the step's own thread (fal's event loop runs on another, see fal.bridge). It
+imports no Dagster and no resource: the Dagster side is lib/generation_step.py.
 
 - triage: a job against its ledger entry (same fingerprint and backend only). Stored with intact
   files → Reuse its rows, nothing is sent. Billed but unusable → Final: a failure row, nothing is
@@ -20,29 +21,26 @@ function run on the step's own thread (fal's event loop runs on another, see fal
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
+from typing import Protocol
 
-import dagster as dg
-import httpx
 import pyarrow as pa
 
-from .dataset.files import files_intact
-from .dataset.layout import PartitionFiles
-from .dataset.leases import LeaseKeeper
-from .dataset.ledger import UNUSABLE, Billing, LedgerEntry, PartitionLedger, RunContext
-from .dataset.plans import RowFailure
-from .dataset.pricing import UnitPrice, price_list, request_cost
-from .dataset.results import RowContext, UnusableResult, catalog_rows
-from .dataset.rows import CatalogRowWriter
-from .fal.batch import Generation, GenerationFailure, GenerationJob, LostSubmit, Outcome
-from .fal.errors import FalError
-from .fal.models import ENDPOINTS, FluxOutput
-from .fal.retries import CallCounts
-from .resources import BaseFalResource, DatasetResource
-from .spend import BACKFILL_TAG, orphaned_spend_claims
+from ..dataset.files import files_intact
+from ..dataset.layout import PartitionFiles
+from ..dataset.ledger import UNUSABLE, Billing, LedgerEntry, PartitionLedger
+from ..dataset.plans import RowFailure
+from ..dataset.pricing import UnitPrice, request_cost
+from ..dataset.results import RowContext, UnusableResult, catalog_rows
+from ..dataset.rows import CatalogRowWriter
+from ..fal.batch import Generation, GenerationFailure, GenerationJob, Ledger, LostSubmit, Outcome
+from ..fal.models import FluxOutput
+from ..fal.retries import CallCounts
+from .budget import Budget
 
 FAILURE_SCHEMA = pa.schema(
     [
@@ -86,11 +84,9 @@ class Final:
 class StepTally:
     """What a step did beyond its rows (which go to a CatalogRowWriter)."""
 
+    budget: Budget
     failures: list[dict] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
-    committed_usd: float = 0.0
-    budget_stopped: bool = False
-    not_sent: int = 0
     reused: int = 0
     resumed: int = 0
     unusable: int = 0
@@ -119,15 +115,19 @@ def failure_row(
     }
 
 
-def step_prices(fal: BaseFalResource, dataset: DatasetResource, log) -> dict[str, UnitPrice]:
-    """The unit price of each endpoint, read from fal once per step; the configured price where
-    fal's pricing API cannot be read (never a failed run)."""
-    try:
-        from_fal = fal.prices(list(ENDPOINTS))
-    except (FalError, httpx.HTTPError, OSError) as exc:
-        log.warning(f"fal's pricing API could not be read ({exc}); costing with the configured price")
-        from_fal = {}
-    return price_list(list(ENDPOINTS), dataset.configured_price(), from_fal)
+class Sender(Protocol):
+    """What sends a batch of requests to fal and yields each outcome as it finishes (the fal
+    resource's `generate`)."""
+
+    def generate(
+        self,
+        jobs: Iterable[GenerationJob],
+        *,
+        ledger: Ledger | None = None,
+        call_counts: CallCounts | None = None,
+        log: logging.Logger | logging.LoggerAdapter = ...,
+        max_file_bytes: int = ...,
+    ) -> Generator[Outcome, None, None]: ...
 
 
 # -- triage ----------------------------------------------------------------------------------------
@@ -164,21 +164,6 @@ def claimed_verdict(job: GenerationJob, out: StepOutput) -> Reuse | Resume | Sen
     return out.triage(job)  # as it is now that it is ours
 
 
-# -- admit -----------------------------------------------------------------------------------------
-
-
-def admit(verdict: Resume | Send, cost: float, budget_left: float | None, tally: StepTally) -> bool:
-    if isinstance(verdict, Send) and (
-        tally.budget_stopped or (budget_left is not None and tally.committed_usd + cost > budget_left + 1e-9)
-    ):
-        tally.budget_stopped = True
-        tally.not_sent += 1
-        return False
-    tally.committed_usd += cost
-    tally.resumed += isinstance(verdict, Resume)
-    return True
-
-
 # -- record ----------------------------------------------------------------------------------------
 
 
@@ -190,7 +175,7 @@ class StepOutput:
     rows: CatalogRowWriter
     ledger: PartitionLedger
     prices: dict[str, UnitPrice]
-    log: dg.DagsterLogManager
+    log: logging.Logger
     pay_again_for_unusable: bool = False
 
     @property
@@ -204,7 +189,7 @@ class StepOutput:
 
 def record_reuse(reuse: Reuse, out: StepOutput, tally: StepTally) -> None:
     out.rows.write(reuse.rows)
-    tally.committed_usd += sum(row["cost_usd"] for row in reuse.rows)
+    tally.budget.commit(sum(row["cost_usd"] for row in reuse.rows))
     tally.reused += 1
 
 
@@ -306,7 +291,6 @@ def record(outcome: Outcome, out: StepOutput, tally: StepTally) -> None:
 def jobs_to_send(
     planned: Iterable[GenerationJob | RowFailure],
     out: StepOutput,
-    budget_left: float | None,
     tally: StepTally,
     deferred: list[GenerationJob],
 ) -> Iterator[GenerationJob]:
@@ -321,62 +305,26 @@ def jobs_to_send(
             record_reuse(verdict, out, tally)
         elif isinstance(verdict, Final):
             record_final(verdict, out, tally)
-        elif admit(verdict, request_cost(out.prices[item.endpoint], item), budget_left, tally):
+        elif tally.budget.admit(request_cost(out.prices[item.endpoint], item), new=isinstance(verdict, Send)):
+            tally.resumed += isinstance(verdict, Resume)
             yield verdict.job
 
 
-def run_generation_step(
-    context: dg.AssetExecutionContext,
-    fal: BaseFalResource,
-    dataset: DatasetResource,
-    planned: Iterable[GenerationJob | RowFailure],
-    budget_left: float | None,
-    rows: CatalogRowWriter,
-    pay_again_for_unusable: bool = False,
-) -> StepTally:
-    """Jobs are drawn lazily and only requests in flight are held, so memory stays flat as the
-    partition grows; every output image's row goes to `rows` as soon as its file is stored. Jobs
-    another run holds are taken up in later rounds, once that run stored them or its lease ran
-    out (between rounds nothing of this run is in flight, so two runs never wait on each other)."""
-    tally = StepTally()
-    partition, backend = context.partition_key, fal.backend
-    backfill = context.run.tags.get(BACKFILL_TAG)
-    run = RunContext(
-        context.run.run_id, backend, backfill, dataset.claim_lease_seconds, dataset.lost_request_wait
-    )
-    where = RowContext(partition, run.run_id, backend, dataset.layout.partition_files(partition))
-    with dataset.request_ledger() as ledger:
-        partition_ledger = PartitionLedger(ledger, partition, run)
-        prices = step_prices(fal, dataset, context.log)
-        out = StepOutput(where, rows, partition_ledger, prices, context.log, pay_again_for_unusable)
-        try:
-            with LeaseKeeper(partition_ledger.renew, run.lease_seconds / 3):
-                send_rounds(fal, dataset, planned, out, budget_left, tally)
-        finally:
-            partition_ledger.release()
-    return tally
-
-
 def send_rounds(
-    fal: BaseFalResource,
-    dataset: DatasetResource,
+    fal: Sender,
     planned: Iterable[GenerationJob | RowFailure],
     out: StepOutput,
-    budget_left: float | None,
     tally: StepTally,
+    max_file_bytes: int,
 ) -> None:
     """Rounds until no job is left, each one batch through fal with each outcome recorded as it
     finishes; the jobs another live run holds are deferred to the next round."""
     pending = planned
     while pending:
         deferred: list[GenerationJob] = []
-        jobs = jobs_to_send(pending, out, budget_left, tally, deferred)
+        jobs = jobs_to_send(pending, out, tally, deferred)
         outcomes = fal.generate(
-            jobs,
-            ledger=out.ledger,
-            call_counts=tally.call_counts,
-            log=out.log,
-            max_file_bytes=dataset.max_download_bytes,
+            jobs, ledger=out.ledger, call_counts=tally.call_counts, log=out.log, max_file_bytes=max_file_bytes
         )
         with closing(outcomes):
             for outcome in outcomes:
@@ -384,20 +332,3 @@ def send_rounds(
         if pending := deferred:
             out.log.info(f"{len(deferred)} request(s) are held by another run: waiting for them")
             time.sleep(CLAIM_POLL_SECONDS)
-
-
-def report_spend(
-    context: dg.AssetExecutionContext, dataset: DatasetResource, endpoints: tuple[str, ...], tally: StepTally
-) -> None:
-    """Claim for this materialization the spend no materialization reported yet, on every
-    endpoint the step may call (orphaned claims of runs that died before materializing
-    included); call it only when the step will materialize, so that no spend is claimed by a run
-    that shows none."""
-    partition, run_id, lease = context.partition_key, context.run.run_id, dataset.claim_lease_seconds
-    with dataset.request_ledger() as ledger:
-        claimed = [
-            ledger.report_spend(partition, e, run_id, orphaned_spend_claims(context, ledger, e, lease))
-            for e in endpoints
-        ]
-    tally.spent_usd = round(sum(usd for usd, _ in claimed), 6)
-    tally.spent_megapixels = sum(megapixels for _, megapixels in claimed)

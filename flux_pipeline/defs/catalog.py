@@ -1,25 +1,66 @@
-"""Asset checks on a catalog partition. Each re-reads what is on disk, so it also catches a file
-changed or deleted after the run (execute them from the UI at any time). They read the partition
-a batch at a time, only the columns they need.
+"""The lineage catalog (one row per output image, catalog/partition=KEY/data.parquet) and its
+checks. Each check re-reads what is on disk, so it also catches a file changed or deleted after
+the run (execute them from the UI at any time); they read the partition a batch at a time, only
+the columns they need, and are partitioned like the catalog, so each result (and a run that
+failed before its checks) shows on its own partition."""
 
-They are partitioned like the catalog, so each result (and a run that failed before its checks)
-shows on its own partition. Partitioned checks are a Dagster 1.13 preview; `partition_check`
-silences its PreviewWarning for these definitions alone."""
-
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from itertools import chain
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .assets import catalog
-from .dataset.catalog import iter_partition
-from .dataset.files import file_problem
-from .dataset.pricing import UnitPrice
-from .fal.models import billed_megapixels
-from .partitions import prompt_tables
-from .resources import DatasetResource
+from ..dataset.catalog import CatalogSummary, iter_partition, replace_partition
+from ..dataset.files import file_problem
+from ..dataset.gallery import write_gallery
+from ..dataset.pricing import UnitPrice
+from ..fal.models import billed_megapixels
+from ..lib.assets import dataset_asset, partition_check
+from ..lib.generation_asset import GENERATED_STEP, VARIATIONS_STEP
+from ..lib.metadata import preview_metadata, table_preview
+from ..resources import DatasetResource
+
+CATALOG_PREVIEW_COLUMNS = [
+    "image_id",
+    "prompt_id",
+    "endpoint",
+    "seed",
+    "width",
+    "height",
+    "nsfw",
+    "cost_usd",
+    "parent_image_id",
+]
+
+
+@dataset_asset(
+    deps=["images", "redux_variations"],
+    kinds={"parquet"},
+    description="Lineage catalog: one row per output image (data/catalog/partition=KEY/data.parquet).",
+)
+def catalog(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
+    layout, key = dataset.layout, context.partition_key
+    files, summary = layout.partition_files(key), CatalogSummary()
+    steps = chain(files.step_batches(GENERATED_STEP), files.step_batches(VARIATIONS_STEP))
+    path = replace_partition(layout.catalog_dir, key, summary.observe(steps))
+    head = summary.head_table()
+    gallery = write_gallery(layout.catalog_dir, layout.outputs_dir, key)
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(path)),
+            "gallery": dg.MetadataValue.path(str(gallery)),
+            "images": summary.images,
+            "partition_cost_usd": round(summary.cost_usd, 6),
+            "billed_megapixels": summary.billed_megapixels,
+            "nsfw_images": summary.nsfw_images,
+            "catalog_preview": table_preview(head.select(CATALOG_PREVIEW_COLUMNS).slice(0, 20).to_pandas()),
+            **preview_metadata(
+                layout.outputs_dir, head, f"{key} contact sheet", files.folder / "contact_sheet.png"
+            ),
+        }
+    )
+
 
 EXAMPLES = 10
 
@@ -31,24 +72,11 @@ def _partition_rows(
         yield from batch.to_pylist()
 
 
-def partition_check(asset, description: str, blocking: bool = False) -> Callable:
-    """@dg.asset_check on one partition of `asset`."""
-
-    def define(function: Callable) -> dg.AssetChecksDefinition:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-            return dg.asset_check(
-                asset=asset, partitions_def=prompt_tables, blocking=blocking, description=description
-            )(function)
-
-    return define
-
-
 def _examples(image_ids: list[str]) -> str:
     return ", ".join(image_ids[:EXAMPLES]) or "none"
 
 
-@partition_check(catalog, "Every catalog row's file exists and has the recorded SHA-256.", blocking=True)
+@partition_check("catalog", "Every catalog row's file exists and has the recorded SHA-256.", blocking=True)
 def files_match_hashes(
     context: dg.AssetCheckExecutionContext, dataset: DatasetResource
 ) -> dg.AssetCheckResult:
@@ -72,7 +100,7 @@ def files_match_hashes(
     )
 
 
-@partition_check(catalog, "No image id appears twice in the partition.", blocking=True)
+@partition_check("catalog", "No image id appears twice in the partition.", blocking=True)
 def unique_image_ids(context: dg.AssetCheckExecutionContext, dataset: DatasetResource) -> dg.AssetCheckResult:
     # Holds the one id column in Arrow (about 30 bytes a row), not the partition.
     batches = iter_partition(dataset.layout.catalog_dir, context.partition_key, ["image_id"])
@@ -85,7 +113,7 @@ def unique_image_ids(context: dg.AssetCheckExecutionContext, dataset: DatasetRes
     )
 
 
-@partition_check(catalog, "Each row's cost recomputes from its size, billing unit and unit price.")
+@partition_check("catalog", "Each row's cost recomputes from its size, billing unit and unit price.")
 def cost_recomputes(context: dg.AssetCheckExecutionContext, dataset: DatasetResource) -> dg.AssetCheckResult:
     rows, cost, wrong = 0, 0.0, 0
     examples: list[str] = []
@@ -111,7 +139,7 @@ def cost_recomputes(context: dg.AssetCheckExecutionContext, dataset: DatasetReso
     )
 
 
-@partition_check(catalog, "Warns when the share of NSFW-flagged images exceeds the configured rate.")
+@partition_check("catalog", "Warns when the share of NSFW-flagged images exceeds the configured rate.")
 def nsfw_rate(context: dg.AssetCheckExecutionContext, dataset: DatasetResource) -> dg.AssetCheckResult:
     images = flagged = 0
     for batch in iter_partition(dataset.layout.catalog_dir, context.partition_key, ["nsfw"]):
@@ -128,6 +156,3 @@ def nsfw_rate(context: dg.AssetCheckExecutionContext, dataset: DatasetResource) 
             "images": images,
         },
     )
-
-
-CATALOG_CHECKS = [files_match_hashes, unique_image_ids, cost_recomputes, nsfw_rate]

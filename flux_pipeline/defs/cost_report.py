@@ -1,0 +1,51 @@
+"""`cost_report` (unpartitioned): spend and list value per partition, spend per run and backfill,
+per day and per model, and every request, from the ledger and the catalog (dataset.cost_report)."""
+
+import dagster as dg
+import pyarrow as pa
+
+from ..dataset import cost_report as cost_views
+from ..dataset.storage import write_parquet_atomically
+from ..lib.automation import REPORT_CONDITION
+from ..lib.metadata import table_preview
+from ..lib.partitions import GROUP
+from ..resources import DatasetResource
+
+
+@dg.asset(
+    deps=["catalog"],
+    automation_condition=REPORT_CONDITION,
+    group_name=GROUP,
+    kinds={"parquet"},
+    description="Spend and list value per partition, spend per run and backfill, per day and per model, "
+    "and every request (data/reports/*.parquet).",
+)
+def cost_report(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
+    layout = dataset.layout
+    with dataset.request_ledger() as ledger:
+        requests = cost_views.requests_frame(ledger.requests())
+    views = {
+        "cost_by_partition": cost_views.by_partition(layout.catalog_dir, requests),
+        "cost_by_run": cost_views.by_run(requests),
+        "cost_by_day": cost_views.by_day(requests),
+        "cost_by_model": cost_views.by_model(requests),
+        "requests": requests,
+    }
+    for name, frame in views.items():
+        write_parquet_atomically(
+            pa.Table.from_pandas(frame, preserve_index=False), layout.reports_dir / f"{name}.parquet"
+        )
+    total = views["cost_by_partition"].iloc[-1]
+    return dg.MaterializeResult(
+        metadata={
+            "total_spent_usd": float(total["spent_usd"]),
+            "total_partition_cost_usd": float(total["partition_cost_usd"]),
+            "total_images": int(total["images"]),
+            "partitions": len(views["cost_by_partition"]) - 1,
+            "reports": dg.MetadataValue.path(str(layout.reports_dir)),
+            "by_partition": table_preview(views["cost_by_partition"]),
+            "by_run": table_preview(views["cost_by_run"]),
+            "by_day": table_preview(views["cost_by_day"]),
+            "by_model": table_preview(views["cost_by_model"]),
+        }
+    )

@@ -1,0 +1,149 @@
+"""The partition's prompt table (an external asset, one table per partition) and `prompts`: its
+rows validated into requests, and what they will cost, checked against the budget before anything
+is sent."""
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+from upath import UPath
+
+from ..dataset.estimate import Estimate, estimate
+from ..dataset.files import sha256_of
+from ..dataset.layout import DatasetLayout, PartitionFiles
+from ..dataset.ledger import PartitionLedger, RunContext
+from ..dataset.prompt_table import (
+    PROMPT_ROW_SCHEMA,
+    PromptTableError,
+    Reject,
+    open_prompt_table,
+    plan_rows,
+    prompt_row_record,
+)
+from ..dataset.reject_summary import RejectSummary
+from ..dataset.rows import ParquetRowWriter
+from ..lib.assets import dataset_asset
+from ..lib.generation_step import step_prices
+from ..lib.metadata import table_preview
+from ..lib.partitions import GROUP, prompt_tables
+from ..resources import BaseFalResource, DatasetResource
+
+REJECT_SCHEMA = pa.schema(
+    [("row", pa.int64()), ("prompt_id", pa.string()), ("field", pa.string()), ("reason", pa.string())]
+)
+ESTIMATE_WITHIN_BUDGET = dg.AssetCheckSpec(
+    "estimate_within_budget",
+    asset="prompts",
+    blocking=True,
+    description="The partition's estimated cost fits budget_usd; when it does not, nothing is sent.",
+)
+
+prompt_table_files = dg.AssetSpec(
+    "prompt_table_files",
+    partitions_def=prompt_tables,
+    group_name=GROUP,
+    kinds={"parquet"},
+    description="The prompt tables (data/prompts/KEY.parquet), one per partition. An external asset: "
+    "prompt_table_sensor reports a new version (the file's SHA-256) when a table appears or "
+    "changes, which marks its downstream assets stale.",
+)
+
+
+@dataset_asset(
+    deps=["prompt_table_files"],
+    kinds={"parquet"},
+    description="The table's rows validated into requests (rows that fail go to rejects.parquet), and "
+    "what they will cost: a blocking check stops the partition before anything is sent when the estimate "
+    "exceeds budget_usd.",
+    check_specs=[ESTIMATE_WITHIN_BUDGET],
+)
+def prompts(
+    context: dg.AssetExecutionContext, fal: BaseFalResource, dataset: DatasetResource
+) -> dg.MaterializeResult:
+    layout = dataset.layout
+    path = _prompt_table(context, layout)
+    files = layout.partition_files(context.partition_key)
+    try:
+        table = open_prompt_table(path)
+        outcomes = plan_rows(table, path, dataset.request_defaults(), layout.prompts_dir)
+        valid, redux_rows, rejects = _write_prompt_rows(context, outcomes, files)
+    except PromptTableError as exc:
+        raise dg.Failure(description=str(exc), metadata={"table": dg.MetadataValue.path(str(path))}) from None
+    forecast = _estimate(context, fal, dataset, files)
+    return dg.MaterializeResult(
+        metadata={
+            "estimated_cost_usd": forecast.cost_usd,
+            "estimated_megapixels": forecast.megapixels,
+            "new_requests": forecast.new_requests,
+            "paid_requests": forecast.paid_requests,
+            "table": dg.MetadataValue.path(str(path)),
+            "rows": table.metadata.num_rows,
+            "valid_rows": valid,
+            "rejected_rows": table.metadata.num_rows - valid,
+            "redux_rows": redux_rows,
+            "rejects": table_preview(pd.DataFrame(rejects, columns=REJECT_SCHEMA.names)),
+        },
+        data_version=dg.DataVersion(sha256_of(path)),
+        check_results=[_budget_check(forecast, dataset.budget_usd)],
+    )
+
+
+def _estimate(
+    context: dg.AssetExecutionContext, fal: BaseFalResource, dataset: DatasetResource, files: PartitionFiles
+) -> Estimate:
+    prices = step_prices(fal, dataset, context.log)
+    with dataset.request_ledger() as ledger:
+        entry_of = PartitionLedger(
+            ledger, context.partition_key, RunContext(context.run.run_id, fal.backend)
+        ).snapshot()
+        layout = dataset.layout
+        return estimate(
+            files.prompt_rows(), entry_of, prices, fal.backend, layout.outputs_dir, layout.prompts_dir
+        )
+
+
+def _prompt_table(context: dg.AssetExecutionContext, layout: DatasetLayout) -> UPath:
+    """The partition's prompt table, which must exist."""
+    path = layout.table(context.partition_key)
+    if not path.exists():
+        raise dg.Failure(
+            description=f"partition {context.partition_key!r} has no prompt table: expected {path}. Add "
+            "the table, or delete the partition (automation never runs a partition without a table).",
+            metadata={"table": dg.MetadataValue.path(str(path))},
+        )
+    return path
+
+
+def _budget_check(forecast: Estimate, budget_usd: float | None) -> dg.AssetCheckResult:
+    within = budget_usd is None or forecast.cost_usd <= budget_usd + 1e-9
+    return dg.AssetCheckResult(
+        check_name=ESTIMATE_WITHIN_BUDGET.name,
+        passed=within,
+        metadata={"estimated_cost_usd": forecast.cost_usd, "budget_usd": budget_usd},
+        description=None
+        if within
+        else f"estimated ${forecast.cost_usd:.2f} exceeds the budget of ${budget_usd:.2f}: nothing was sent",
+    )
+
+
+def _write_prompt_rows(
+    context: dg.AssetExecutionContext, outcomes, files: PartitionFiles
+) -> tuple[int, int, list]:
+    """prompts.parquet and rejects.parquet from the validated rows, committed only when every row
+    was read; the rejects summed up in one warning. (valid, Redux rows, first rejects)."""
+    valid = redux_rows = 0
+    summary = RejectSummary()
+    with (
+        ParquetRowWriter(files.prompts, PROMPT_ROW_SCHEMA, commit_on_error=False) as planned,
+        ParquetRowWriter(files.rejects, REJECT_SCHEMA, commit_on_error=False) as rejected,
+    ):
+        for outcome in outcomes:
+            if isinstance(outcome, Reject):
+                rejected.write([vars(outcome)])
+                summary.add(outcome)
+                continue
+            planned.write([prompt_row_record(outcome)])
+            valid += 1
+            redux_rows += outcome.redux is not None
+    if text := summary.text():
+        context.log.warning(text)
+    return valid, redux_rows, [vars(reject) for reject in summary.first]

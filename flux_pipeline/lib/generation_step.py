@@ -1,0 +1,84 @@
+"""The Dagster side of a generation step: the engine (flux_pipeline.generation) run with the
+step's context and resources, fal's prices read once per step, and the spend claimed for the
+materialization."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import dagster as dg
+import httpx
+
+from ..dataset.leases import LeaseKeeper
+from ..dataset.ledger import PartitionLedger, RunContext
+from ..dataset.plans import RowFailure
+from ..dataset.pricing import UnitPrice, price_list
+from ..dataset.results import RowContext
+from ..dataset.rows import CatalogRowWriter
+from ..fal.batch import GenerationJob
+from ..fal.errors import FalError
+from ..fal.models import ENDPOINTS
+from ..generation.budget import Budget
+from ..generation.engine import StepOutput, StepTally, send_rounds
+from ..resources import BaseFalResource, DatasetResource
+from .spend import BACKFILL_TAG, orphaned_spend_claims
+
+
+def step_prices(fal: BaseFalResource, dataset: DatasetResource, log) -> dict[str, UnitPrice]:
+    """The unit price of each endpoint, read from fal once per step; the configured price where
+    fal's pricing API cannot be read (never a failed run)."""
+    try:
+        from_fal = fal.prices(list(ENDPOINTS))
+    except (FalError, httpx.HTTPError, OSError) as exc:
+        log.warning(f"fal's pricing API could not be read ({exc}); costing with the configured price")
+        from_fal = {}
+    return price_list(list(ENDPOINTS), dataset.configured_price(), from_fal)
+
+
+def run_generation_step(
+    context: dg.AssetExecutionContext,
+    fal: BaseFalResource,
+    dataset: DatasetResource,
+    planned: Iterable[GenerationJob | RowFailure],
+    budget_left: float | None,
+    rows: CatalogRowWriter,
+    pay_again_for_unusable: bool = False,
+) -> StepTally:
+    """Jobs are drawn lazily and only requests in flight are held, so memory stays flat as the
+    partition grows; every output image's row goes to `rows` as soon as its file is stored. Jobs
+    another run holds are taken up in later rounds, once that run stored them or its lease ran
+    out (between rounds nothing of this run is in flight, so two runs never wait on each other)."""
+    tally = StepTally(Budget(budget_left))
+    partition, backend = context.partition_key, fal.backend
+    backfill = context.run.tags.get(BACKFILL_TAG)
+    run = RunContext(
+        context.run.run_id, backend, backfill, dataset.claim_lease_seconds, dataset.lost_request_wait
+    )
+    where = RowContext(partition, run.run_id, backend, dataset.layout.partition_files(partition))
+    with dataset.request_ledger() as ledger:
+        partition_ledger = PartitionLedger(ledger, partition, run)
+        prices = step_prices(fal, dataset, context.log)
+        out = StepOutput(where, rows, partition_ledger, prices, context.log, pay_again_for_unusable)
+        try:
+            with LeaseKeeper(partition_ledger.renew, run.lease_seconds / 3):
+                send_rounds(fal, planned, out, tally, dataset.max_download_bytes)
+        finally:
+            partition_ledger.release()
+    return tally
+
+
+def report_spend(
+    context: dg.AssetExecutionContext, dataset: DatasetResource, endpoints: tuple[str, ...], tally: StepTally
+) -> None:
+    """Claim for this materialization the spend no materialization reported yet, on every
+    endpoint the step may call (orphaned claims of runs that died before materializing
+    included); call it only when the step will materialize, so that no spend is claimed by a run
+    that shows none."""
+    partition, run_id, lease = context.partition_key, context.run.run_id, dataset.claim_lease_seconds
+    with dataset.request_ledger() as ledger:
+        claimed = [
+            ledger.report_spend(partition, e, run_id, orphaned_spend_claims(context, ledger, e, lease))
+            for e in endpoints
+        ]
+    tally.spent_usd = round(sum(usd for usd, _ in claimed), 6)
+    tally.spent_megapixels = sum(megapixels for _, megapixels in claimed)

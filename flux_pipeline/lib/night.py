@@ -1,0 +1,73 @@
+"""What a night would build and cost: every prompt table that is new or changed since its catalog
+was built, each estimated as the `prompts` asset does (fal's prices; requests fal already has
+cost nothing). Read by the schedule `nightly_backfill`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from ..dataset.estimate import Estimate, estimate
+from ..dataset.ledger import PartitionLedger, RequestLedger, RunContext
+from ..dataset.pricing import UnitPrice
+from ..dataset.prompt_table import PromptRow, PromptTableError, open_prompt_table, plan_rows
+from ..resources import BaseFalResource, DatasetResource
+from .generation_step import step_prices
+from .table_versions import built_version, scan_prompt_tables
+
+
+@dataclass
+class Night:
+    """What one tick would build: {partition: table version} and {partition: estimate}."""
+
+    versions: dict[str, str]
+    estimates: dict[str, Estimate]
+
+    @property
+    def cost_usd(self) -> float:
+        return round(sum(forecast.cost_usd for forecast in self.estimates.values()), 6)
+
+    def summary(self) -> str:
+        return ", ".join(f"{key} ${forecast.cost_usd:.4f}" for key, forecast in self.estimates.items())
+
+
+def stale_tables(instance: dg.DagsterInstance, found: dict[str, str]) -> dict[str, str]:
+    """The tables whose catalog is missing or built from another version."""
+    return {key: sha for key, sha in found.items() if built_version(instance, key) != sha}
+
+
+def estimate_partition(
+    key: str,
+    fal: BaseFalResource,
+    dataset: DatasetResource,
+    prices: dict[str, UnitPrice],
+    ledger: RequestLedger,
+) -> Estimate:
+    """The partition's cost if it ran now, from its table (rows a run would reject cost nothing)."""
+    layout = dataset.layout
+    path = layout.table(key)
+    rows = (
+        row
+        for row in plan_rows(open_prompt_table(path), path, dataset.request_defaults(), layout.prompts_dir)
+        if isinstance(row, PromptRow)
+    )
+    entry_of = PartitionLedger(ledger, key, RunContext("nightly-estimate", fal.backend)).snapshot()
+    return estimate(rows, entry_of, prices, fal.backend, layout.outputs_dir, layout.prompts_dir)
+
+
+def plan_night(instance: dg.DagsterInstance, fal: BaseFalResource, dataset: DatasetResource, log) -> Night:
+    """Every stale table with its estimate; a table that cannot be read is left out, with a warning
+    (its run would fail before sending anything)."""
+    stale = stale_tables(instance, scan_prompt_tables(dataset, log))
+    prices = step_prices(fal, dataset, log) if stale else {}
+    versions, estimates = {}, {}
+    with dataset.request_ledger() as ledger:
+        for key, sha in stale.items():
+            try:
+                estimates[key] = estimate_partition(key, fal, dataset, prices, ledger)
+            except PromptTableError as exc:
+                log.warning(f"not building {key} tonight: {exc}")
+                continue
+            versions[key] = sha
+    return Night(versions, estimates)
