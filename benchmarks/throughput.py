@@ -119,9 +119,9 @@ def inputs(n: int, image_size: str) -> list[dict]:
 
 
 def run_resource(url: str, requests: list[dict], concurrency: int) -> int:
-    from flux_pipeline.fal.batch import Generation, GenerationJob
     from flux_pipeline.fal.endpoints import FalUrls
     from flux_pipeline.fal.models import TextToImageInput
+    from flux_pipeline.fal.types import Generation, GenerationJob
     from flux_pipeline.resources import FalResource
 
     urls = FalUrls.single_base(url)

@@ -20,13 +20,13 @@ from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.faults import FaultConfig
 from flux_pipeline.emulator.images import image_digest, render_image
 from flux_pipeline.emulator.server import EmulatorServer
-from flux_pipeline.fal.batch import Generation, GenerationFailure, GenerationJob
 from flux_pipeline.fal.client import FalClient
 from flux_pipeline.fal.endpoints import FalUrls
 from flux_pipeline.fal.errors import FileTooLarge
+from flux_pipeline.fal.http_server import BackgroundServer
 from flux_pipeline.fal.models import TEXT_TO_IMAGE, TextToImageInput
+from flux_pipeline.fal.types import Generation, GenerationFailure, GenerationJob
 from flux_pipeline.fal.verify import InvalidImageError, verify_image
-from flux_pipeline.http_server import BackgroundServer
 
 from .conftest import SECRET_KEY, resource_for
 from .test_resource import t2i_jobs

@@ -23,8 +23,8 @@ from flux_pipeline.emulator.engine import Emulator, EmulatorConfig
 from flux_pipeline.fal.client import FalClient
 from flux_pipeline.fal.endpoints import FalUrls
 from flux_pipeline.fal.errors import FalApiError
+from flux_pipeline.fal.http_server import BackgroundServer
 from flux_pipeline.fal.models import REDUX, TEXT_TO_IMAGE, FluxOutput
-from flux_pipeline.http_server import BackgroundServer
 
 from .conftest import SECRET_KEY, urls_for
 

@@ -2,9 +2,15 @@
 
 import pytest
 
-from flux_pipeline.fal.client import validate_input
 from flux_pipeline.fal.errors import FalInputError
-from flux_pipeline.fal.models import REDUX, TEXT_TO_IMAGE, ReduxInput, TextToImageInput, billed_megapixels
+from flux_pipeline.fal.models import (
+    REDUX,
+    TEXT_TO_IMAGE,
+    ReduxInput,
+    TextToImageInput,
+    billed_megapixels,
+    validate_input,
+)
 
 OUT_OF_RANGE = [
     (TEXT_TO_IMAGE, {"prompt": ""}, "prompt"),

@@ -29,7 +29,7 @@ from flux_pipeline.emulator.app import create_app
 from flux_pipeline.emulator.engine import Emulator, EmulatorConfig
 from flux_pipeline.emulator.faults import FaultConfig
 from flux_pipeline.emulator.server import EmulatorServer
-from flux_pipeline.http_server import BackgroundServer
+from flux_pipeline.fal.http_server import BackgroundServer
 from flux_pipeline.resources import EmulatedFalResource
 
 from .conftest import ADMIN_KEY, SECRET_KEY

@@ -13,10 +13,10 @@ import pytest
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.faults import FaultConfig
 from flux_pipeline.emulator.server import EmulatorServer
-from flux_pipeline.fal.client import FalClient, validate_input
+from flux_pipeline.fal.client import FalClient
 from flux_pipeline.fal.errors import AmbiguousLostRequest, FalApiError
 from flux_pipeline.fal.lost_requests import find_lost_request, input_matches
-from flux_pipeline.fal.models import REDUX, TEXT_TO_IMAGE
+from flux_pipeline.fal.models import REDUX, TEXT_TO_IMAGE, validate_input
 from flux_pipeline.fal.platform import FalPlatform
 from flux_pipeline.fal.retries import RetryPolicy
 

@@ -9,8 +9,8 @@ import dagster as dg
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.faults import FaultConfig
 from flux_pipeline.emulator.server import EmulatorServer
-from flux_pipeline.fal.batch import Generation, GenerationFailure, GenerationJob
 from flux_pipeline.fal.models import REDUX, TEXT_TO_IMAGE, ReduxInput, TextToImageInput
+from flux_pipeline.fal.types import Generation, GenerationFailure, GenerationJob
 from flux_pipeline.resources import EmulatedFalResource, FalResource
 
 from .conftest import SECRET_KEY, decode, resource_for

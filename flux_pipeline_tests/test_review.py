@@ -13,7 +13,7 @@ from upath import UPath
 from flux_pipeline.dataset.decisions import DecisionLog, decision_counts, decisions_version
 from flux_pipeline.dataset.export import ExportOptions, export_partition, version_folder
 from flux_pipeline.dataset.layout import DatasetLayout
-from flux_pipeline.http_server import BackgroundServer
+from flux_pipeline.fal.http_server import BackgroundServer
 from flux_pipeline.review.app import Review, make_app
 
 from .catalog_fixtures import PARTITION, make_shots

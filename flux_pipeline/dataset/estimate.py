@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from upath import UPath
 
-from ..fal.batch import GenerationJob
+from ..fal.types import GenerationJob
 from .ledger import UNUSABLE, LedgerEntry
 from .plans import RowFailure, redux_jobs, text_to_image_job
 from .pricing import UnitPrice, request_cost

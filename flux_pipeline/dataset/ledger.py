@@ -27,7 +27,7 @@ whose run died before its materialization was written is orphaned: the next run 
 again.
 
 `PartitionLedger` is one run's view of a partition, as the fal batch runner records submits
-(fal.batch.Ledger): a lost submit's webhook wakes its waiter directly, without polling.
+(fal.types.Ledger): a lost submit's webhook wakes its waiter directly, without polling.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from ..fal.batch import GenerationJob
+from ..fal.types import GenerationJob
 from .ledger_stores import LedgerSchema, open_store
 
 UNUSABLE = "unusable"

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from upath import UPath
 
-from ..fal.batch import GenerationJob
-from ..fal.client import decode_data_uri
+from ..fal.data_uri import decode_data_uri
+from ..fal.types import GenerationJob
 from .files import sha256_of
 from .ledger import fingerprint
 from .prompt_table import GENERATED, PromptRow, ReduxRequest, file_inside

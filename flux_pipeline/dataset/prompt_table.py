@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
-from ..fal.client import decode_data_uri, validate_input
+from ..fal.data_uri import decode_data_uri
 from ..fal.errors import FalError, FalInputError
 from ..fal.models import (
     REDUX,
@@ -25,6 +25,7 @@ from ..fal.models import (
     FluxInput,
     input_model,
     takes,
+    validate_input,
 )
 from .storage import is_local, parquet_file
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .. import __version__
-from ..fal.batch import Generation, GenerationJob
 from ..fal.models import FluxOutput, billed_megapixels
+from ..fal.types import Generation, GenerationJob
 from .files import image_id, store_image
 from .image_hashes import perceptual_hash_of, to_int64
 from .layout import PartitionFiles

@@ -31,7 +31,7 @@ import httpx
 from PIL import Image
 from pydantic import ValidationError
 
-from ..fal.client import decode_data_uri
+from ..fal.data_uri import decode_data_uri
 from ..fal.models import (
     CONTENT_TYPES,
     IMAGE_UNIT,

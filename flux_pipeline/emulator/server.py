@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from ..http_server import BackgroundServer
+from ..fal.http_server import BackgroundServer
 from .app import create_app
 from .engine import Emulator, EmulatorConfig
 

@@ -8,24 +8,24 @@ storage PUT go through a second client without it, so the key never reaches anot
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import mimetypes
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import httpx
 from httpx_sse import SSEError, aconnect_sse
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
+from .data_uri import decode_data_uri
 from .endpoints import FalUrls
-from .errors import FalApiError, FalError, FalInputError, FileTooLarge
-from .models import FluxInput, FluxOutput, input_model
+from .errors import FalApiError, FalError, FileTooLarge
+from .models import FluxInput, FluxOutput, validate_input
 from .redaction import redact_json
 from .retries import LOG, RETRYABLE_STATUS, CallCounts, Retrier, RetryPolicy
 from .transport import AiohttpTransport
+from .types import FileToUpload
 
 DEFAULT_URLS = FalUrls()
 LogSink = Callable[[str, dict], None]
@@ -41,41 +41,6 @@ class QueueStatus(BaseModel):
     error: str | None = None
     error_type: str | None = None
     metrics: dict[str, Any] | None = None
-
-
-def validate_input(endpoint: str, data: FluxInput | dict) -> FluxInput:
-    """The typed input for `endpoint`, or FalInputError naming every bad field."""
-    model = input_model(endpoint)
-    if isinstance(data, model):
-        return data
-    if isinstance(data, BaseModel):
-        data = data.model_dump(exclude_unset=True)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise FalInputError.from_pydantic(endpoint, exc) from None
-
-
-def decode_data_uri(uri: str) -> tuple[bytes, str]:
-    """Bytes and media type of a `data:` URI (sync_mode results)."""
-    header, sep, payload = uri.partition(",")
-    if not uri.startswith("data:") or not sep:
-        raise FalError("not a data URI")
-    media_type = header[5:].split(";")[0] or "text/plain"
-    try:
-        data = base64.b64decode(payload, validate=True) if header.endswith(";base64") else payload.encode()
-    except binascii.Error as exc:
-        raise FalError(f"malformed base64 in data URI: {exc}") from None
-    return data, media_type
-
-
-class FileToUpload(Protocol):
-    """A file put in fal storage: a pathlib path, or a universal-pathlib one (object storage)."""
-
-    @property
-    def name(self) -> str: ...
-
-    def read_bytes(self) -> bytes: ...
 
 
 class FalClient:

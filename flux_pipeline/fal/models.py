@@ -12,7 +12,18 @@ import math
 from abc import abstractmethod
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+)
+
+from .errors import FalInputError
 
 TEXT_TO_IMAGE = "fal-ai/flux-pro/v1.1"
 REDUX = "fal-ai/flux-pro/v1.1/redux"
@@ -253,3 +264,16 @@ class FluxOutput(BaseModel):
 def billed_megapixels(width: int, height: int, megapixel_size: int = 1024 * 1024) -> int:
     """fal bills each image by its size rounded up to whole megapixels."""
     return math.ceil(width * height / megapixel_size)
+
+
+def validate_input(endpoint: str, data: FluxInput | dict) -> FluxInput:
+    """The typed input for `endpoint`, or FalInputError naming every bad field."""
+    model = input_model(endpoint)
+    if isinstance(data, model):
+        return data
+    if isinstance(data, BaseModel):
+        data = data.model_dump(exclude_unset=True)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise FalInputError.from_pydantic(endpoint, exc) from None

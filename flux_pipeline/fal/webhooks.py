@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..http_server import BackgroundServer
+from .http_server import BackgroundServer
 from .redaction import SECRETS
 from .webhook_signatures import WebhookRejected, WebhookVerifier
 

@@ -37,9 +37,9 @@ from ..dataset.plans import RowFailure
 from ..dataset.pricing import UnitPrice, request_cost
 from ..dataset.results import RowContext, UnusableResult, catalog_rows
 from ..dataset.rows import CatalogRowWriter
-from ..fal.batch import Generation, GenerationFailure, GenerationJob, Ledger, LostSubmit, Outcome
 from ..fal.models import FluxOutput
 from ..fal.retries import CallCounts
+from ..fal.types import Generation, GenerationFailure, GenerationJob, Ledger, LostSubmit, Outcome
 from .budget import Budget
 
 FAILURE_SCHEMA = pa.schema(

@@ -11,8 +11,8 @@ from pydantic import Field
 from ..dataset.plans import RowFailure
 from ..dataset.rows import CatalogRowWriter
 from ..dataset.storage import write_parquet_atomically
-from ..fal.batch import GenerationJob
 from ..fal.models import REDUX_ENDPOINTS, TEXT_TO_IMAGE_ENDPOINTS
+from ..fal.types import GenerationJob
 from ..generation.engine import FAILURE_SCHEMA
 from ..resources import BaseFalResource, DatasetResource
 from .assets import dataset_asset

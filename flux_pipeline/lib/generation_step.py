@@ -15,9 +15,9 @@ from ..dataset.plans import RowFailure
 from ..dataset.pricing import UnitPrice, price_list
 from ..dataset.results import RowContext
 from ..dataset.rows import CatalogRowWriter
-from ..fal.batch import GenerationJob
 from ..fal.errors import FalError
 from ..fal.models import ENDPOINTS
+from ..fal.types import GenerationJob
 from ..generation.budget import Budget
 from ..generation.engine import StepOutput, StepTally, send_rounds
 from ..resources import BaseFalResource, DatasetResource

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from ..fal.batch import DEFAULT_MAX_FILE_BYTES, BatchOptions, GenerationJob, Ledger, Outcome, run_batch
+from ..fal.batch import DEFAULT_MAX_FILE_BYTES, BatchOptions, run_batch
 from ..fal.bridge import drive
 from ..fal.client import FalClient
 from ..fal.endpoints import FalUrls
@@ -28,6 +28,7 @@ from ..fal.platform import FalPlatform
 from ..fal.platform_models import BillingEvent
 from ..fal.redaction import SECRETS
 from ..fal.retries import LOG, CallCounts, RetryPolicy
+from ..fal.types import GenerationJob, Ledger, Outcome
 from ..fal.webhook_signatures import JWKS_PATH, JWKS_URL, WebhookVerifier
 
 REDACTED = "**********"
