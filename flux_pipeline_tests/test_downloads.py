@@ -106,7 +106,7 @@ def test_a_decompression_bomb_served_as_a_result_fails_that_row_only(monkeypatch
     monkeypatch.setattr(
         engine,
         "render_image",
-        lambda digest, w, h, fmt: bomb if fmt == "png" else real_render(digest, w, h, fmt),
+        lambda digest, w, h, fmt, *detail: bomb if fmt == "png" else real_render(digest, w, h, fmt, *detail),
     )
     jobs = [
         GenerationJob(f"row-{i}", TEXT_TO_IMAGE, TextToImageInput(prompt=f"prompt {i}", output_format=fmt))
