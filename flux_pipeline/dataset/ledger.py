@@ -76,14 +76,14 @@ SUPERSEDED_COLUMNS = {
 LEDGER_SCHEMA = LedgerSchema(
     tables=[
         """CREATE TABLE IF NOT EXISTS requests (
-        partition TEXT NOT NULL, job_key TEXT NOT NULL, endpoint TEXT NOT NULL,
+        partition TEXT NOT NULL, prompt_id TEXT NOT NULL, endpoint TEXT NOT NULL,
         fingerprint TEXT NOT NULL, state TEXT NOT NULL, token TEXT, request_id TEXT,
         rows_json TEXT, error TEXT, updated_at DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (partition, job_key, endpoint))""",
+        PRIMARY KEY (partition, prompt_id, endpoint))""",
         f"""CREATE TABLE IF NOT EXISTS superseded_requests (
-        partition TEXT NOT NULL, job_key TEXT NOT NULL, endpoint TEXT NOT NULL, request_id TEXT NOT NULL,
+        partition TEXT NOT NULL, prompt_id TEXT NOT NULL, endpoint TEXT NOT NULL, request_id TEXT NOT NULL,
         {", ".join(f"{column} {kind}" for column, kind in SUPERSEDED_COLUMNS.items())},
-        PRIMARY KEY (partition, job_key, endpoint, request_id))""",
+        PRIMARY KEY (partition, prompt_id, endpoint, request_id))""",
         """CREATE TABLE IF NOT EXISTS webhooks (
         token TEXT PRIMARY KEY, request_id TEXT NOT NULL, status TEXT,
         received_at DOUBLE PRECISION NOT NULL)""",
@@ -101,8 +101,9 @@ LEDGER_SCHEMA = LedgerSchema(
             "error_field": "TEXT",
         }
     },
+    renamed_columns={"requests": {"job_key": "prompt_id"}, "superseded_requests": {"job_key": "prompt_id"}},
 )
-KEY = "partition=? AND job_key=? AND endpoint=?"
+KEY = "partition=? AND prompt_id=? AND endpoint=?"
 ENTRY_COLUMNS = (
     "fingerprint, state, token, request_id, rows_json, updated_at, backend, payload_json, submitted_at, "
     "owner, error, error_field, billed_at"
@@ -190,34 +191,34 @@ class RequestLedger:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def entry(self, partition: str, job_key: str, endpoint: str) -> LedgerEntry | None:
+    def entry(self, partition: str, prompt_id: str, endpoint: str) -> LedgerEntry | None:
         row = self._store.fetchone(
-            f"SELECT {ENTRY_COLUMNS} FROM requests WHERE {KEY}", (partition, job_key, endpoint)
+            f"SELECT {ENTRY_COLUMNS} FROM requests WHERE {KEY}", (partition, prompt_id, endpoint)
         )
         return None if row is None else _entry(row)
 
     def entries(self, partition: str) -> dict[tuple[str, str], LedgerEntry]:
-        """Every request of `partition`, by (job_key, endpoint), read in one query."""
+        """Every request of `partition`, by (prompt_id, endpoint), read in one query."""
         found = self._store.fetchall(
-            f"SELECT job_key, endpoint, {ENTRY_COLUMNS} FROM requests WHERE partition=?", (partition,)
+            f"SELECT prompt_id, endpoint, {ENTRY_COLUMNS} FROM requests WHERE partition=?", (partition,)
         )
         return {(row[0], row[1]): _entry(row[2:]) for row in found}
 
-    def claim(self, partition: str, job_key: str, endpoint: str, owner: str, lease_seconds: float) -> bool:
+    def claim(self, partition: str, prompt_id: str, endpoint: str, owner: str, lease_seconds: float) -> bool:
         """Whether `owner` now owns the row (creating it as `planned` if it is new)."""
         now = time.time()
         if self._store.execute(
-            "INSERT INTO requests (partition, job_key, endpoint, fingerprint, state, updated_at, owner, "
+            "INSERT INTO requests (partition, prompt_id, endpoint, fingerprint, state, updated_at, owner, "
             "lease_until) VALUES (?, ?, ?, '', 'planned', ?, ?, ?) "
-            "ON CONFLICT (partition, job_key, endpoint) DO NOTHING",
-            (partition, job_key, endpoint, now, owner, now + lease_seconds),
+            "ON CONFLICT (partition, prompt_id, endpoint) DO NOTHING",
+            (partition, prompt_id, endpoint, now, owner, now + lease_seconds),
         ):
             return True
         return bool(
             self._store.execute(
                 f"UPDATE requests SET owner=?, lease_until=? WHERE {KEY} "
                 "AND (owner IS NULL OR owner=? OR lease_until IS NULL OR lease_until < ?)",
-                (owner, now + lease_seconds, partition, job_key, endpoint, owner, now),
+                (owner, now + lease_seconds, partition, prompt_id, endpoint, owner, now),
             )
         )
 
@@ -233,7 +234,7 @@ class RequestLedger:
     def submitting(
         self,
         partition: str,
-        job_key: str,
+        prompt_id: str,
         endpoint: str,
         fingerprint_: str,
         *,
@@ -244,44 +245,44 @@ class RequestLedger:
     ) -> str:
         token = uuid.uuid4().hex
         now = time.time()
-        self._supersede(partition, job_key, endpoint)
+        self._supersede(partition, prompt_id, endpoint)
         self._store.execute(
-            "INSERT INTO requests (partition, job_key, endpoint, fingerprint, state, token, updated_at, "
+            "INSERT INTO requests (partition, prompt_id, endpoint, fingerprint, state, token, updated_at, "
             "backend, payload_json, submitted_at, run_id, backfill_id) "
             "VALUES (?, ?, ?, ?, 'submitting', ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (partition, job_key, endpoint) DO UPDATE SET fingerprint=excluded.fingerprint, "
+            "ON CONFLICT (partition, prompt_id, endpoint) DO UPDATE SET fingerprint=excluded.fingerprint, "
             "state='submitting', token=excluded.token, request_id=NULL, rows_json=NULL, error=NULL, "
             "error_field=NULL, updated_at=excluded.updated_at, backend=excluded.backend, "
             "payload_json=excluded.payload_json, submitted_at=excluded.submitted_at, run_id=excluded.run_id, "
             f"backfill_id=excluded.backfill_id, {UNBILLED}",
-            (partition, job_key, endpoint, fingerprint_, token, now, backend,
+            (partition, prompt_id, endpoint, fingerprint_, token, now, backend,
              json.dumps(payload) if payload is not None else None, now, run_id, backfill_id),
         )  # fmt: skip
         return token
 
-    def _supersede(self, partition: str, job_key: str, endpoint: str) -> None:
+    def _supersede(self, partition: str, prompt_id: str, endpoint: str) -> None:
         """Keep the row's billed request, if it has one, before a new submit replaces it (once, so
         a crash before the submit is recorded keeps one copy)."""
-        columns = ", ".join(["partition", "job_key", "endpoint", "request_id", *SUPERSEDED_COLUMNS])
+        columns = ", ".join(["partition", "prompt_id", "endpoint", "request_id", *SUPERSEDED_COLUMNS])
         self._store.execute(
             f"INSERT INTO superseded_requests ({columns}) SELECT {columns} FROM requests WHERE {KEY} "
             "AND billed_at IS NOT NULL AND request_id IS NOT NULL ON CONFLICT DO NOTHING",
-            (partition, job_key, endpoint),
+            (partition, prompt_id, endpoint),
         )
 
-    def submitted(self, partition: str, job_key: str, endpoint: str, request_id: str) -> None:
+    def submitted(self, partition: str, prompt_id: str, endpoint: str, request_id: str) -> None:
         self._store.execute(
             f"UPDATE requests SET state='submitted', request_id=?, updated_at=? WHERE {KEY}",
-            (request_id, time.time(), partition, job_key, endpoint),
+            (request_id, time.time(), partition, prompt_id, endpoint),
         )
 
-    def billed(self, partition: str, job_key: str, endpoint: str, billing: Billing) -> None:
+    def billed(self, partition: str, prompt_id: str, endpoint: str, billing: Billing) -> None:
         """Record what fal billed for the row's request (once)."""
         self._store.execute(
             "UPDATE requests SET billing_unit=?, billed_units=?, unit_price=?, price_source=?, cost_usd=?, "
             f"billed_megapixels=?, billed_at=? WHERE {KEY} AND billed_at IS NULL",
             (billing.unit, billing.units, billing.unit_price, billing.price_source, billing.cost_usd,
-             billing.megapixels, time.time(), partition, job_key, endpoint),
+             billing.megapixels, time.time(), partition, prompt_id, endpoint),
         )  # fmt: skip
 
     def report_spend(
@@ -336,27 +337,29 @@ class RequestLedger:
                 (time.time(), partition, endpoint, run_id),
             )
 
-    def stored(self, partition: str, job_key: str, endpoint: str, request_id: str, rows: list[dict]) -> None:
+    def stored(
+        self, partition: str, prompt_id: str, endpoint: str, request_id: str, rows: list[dict]
+    ) -> None:
         self._store.execute(
             "UPDATE requests SET state='stored', request_id=?, rows_json=?, error=NULL, updated_at=?, "
             f"owner=NULL, lease_until=NULL WHERE {KEY}",
-            (request_id, json.dumps(rows, default=_isoformat), time.time(), partition, job_key, endpoint),
+            (request_id, json.dumps(rows, default=_isoformat), time.time(), partition, prompt_id, endpoint),
         )
 
-    def unusable(self, partition: str, job_key: str, endpoint: str, field: str, error: str) -> None:
+    def unusable(self, partition: str, prompt_id: str, endpoint: str, field: str, error: str) -> None:
         """fal completed and billed the request, but `field` of its answer cannot be cataloged."""
         self._store.execute(
             f"UPDATE requests SET state='{UNUSABLE}', error=?, error_field=?, updated_at=?, owner=NULL, "
             f"lease_until=NULL WHERE {KEY}",
-            (error, field, time.time(), partition, job_key, endpoint),
+            (error, field, time.time(), partition, prompt_id, endpoint),
         )
 
-    def failed(self, partition: str, job_key: str, endpoint: str, error: str) -> None:
+    def failed(self, partition: str, prompt_id: str, endpoint: str, error: str) -> None:
         """A request that ended without files and that fal did not bill; a re-run may send it again."""
         self._store.execute(
             "UPDATE requests SET state='failed', error=?, updated_at=?, owner=NULL, lease_until=NULL "
             f"WHERE {KEY}",
-            (error, time.time(), partition, job_key, endpoint),
+            (error, time.time(), partition, prompt_id, endpoint),
         )
 
     def known_request_ids(self, endpoint: str) -> set[str]:
@@ -369,9 +372,7 @@ class RequestLedger:
         """Every request of the ledger (or of one partition) that was ever submitted, superseded
         ones included, as REQUEST_COLUMNS."""
         where = "submitted_at IS NOT NULL" + (" AND partition=?" if partition is not None else "")
-        columns = ", ".join(
-            "job_key" if c == "prompt_id" else c for c in REQUEST_COLUMNS if c != "superseded"
-        )
+        columns = ", ".join(c for c in REQUEST_COLUMNS if c != "superseded")
         params = (partition,) if partition is not None else ()
         return self._store.fetchall(
             f"SELECT {columns}, 0 FROM requests WHERE {where} "

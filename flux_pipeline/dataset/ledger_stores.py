@@ -25,6 +25,12 @@ class LedgerSchema:
     """CREATE TABLE IF NOT EXISTS statements."""
     added_columns: dict[str, dict[str, str]] = field(default_factory=dict)
     """table → {column: SQL type} for columns later versions added."""
+    renamed_columns: dict[str, dict[str, str]] = field(default_factory=dict)
+    """table → {old name: new name} for columns later versions renamed."""
+
+    @property
+    def migrated_tables(self) -> set[str]:
+        return set(self.added_columns) | set(self.renamed_columns)
 
 
 class LedgerStore:
@@ -54,13 +60,22 @@ def open_store(location: str | Path, schema: LedgerSchema) -> LedgerStore:
     return SqliteStore(Path(location).resolve(), schema)
 
 
-def _missing_columns(schema: LedgerSchema, existing: dict[str, set[str]]) -> list[str]:
-    return [
+def _migrations(schema: LedgerSchema, existing: dict[str, set[str]]) -> list[str]:
+    """What brings a ledger an earlier version wrote to `schema`, given each table's columns: the
+    renames first, then the columns added since."""
+    renames = [
+        f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}"
+        for table, columns in schema.renamed_columns.items()
+        for old, new in columns.items()
+        if old in existing[table] and new not in existing[table]
+    ]
+    additions = [
         f"ALTER TABLE {table} ADD COLUMN {name} {kind}"
         for table, columns in schema.added_columns.items()
         for name, kind in columns.items()
         if name not in existing[table]
     ]
+    return renames + additions
 
 
 class SqliteStore(LedgerStore):
@@ -76,9 +91,9 @@ class SqliteStore(LedgerStore):
             for statement in schema.tables:
                 db.execute(statement)
             existing = {
-                t: {row[1] for row in db.execute(f"PRAGMA table_info({t})")} for t in schema.added_columns
+                t: {row[1] for row in db.execute(f"PRAGMA table_info({t})")} for t in schema.migrated_tables
             }
-            for statement in _missing_columns(schema, existing):
+            for statement in _migrations(schema, existing):
                 db.execute(statement)
             db.execute("COMMIT")
 
@@ -111,12 +126,12 @@ class PostgresStore(LedgerStore):
                 for statement in schema.tables:
                     cursor.execute(statement)
                 existing = {}
-                for table in schema.added_columns:
+                for table in schema.migrated_tables:
                     cursor.execute(
                         "SELECT column_name FROM information_schema.columns WHERE table_name=%s", (table,)
                     )
                     existing[table] = {row[0] for row in cursor.fetchall()}
-                for statement in _missing_columns(schema, existing):
+                for statement in _migrations(schema, existing):
                     cursor.execute(statement)
             finally:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", (self.SCHEMA_LOCK,))

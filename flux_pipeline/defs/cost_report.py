@@ -2,7 +2,9 @@
 per day and per model, and every request, from the ledger and the catalog (dataset.cost_report)."""
 
 import dagster as dg
+import pandas as pd
 import pyarrow as pa
+from upath import UPath
 
 from ..dataset import cost_report as cost_views
 from ..dataset.storage import write_parquet_atomically
@@ -10,6 +12,9 @@ from ..lib.automation import REPORT_CONDITION
 from ..lib.metadata import table_preview
 from ..lib.partitions import GROUP
 from ..resources import DatasetResource
+
+PREVIEWED = ("cost_by_partition", "cost_by_run", "cost_by_day", "cost_by_model")
+"""The views the materialization shows, as by_partition, by_run, by_day and by_model."""
 
 
 @dg.asset(
@@ -23,14 +28,7 @@ from ..resources import DatasetResource
 def cost_report(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
     layout = dataset.layout
     with dataset.request_ledger() as ledger:
-        requests = cost_views.requests_frame(ledger.requests())
-    views = {
-        "cost_by_partition": cost_views.by_partition(layout.catalog_dir, requests),
-        "cost_by_run": cost_views.by_run(requests),
-        "cost_by_day": cost_views.by_day(requests),
-        "cost_by_model": cost_views.by_model(requests),
-        "requests": requests,
-    }
+        views = _views(layout.catalog_dir, cost_views.requests_frame(ledger.requests()))
     for name, frame in views.items():
         write_parquet_atomically(
             pa.Table.from_pandas(frame, preserve_index=False), layout.reports_dir / f"{name}.parquet"
@@ -43,9 +41,17 @@ def cost_report(context: dg.AssetExecutionContext, dataset: DatasetResource) -> 
             "total_images": int(total["images"]),
             "partitions": len(views["cost_by_partition"]) - 1,
             "reports": dg.MetadataValue.path(str(layout.reports_dir)),
-            "by_partition": table_preview(views["cost_by_partition"]),
-            "by_run": table_preview(views["cost_by_run"]),
-            "by_day": table_preview(views["cost_by_day"]),
-            "by_model": table_preview(views["cost_by_model"]),
+            **{name.removeprefix("cost_"): table_preview(views[name]) for name in PREVIEWED},
         }
     )
+
+
+def _views(catalog_dir: UPath, requests: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Each report's name (reports/<name>.parquet) and table."""
+    return {
+        "cost_by_partition": cost_views.by_partition(catalog_dir, requests),
+        "cost_by_run": cost_views.by_run(requests),
+        "cost_by_day": cost_views.by_day(requests),
+        "cost_by_model": cost_views.by_model(requests),
+        "requests": requests,
+    }

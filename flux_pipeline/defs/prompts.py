@@ -71,10 +71,7 @@ def prompts(
     forecast = _estimate(context, fal, dataset, files)
     return dg.MaterializeResult(
         metadata={
-            "estimated_cost_usd": forecast.cost_usd,
-            "estimated_megapixels": forecast.megapixels,
-            "new_requests": forecast.new_requests,
-            "paid_requests": forecast.paid_requests,
+            **_forecast_metadata(forecast),
             "table": dg.MetadataValue.path(str(path)),
             "rows": table.metadata.num_rows,
             "valid_rows": valid,
@@ -85,6 +82,15 @@ def prompts(
         data_version=dg.DataVersion(sha256_of(path)),
         check_results=[_budget_check(forecast, dataset.budget_usd)],
     )
+
+
+def _forecast_metadata(forecast: Estimate) -> dict[str, float | int]:
+    return {
+        "estimated_cost_usd": forecast.cost_usd,
+        "estimated_megapixels": forecast.megapixels,
+        "new_requests": forecast.new_requests,
+        "paid_requests": forecast.paid_requests,
+    }
 
 
 def _estimate(
