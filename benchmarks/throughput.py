@@ -121,14 +121,14 @@ def inputs(n: int, image_size: str) -> list[dict]:
 def run_resource(url: str, requests: list[dict], concurrency: int) -> int:
     from flux_pipeline.fal.endpoints import FalUrls
     from flux_pipeline.fal.models import TextToImageInput
-    from flux_pipeline.fal.types import Generation, GenerationJob
+    from flux_pipeline.fal.types import Generation, GenerationRequest
     from flux_pipeline.resources import FalResource
 
     urls = FalUrls.single_base(url)
     fal = FalResource(
         key=KEY, queue_url=urls.queue, run_url=urls.run, storage_url=urls.storage, max_concurrency=concurrency
     )
-    jobs = (GenerationJob(str(i), TEXT_TO_IMAGE, TextToImageInput(**r)) for i, r in enumerate(requests))
+    jobs = (GenerationRequest(str(i), TEXT_TO_IMAGE, TextToImageInput(**r)) for i, r in enumerate(requests))
     return sum(isinstance(outcome, Generation) for outcome in fal.generate(jobs))
 
 

@@ -25,7 +25,7 @@ from flux_pipeline.fal.endpoints import FalUrls
 from flux_pipeline.fal.errors import FileTooLarge
 from flux_pipeline.fal.http_server import BackgroundServer
 from flux_pipeline.fal.models import TEXT_TO_IMAGE, TextToImageInput
-from flux_pipeline.fal.types import Generation, GenerationFailure, GenerationJob
+from flux_pipeline.fal.types import Generation, GenerationFailure, GenerationRequest
 from flux_pipeline.fal.verify import InvalidImageError, verify_image
 
 from .conftest import SECRET_KEY, resource_for
@@ -109,11 +109,13 @@ def test_a_decompression_bomb_served_as_a_result_fails_that_row_only(monkeypatch
         lambda digest, w, h, fmt, *detail: bomb if fmt == "png" else real_render(digest, w, h, fmt, *detail),
     )
     jobs = [
-        GenerationJob(f"row-{i}", TEXT_TO_IMAGE, TextToImageInput(prompt=f"prompt {i}", output_format=fmt))
+        GenerationRequest(
+            f"row-{i}", TEXT_TO_IMAGE, TextToImageInput(prompt=f"prompt {i}", output_format=fmt)
+        )
         for i, fmt in enumerate(["jpeg", "png", "jpeg"])
     ]
     with EmulatorServer(EmulatorConfig(latency=0.02)) as server:
-        outcomes = {o.job.prompt_id: o for o in resource_for(server).generate(jobs)}
+        outcomes = {o.request.prompt_id: o for o in resource_for(server).generate(jobs)}
     assert isinstance(outcomes["row-1"], GenerationFailure)
     assert "InvalidImageError" in outcomes["row-1"].error
     assert isinstance(outcomes["row-0"], Generation) and isinstance(outcomes["row-2"], Generation)

@@ -10,15 +10,15 @@ from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.faults import FaultConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.models import REDUX, TEXT_TO_IMAGE, ReduxInput, TextToImageInput
-from flux_pipeline.fal.types import Generation, GenerationFailure, GenerationJob
+from flux_pipeline.fal.types import Generation, GenerationFailure, GenerationRequest
 from flux_pipeline.resources import EmulatedFalResource, FalResource
 
 from .conftest import SECRET_KEY, decode, resource_for
 
 
-def t2i_jobs(count: int, **fields) -> list[GenerationJob]:
+def t2i_jobs(count: int, **fields) -> list[GenerationRequest]:
     return [
-        GenerationJob(f"row-{i}", TEXT_TO_IMAGE, TextToImageInput(prompt=f"prompt {i}", seed=i, **fields))
+        GenerationRequest(f"row-{i}", TEXT_TO_IMAGE, TextToImageInput(prompt=f"prompt {i}", seed=i, **fields))
         for i in range(count)
     ]
 
@@ -28,19 +28,19 @@ def test_runs_concurrently_up_to_the_limit():
         fal = resource_for(server, max_concurrency=5)
         outcomes = list(fal.generate(t2i_jobs(20, image_size="square")))
         stats = server.emulator.stats()
-    assert sorted(o.job.prompt_id for o in outcomes) == sorted(f"row-{i}" for i in range(20))
+    assert sorted(o.request.prompt_id for o in outcomes) == sorted(f"row-{i}" for i in range(20))
     assert all(isinstance(o, Generation) for o in outcomes)
     assert stats["peak_in_flight"] == 5, "exactly the limit in flight, never more"
     assert stats["requests_billed"] == 20
     for outcome in outcomes:
-        assert outcome.output.seed == int(outcome.job.prompt_id.split("-")[1])
+        assert outcome.output.seed == int(outcome.request.prompt_id.split("-")[1])
         assert decode(outcome.files[0].data).size == (512, 512)
 
 
 def test_one_failed_request_does_not_lose_the_others(emulator):
     jobs = t2i_jobs(4)
-    jobs.insert(2, GenerationJob("bad", REDUX, ReduxInput(image_url="data:image/png;base64,AAAA")))
-    outcomes = {o.job.prompt_id: o for o in resource_for(emulator).generate(jobs)}
+    jobs.insert(2, GenerationRequest("bad", REDUX, ReduxInput(image_url="data:image/png;base64,AAAA")))
+    outcomes = {o.request.prompt_id: o for o in resource_for(emulator).generate(jobs)}
     assert isinstance(outcomes["bad"], GenerationFailure)
     assert outcomes["bad"].status_code == 422 and outcomes["bad"].field_errors[0][0] == "image_url"
     assert outcomes["bad"].request_id in emulator.emulator.requests

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from upath import UPath
 
-from ..fal.types import GenerationJob
+from ..fal.types import GenerationRequest
 from .ledger import UNUSABLE, LedgerEntry
-from .plans import RowFailure, redux_jobs, text_to_image_job
+from .plans import RowFailure, redux_requests, text_to_image_request
 from .pricing import UnitPrice, request_cost
 from .prompt_table import PromptRow, ReduxRequest
 
@@ -26,24 +26,24 @@ class Estimate:
     paid_requests: int = 0
     """Requests fal already has (reused or resumed for free, or billed unusable and not resent)."""
 
-    def add(self, job: GenerationJob, price: UnitPrice) -> None:
-        self.cost_usd = round(self.cost_usd + request_cost(price, job), 6)
-        self.megapixels += price.megapixels(*job.input.size(), job.input.num_images)
+    def add(self, request: GenerationRequest, price: UnitPrice) -> None:
+        self.cost_usd = round(self.cost_usd + request_cost(price, request), 6)
+        self.megapixels += price.megapixels(*request.input.size(), request.input.num_images)
         self.new_requests += 1
 
 
-def already_paid(job: GenerationJob, entry: LedgerEntry | None, backend: str) -> bool:
+def already_paid(request: GenerationRequest, entry: LedgerEntry | None, backend: str) -> bool:
     return (
         entry is not None
         and (entry.resumable or entry.state == UNUSABLE)
-        and entry.fingerprint == job.fingerprint
+        and entry.fingerprint == request.fingerprint
         and entry.backend == backend
     )
 
 
 def estimate(
     rows: Iterable[PromptRow],
-    entry_of: Callable[[GenerationJob], LedgerEntry | None],
+    entry_of: Callable[[GenerationRequest], LedgerEntry | None],
     prices: dict[str, UnitPrice],
     backend: str,
     outputs_dir: UPath,
@@ -51,35 +51,39 @@ def estimate(
 ) -> Estimate:
     total = Estimate()
     for row in rows:
-        text_to_image = text_to_image_job(row)
-        jobs = [text_to_image]
+        text_to_image = text_to_image_request(row)
+        requests = [text_to_image]
         if row.redux is not None:
-            jobs.append(
+            requests.append(
                 _redux_job(
                     row, row.redux, text_to_image, entry_of(text_to_image), backend, outputs_dir, prompts_dir
                 )
             )
-        for job in jobs:
-            if already_paid(job, entry_of(job), backend):
+        for request in requests:
+            if already_paid(request, entry_of(request), backend):
                 total.paid_requests += 1
             else:
-                total.add(job, prices[job.endpoint])
+                total.add(request, prices[request.endpoint])
     return total
 
 
 def _redux_job(
     row: PromptRow,
     redux: ReduxRequest,
-    text_to_image: GenerationJob,
+    text_to_image: GenerationRequest,
     parent: LedgerEntry | None,
     backend: str,
     outputs_dir: UPath,
     prompts_dir: UPath,
-) -> GenerationJob:
+) -> GenerationRequest:
     """The row's Redux request as it will be sent; while its parent is not made yet, as it is
     planned (it will be new either way)."""
     parents: dict[str, dict] = {}
     if parent is not None and parent.rows and already_paid(text_to_image, parent, backend):
         parents = {row.prompt_id: next(r for r in parent.rows if r["image_index"] == 0)}
-    [job] = redux_jobs([row], outputs_dir, prompts_dir, lambda: parents)
-    return GenerationJob(row.prompt_id, redux.model, redux.input) if isinstance(job, RowFailure) else job
+    [request] = redux_requests([row], outputs_dir, prompts_dir, lambda: parents)
+    return (
+        GenerationRequest(row.prompt_id, redux.model, redux.input)
+        if isinstance(request, RowFailure)
+        else request
+    )

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from ..fal.types import GenerationJob
+from ..fal.types import GenerationRequest
 from .ledger_stores import LedgerSchema, open_store
 
 UNUSABLE = "unusable"
@@ -421,19 +421,19 @@ class PartitionLedger:
         self._waiters: dict[str, asyncio.Future] = {}
         self._lock = threading.Lock()
 
-    def _key(self, job: GenerationJob) -> tuple[str, str, str]:
-        return self.partition, job.prompt_id, job.endpoint
+    def _key(self, request: GenerationRequest) -> tuple[str, str, str]:
+        return self.partition, request.prompt_id, request.endpoint
 
-    def entry(self, job: GenerationJob) -> LedgerEntry | None:
-        return self.ledger.entry(*self._key(job))
+    def entry(self, request: GenerationRequest) -> LedgerEntry | None:
+        return self.ledger.entry(*self._key(request))
 
-    def snapshot(self) -> Callable[[GenerationJob], LedgerEntry | None]:
+    def snapshot(self) -> Callable[[GenerationRequest], LedgerEntry | None]:
         """`entry` as the ledger stands now, for reading every row at once (one query)."""
         entries = self.ledger.entries(self.partition)
-        return lambda job: entries.get((job.prompt_id, job.endpoint))
+        return lambda request: entries.get((request.prompt_id, request.endpoint))
 
-    def claim(self, job: GenerationJob) -> bool:
-        return self.ledger.claim(*self._key(job), self.run.run_id, self.run.lease_seconds)
+    def claim(self, request: GenerationRequest) -> bool:
+        return self.ledger.claim(*self._key(request), self.run.run_id, self.run.lease_seconds)
 
     def renew(self) -> None:
         self.ledger.renew(self.run.run_id, self.run.lease_seconds)
@@ -441,36 +441,36 @@ class PartitionLedger:
     def release(self) -> None:
         self.ledger.release(self.run.run_id)
 
-    def submitting(self, job: GenerationJob, payload: dict) -> str:
+    def submitting(self, request: GenerationRequest, payload: dict) -> str:
         run = self.run
         return self.ledger.submitting(
-            *self._key(job),
-            job.fingerprint,
+            *self._key(request),
+            request.fingerprint,
             backend=run.backend,
             payload=payload,
             run_id=run.run_id,
             backfill_id=run.backfill_id,
         )
 
-    def submitted(self, job: GenerationJob, request_id: str) -> None:
-        self.ledger.submitted(*self._key(job), request_id)
+    def submitted(self, request: GenerationRequest, request_id: str) -> None:
+        self.ledger.submitted(*self._key(request), request_id)
 
-    def billed(self, job: GenerationJob, billing: Billing) -> None:
-        self.ledger.billed(*self._key(job), billing)
+    def billed(self, request: GenerationRequest, billing: Billing) -> None:
+        self.ledger.billed(*self._key(request), billing)
 
-    def stored(self, job: GenerationJob, request_id: str, rows: list[dict]) -> None:
-        self.ledger.stored(*self._key(job), request_id, rows)
+    def stored(self, request: GenerationRequest, request_id: str, rows: list[dict]) -> None:
+        self.ledger.stored(*self._key(request), request_id, rows)
 
-    def failed(self, job: GenerationJob, error: str) -> None:
-        self.ledger.failed(*self._key(job), error)
+    def failed(self, request: GenerationRequest, error: str) -> None:
+        self.ledger.failed(*self._key(request), error)
 
-    def unusable(self, job: GenerationJob, field: str, error: str) -> None:
-        self.ledger.unusable(*self._key(job), field, error)
+    def unusable(self, request: GenerationRequest, field: str, error: str) -> None:
+        self.ledger.unusable(*self._key(request), field, error)
 
     def known_request_ids(self, endpoint: str) -> set[str]:
         return self.ledger.known_request_ids(endpoint)
 
-    async def find_lost(self, job: GenerationJob, token: str) -> str | None:
+    async def find_lost(self, request: GenerationRequest, token: str) -> str | None:
         """The request id fal's webhook reported for the submit attempt `token`: already in the
         ledger (received by an earlier run), or delivered within `lost_wait` seconds."""
         arrival = asyncio.get_running_loop().create_future()

@@ -1,6 +1,6 @@
-"""The requests a partition's validated rows ask for, as fal batch jobs: one text-to-image job per
-row (on the row's model), and one Redux job per row with a `redux_image` (on its Redux model).
-Each job carries its ledger fingerprint and, for Redux, its lineage."""
+"""The requests to fal a partition's validated rows ask for: one text-to-image request per row (on
+the row's model), and one Redux request per row with a `redux_image` (on its Redux model).
+Each request carries its ledger fingerprint and, for Redux, its lineage."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from upath import UPath
 
 from ..fal.data_uri import decode_data_uri
-from ..fal.types import GenerationJob
+from ..fal.types import GenerationRequest
 from .files import sha256_of
 from .ledger import fingerprint
 from .prompt_table import GENERATED, PromptRow, ReduxRequest, file_inside
@@ -49,14 +49,14 @@ class ReduxSource:
     url: str | None = None
 
 
-def text_to_image_job(row: PromptRow) -> GenerationJob:
+def text_to_image_request(row: PromptRow) -> GenerationRequest:
     data = row.text_to_image
-    return GenerationJob(row.prompt_id, row.model, data, fingerprint(row.model, data.wire()))
+    return GenerationRequest(row.prompt_id, row.model, data, fingerprint(row.model, data.wire()))
 
 
-def redux_job(prompt_id: str, redux: ReduxRequest, source: ReduxSource) -> GenerationJob:
+def redux_request(prompt_id: str, redux: ReduxRequest, source: ReduxSource) -> GenerationRequest:
     data = redux.input if source.upload_path else redux.input.model_copy(update={"image_url": source.url})
-    return GenerationJob(
+    return GenerationRequest(
         prompt_id,
         redux.model,
         data,
@@ -66,12 +66,12 @@ def redux_job(prompt_id: str, redux: ReduxRequest, source: ReduxSource) -> Gener
     )
 
 
-def redux_jobs(
+def redux_requests(
     rows: Iterable[PromptRow],
     outputs_dir: UPath,
     prompts_dir: UPath,
     first_images: Callable[[], dict[str, dict]],
-) -> Iterator[GenerationJob | RowFailure]:
+) -> Iterator[GenerationRequest | RowFailure]:
     """`first_images()`: prompt_id → the row's first generated image (catalog columns image_id,
     file_path, content_hash); called once, and only if a row varies its generated image. A local
     source is checked again, as it is read, to be a file inside `prompts_dir`."""
@@ -79,7 +79,9 @@ def redux_jobs(
     for row in rows:
         if row.redux is not None:
             source = _redux_source(row.prompt_id, row.redux, outputs_dir, prompts_dir, first_images)
-            yield redux_job(row.prompt_id, row.redux, source) if isinstance(source, ReduxSource) else source
+            yield (
+                redux_request(row.prompt_id, row.redux, source) if isinstance(source, ReduxSource) else source
+            )
 
 
 def _redux_source(

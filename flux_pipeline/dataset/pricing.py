@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..fal.models import LIST_PRICES, REDUX, TEXT_TO_IMAGE, billed_megapixels
-from ..fal.types import GenerationJob
+from ..fal.types import GenerationRequest
 
 MEGAPIXELS, IMAGES = "megapixels", "image"
 BILLING_UNITS = (MEGAPIXELS, IMAGES)
@@ -34,10 +34,10 @@ class UnitPrice:
         return round(units * self.unit_price, 6)
 
 
-def request_cost(price: UnitPrice, job: GenerationJob) -> float:
-    """What fal will bill for the job if it succeeds: known before sending."""
-    width, height = job.input.size()
-    return price.cost(price.units(width, height, job.input.num_images))
+def request_cost(price: UnitPrice, request: GenerationRequest) -> float:
+    """What fal will bill for the request if it succeeds: known before sending."""
+    width, height = request.input.size()
+    return price.cost(price.units(width, height, request.input.num_images))
 
 
 def fallback_price(endpoint: str, configured: UnitPrice) -> UnitPrice:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from .. import __version__
 from ..fal.models import FluxOutput, billed_megapixels
-from ..fal.types import Generation, GenerationJob
+from ..fal.types import Generation, GenerationRequest
 from .files import image_id, store_image
 from .image_hashes import perceptual_hash_of, to_int64
 from .layout import PartitionFiles
@@ -27,8 +27,8 @@ class UnusableResult(ValueError):
         super().__init__(f"{field}: {reason}")
 
 
-def check_result(job: GenerationJob, output: FluxOutput) -> None:
-    asked, got = job.input.num_images, len(output.images)
+def check_result(request: GenerationRequest, output: FluxOutput) -> None:
+    asked, got = request.input.num_images, len(output.images)
     if got != asked:
         raise UnusableResult("images", f"fal returned {got} image(s) for num_images {asked}")
     flags = len(output.has_nsfw_concepts)
@@ -50,19 +50,19 @@ class RowContext:
 
 def catalog_rows(outcome: Generation, price: UnitPrice, where: RowContext) -> list[dict]:
     """Store the outcome's files (checked first); one catalog row per image."""
-    job, data, output = outcome.job, outcome.job.input, outcome.output
-    check_result(job, output)
-    lineage = job.origin or Lineage()
+    request, data, output = outcome.request, outcome.request.input, outcome.output
+    check_result(request, output)
+    lineage = request.origin or Lineage()
     width, height = data.size()
     flags = output.has_nsfw_concepts or [False] * len(outcome.files)
     created = datetime.now(UTC)
     rows = []
     for index, (file, nsfw) in enumerate(zip(outcome.files, flags, strict=True)):
-        name = image_id(where.partition, job.prompt_id, job.endpoint, index)
+        name = image_id(where.partition, request.prompt_id, request.endpoint, index)
         image = store_image(where.files.images_dir, name, file.data, data.output_format)
         rows.append({
-            "image_id": image.path.stem, "partition": where.partition, "prompt_id": job.prompt_id,
-            "prompt": data.prompt, "returned_prompt": output.prompt, "endpoint": job.endpoint,
+            "image_id": image.path.stem, "partition": where.partition, "prompt_id": request.prompt_id,
+            "prompt": data.prompt, "returned_prompt": output.prompt, "endpoint": request.endpoint,
             "request_id": outcome.request_id, "backend": where.backend, "image_index": index,
             "seed": output.seed, "width": width, "height": height, "output_format": data.output_format,
             "content_hash": image.sha256, "file_path": f"{where.partition}/images/{image.path.name}",

@@ -7,29 +7,29 @@ from functools import partial
 import dagster as dg
 import pyarrow.compute as pc
 
-from ..dataset.plans import redux_jobs, text_to_image_job
+from ..dataset.plans import redux_requests, text_to_image_request
 from ..lib.generation_asset import GENERATED_STEP, VARIATIONS_STEP, Planned, generation_asset
 from ..resources import DatasetResource
 
 
 def _text_to_image_plan(context: dg.AssetExecutionContext, dataset: DatasetResource) -> Planned:
     files = dataset.layout.partition_files(context.partition_key)
-    return map(text_to_image_job, files.prompt_rows()), dataset.budget_usd
+    return map(text_to_image_request, files.prompt_rows()), dataset.budget_usd
 
 
 def _redux_plan(context: dg.AssetExecutionContext, dataset: DatasetResource) -> Planned:
     """The Redux rows' requests; the budget left is what `images` did not spend."""
     files = dataset.layout.partition_files(context.partition_key)
-    jobs = redux_jobs(
+    requests = redux_requests(
         files.prompt_rows(),
         files.outputs_dir,
         dataset.layout.prompts_dir,
         partial(files.first_images, GENERATED_STEP),
     )
     if dataset.budget_usd is None:
-        return jobs, None
+        return requests, None
     spent = pc.sum(files.read_step(GENERATED_STEP, ["cost_usd"])["cost_usd"]).as_py() or 0.0
-    return jobs, dataset.budget_usd - spent
+    return requests, dataset.budget_usd - spent
 
 
 images = generation_asset(

@@ -27,7 +27,7 @@ from .types import (
     GeneratedFile,
     Generation,
     GenerationFailure,
-    GenerationJob,
+    GenerationRequest,
     Ledger,
     LostSubmit,
     Outcome,
@@ -40,7 +40,7 @@ CANCELLED_STATUS = 400
 """What fal's result answers for a cancelled request (protocol.md 3.5; real fal's exact body is unknown)."""
 DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
 FAILURES = (FalError, InvalidImageError, httpx.HTTPError, KeyError, ValueError)
-"""What fails one job and never the batch (ValueError also covers malformed JSON and responses
+"""What fails one request and never the batch (ValueError also covers malformed JSON and responses
 that do not match the output schema)."""
 
 
@@ -56,7 +56,7 @@ class BatchOptions:
 
 
 class Uploads:
-    """Local files put in fal storage once per batch, however many jobs use them."""
+    """Local files put in fal storage once per batch, however many requests use them."""
 
     def __init__(self, fal: FalClient):
         self._fal = fal
@@ -69,61 +69,65 @@ class Uploads:
 
 
 async def _find_lost(
-    job: GenerationJob, lost: LostSubmit, ledger: Ledger, options: BatchOptions
+    request: GenerationRequest, lost: LostSubmit, ledger: Ledger, options: BatchOptions
 ) -> str | None:
     """The request id of a lost submit: through its webhook when a receiver listens, else
     through fal's request history; None once fal certainly has no such request."""
     if options.webhook_base is not None:
-        return await ledger.find_lost(job, lost.token)
+        return await ledger.find_lost(request, lost.token)
     if options.history is None:
         raise FalError(
-            f"a submit to {job.endpoint} was lost and nothing can find it (no webhook, no history)"
+            f"a submit to {request.endpoint} was lost and nothing can find it (no webhook, no history)"
         )
-    exclude = await asyncio.to_thread(ledger.known_request_ids, job.endpoint)
-    return await options.history.find(job.endpoint, lost.payload, lost.submitted_at, exclude)
+    exclude = await asyncio.to_thread(ledger.known_request_ids, request.endpoint)
+    return await options.history.find(request.endpoint, lost.payload, lost.submitted_at, exclude)
 
 
 async def _submit(
-    fal: FalClient, job: GenerationJob, ledger: Ledger | None, options: BatchOptions, uploads: Uploads
+    fal: FalClient, request: GenerationRequest, ledger: Ledger | None, options: BatchOptions, uploads: Uploads
 ) -> str:
     """Submit once, never twice: a submit whose response was lost is looked for (_find_lost),
     and only sent again once fal certainly has no such request."""
     if (
-        job.lost is not None
+        request.lost is not None
         and ledger is not None
-        and (found := await _find_lost(job, job.lost, ledger, options))
+        and (found := await _find_lost(request, request.lost, ledger, options))
     ):
         return found
-    data = job.input
-    if job.upload_path:
-        data = data.model_copy(update={"image_url": await uploads.url(job.upload_path)})
+    data = request.input
+    if request.upload_path:
+        data = data.model_copy(update={"image_url": await uploads.url(request.upload_path)})
     if ledger is None:
-        return await fal.submit(job.endpoint, data)
+        return await fal.submit(request.endpoint, data)
     payload = data.wire()
     for _ in range(fal.max_attempts):
-        token = await asyncio.to_thread(ledger.submitting, job, payload)
+        token = await asyncio.to_thread(ledger.submitting, request, payload)
         sent_at = time.time()
         webhook = f"{options.webhook_base}/{token}" if options.webhook_base else None
         try:
-            request_id = await fal.submit(job.endpoint, data, webhook_url=webhook)
+            request_id = await fal.submit(request.endpoint, data, webhook_url=webhook)
         except FalSubmitUncertain:
-            found = await _find_lost(job, LostSubmit(token, payload, sent_at), ledger, options)
+            found = await _find_lost(request, LostSubmit(token, payload, sent_at), ledger, options)
             if found is None:
                 continue  # fal certainly has none: it was not queued
             request_id = found
-        await asyncio.to_thread(ledger.submitted, job, request_id)
+        await asyncio.to_thread(ledger.submitted, request, request_id)
         return request_id
-    raise FalError(f"submit to {job.endpoint} failed {fal.max_attempts} times without a response")
+    raise FalError(f"submit to {request.endpoint} failed {fal.max_attempts} times without a response")
 
 
-async def _download_verified(fal: FalClient, job: GenerationJob, url: str, max_bytes: int) -> GeneratedFile:
-    """The file at `url`, checked to be the image the job asked for; a broken download is tried
+async def _download_verified(
+    fal: FalClient, request: GenerationRequest, url: str, max_bytes: int
+) -> GeneratedFile:
+    """The file at `url`, checked to be the image the request asked for; a broken download is tried
     again (up to DOWNLOAD_ATTEMPTS in all), a file over `max_bytes` is not."""
     attempts = 1
     while True:
         data, content_type = await fal.download(url, max_bytes=max_bytes)
         try:
-            verify_image(data, content_type, output_format=job.input.output_format, size=job.input.size())
+            verify_image(
+                data, content_type, output_format=request.input.output_format, size=request.input.size()
+            )
             return GeneratedFile(data, content_type, url)
         except InvalidImageError:
             if attempts == DOWNLOAD_ATTEMPTS:
@@ -133,9 +137,9 @@ async def _download_verified(fal: FalClient, job: GenerationJob, url: str, max_b
 
 @dataclass
 class Settled:
-    """fal's part of a job, done: the request completed and its result was fetched."""
+    """fal's part of a request, done: the request completed and its result was fetched."""
 
-    job: GenerationJob
+    request: GenerationRequest
     request_id: str
     output: FluxOutput
     started: float
@@ -143,12 +147,12 @@ class Settled:
 
 
 async def _settle(
-    fal: FalClient, job: GenerationJob, ledger: Ledger | None, options: BatchOptions, uploads: Uploads
+    fal: FalClient, request: GenerationRequest, ledger: Ledger | None, options: BatchOptions, uploads: Uploads
 ) -> Settled | GenerationFailure:
     """Submit (or resume), wait and fetch the result: everything that holds one of fal's
     concurrency slots. A request left unfinished (error or cancellation) is cancelled at fal."""
     started = time.monotonic()
-    request_id = job.request_id
+    request_id = request.request_id
     finished = False
     logs: list[dict] = []
 
@@ -157,77 +161,82 @@ async def _settle(
 
     try:
         if request_id is None:
-            request_id = await _submit(fal, job, ledger, options, uploads)
+            request_id = await _submit(fal, request, ledger, options, uploads)
         try:
-            output = await _wait_and_fetch(fal, job, request_id, options, on_log)
+            output = await _wait_and_fetch(fal, request, request_id, options, on_log)
         except FalApiError as exc:
-            if not (job.request_id and exc.status_code == CANCELLED_STATUS):
+            if not (request.request_id and exc.status_code == CANCELLED_STATUS):
                 raise
             # A resumed request that ended cancelled (its earlier run was stopped) was never
             # billed: send it again rather than lose the row.
             request_id = await _submit(
-                fal, dataclasses.replace(job, request_id=None, lost=None), ledger, options, uploads
+                fal, dataclasses.replace(request, request_id=None, lost=None), ledger, options, uploads
             )
-            output = await _wait_and_fetch(fal, job, request_id, options, on_log)
+            output = await _wait_and_fetch(fal, request, request_id, options, on_log)
         finished = True
-        return Settled(job, request_id, output, started, logs)
+        return Settled(request, request_id, output, started, logs)
     except FalApiError as exc:
         finished = True
         return GenerationFailure(
-            job, request_id, str(exc), exc.status_code, exc.field_errors, logs, exc.request_failed
+            request, request_id, str(exc), exc.status_code, exc.field_errors, logs, exc.request_failed
         )
     except FAILURES as exc:
-        return GenerationFailure(job, request_id, f"{type(exc).__name__}: {exc}", logs=logs)
+        return GenerationFailure(request, request_id, f"{type(exc).__name__}: {exc}", logs=logs)
     finally:
         if request_id is not None and not finished:
             with contextlib.suppress(Exception):
-                await asyncio.shield(fal.cancel(job.endpoint, request_id))
+                await asyncio.shield(fal.cancel(request.endpoint, request_id))
 
 
 async def _fetch_files(fal: FalClient, settled: Settled, options: BatchOptions) -> Outcome:
     """Download and verify a settled request's files (fal billed it, whatever happens here)."""
-    job, request_id, output = settled.job, settled.request_id, settled.output
+    request, request_id, output = settled.request, settled.request_id, settled.output
     try:
         files = [
-            await _download_verified(fal, job, image.url, options.max_file_bytes) for image in output.images
+            await _download_verified(fal, request, image.url, options.max_file_bytes)
+            for image in output.images
         ]
     except FAILURES as exc:
         return GenerationFailure(
-            job, request_id, f"{type(exc).__name__}: {exc}", logs=settled.logs, output=output
+            request, request_id, f"{type(exc).__name__}: {exc}", logs=settled.logs, output=output
         )
-    return Generation(job, request_id, output, files, time.monotonic() - settled.started, settled.logs)
+    return Generation(request, request_id, output, files, time.monotonic() - settled.started, settled.logs)
 
 
 async def _wait_and_fetch(
-    fal: FalClient, job: GenerationJob, request_id: str, options: BatchOptions, on_log: LogSink | None
+    fal: FalClient, request: GenerationRequest, request_id: str, options: BatchOptions, on_log: LogSink | None
 ) -> FluxOutput:
     try:
         async with asyncio.timeout(options.deadline_s):
-            final = await fal.wait(job.endpoint, request_id, on_log)
+            final = await fal.wait(request.endpoint, request_id, on_log)
     except TimeoutError:
         raise FalTimeoutError(
             f"request {request_id} did not complete within {options.deadline_s:g} s"
         ) from None
-    return await fal.result(job.endpoint, request_id, failed=final.error is not None)
+    return await fal.result(request.endpoint, request_id, failed=final.error is not None)
 
 
 async def run_batch(
-    fal: FalClient, jobs: AsyncIterator[GenerationJob], options: BatchOptions, *, ledger: Ledger | None = None
+    fal: FalClient,
+    requests: AsyncIterator[GenerationRequest],
+    options: BatchOptions,
+    *,
+    ledger: Ledger | None = None,
 ) -> AsyncGenerator[Outcome, None]:
-    """Yield one Outcome per job, in completion order. Jobs are drawn lazily, one per free slot.
+    """Yield one Outcome per request, in completion order. Requests are drawn lazily, one per free slot.
 
-    A job holds one of fal's `max_concurrency` slots only while fal works on it: the slot frees
+    A request holds one of fal's `max_concurrency` slots only while fal works on it: the slot frees
     when the result is fetched, so downloads overlap the next requests. Downloading and finished
-    jobs the caller has not taken yet are bounded too (another `max_concurrency`)."""
+    requests the caller has not taken yet are bounded too (another `max_concurrency`)."""
     fal_slots = asyncio.Semaphore(options.max_concurrency)
     unread = asyncio.Semaphore(2 * options.max_concurrency)
     finished: asyncio.Queue[Outcome | None] = asyncio.Queue()
     running: set[asyncio.Task] = set()
     uploads = Uploads(fal)
 
-    async def one(job: GenerationJob) -> None:
+    async def one(request: GenerationRequest) -> None:
         try:
-            settled = await _settle(fal, job, ledger, options, uploads)
+            settled = await _settle(fal, request, ledger, options, uploads)
         finally:
             fal_slots.release()
         outcome = await _fetch_files(fal, settled, options) if isinstance(settled, Settled) else settled
@@ -238,9 +247,9 @@ async def run_batch(
             while True:
                 await unread.acquire()
                 await fal_slots.acquire()
-                if (job := await anext(jobs, None)) is None:
+                if (request := await anext(requests, None)) is None:
                     break
-                task = asyncio.create_task(one(job))
+                task = asyncio.create_task(one(request))
                 running.add(task)
                 task.add_done_callback(running.discard)
             while running:
@@ -253,7 +262,7 @@ async def run_batch(
         while (outcome := await finished.get()) is not None:
             unread.release()  # frees once the caller takes the outcome: bounded memory
             yield outcome
-        await feeder  # surfaces an error raised by the jobs iterable
+        await feeder  # surfaces an error raised by the requests iterable
     finally:
         feeder.cancel()
         for task in list(running):

@@ -31,7 +31,7 @@ class LostSubmit:
 
 
 @dataclass(frozen=True)
-class GenerationJob:
+class GenerationRequest:
     """One request to make for a prompt table row."""
 
     prompt_id: str
@@ -46,7 +46,7 @@ class GenerationJob:
     upload_path: str | FileToUpload | None = None
     """A file to put in fal storage and send as the input's image_url (Redux)."""
     origin: Any = None
-    """The caller's own data about the job (e.g. its lineage), handed back with its outcome."""
+    """The caller's own data about the request (e.g. its lineage), handed back with its outcome."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class GeneratedFile:
 
 @dataclass
 class Generation:
-    job: GenerationJob
+    request: GenerationRequest
     request_id: str
     output: FluxOutput
     files: list[GeneratedFile]
@@ -69,7 +69,7 @@ class Generation:
 
 @dataclass
 class GenerationFailure:
-    job: GenerationJob
+    request: GenerationRequest
     request_id: str | None
     error: str
     status_code: int | None = None
@@ -87,13 +87,13 @@ Outcome = Generation | GenerationFailure
 class Ledger(Protocol):
     """What the batch runner records of each submit, so that none is ever paid for twice."""
 
-    def submitting(self, job: GenerationJob, payload: dict) -> str:
+    def submitting(self, request: GenerationRequest, payload: dict) -> str:
         """Record the intent to submit `payload` (durably) and return the attempt's token."""
 
-    def submitted(self, job: GenerationJob, request_id: str) -> None:
+    def submitted(self, request: GenerationRequest, request_id: str) -> None:
         """Record the request id fal gave the submit."""
 
-    async def find_lost(self, job: GenerationJob, token: str) -> str | None:
+    async def find_lost(self, request: GenerationRequest, token: str) -> str | None:
         """The request id of a submit attempt whose response was lost, once known (else None)."""
 
     def webhook_received(self, token: str, body: dict) -> None:

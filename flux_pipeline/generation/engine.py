@@ -2,7 +2,7 @@
 function run on the step's own thread (fal's event loop runs on another, see fal.bridge). It
 imports no Dagster and no resource: the Dagster side is lib/generation_step.py.
 
-- triage: a job against its ledger entry (same fingerprint and backend only). Stored with intact
+- triage: a request against its ledger entry (same fingerprint and backend only). Stored with intact
   files → Reuse its rows, nothing is sent. Billed but unusable → Final: a failure row, nothing is
   sent (unless the run is configured to pay again for it). Otherwise the run claims
   the row (atomically; a row another live run holds is deferred until that run has stored it or
@@ -39,7 +39,7 @@ from ..dataset.results import RowContext, UnusableResult, catalog_rows
 from ..dataset.rows import CatalogRowWriter
 from ..fal.models import FluxOutput
 from ..fal.retries import CallCounts
-from ..fal.types import Generation, GenerationFailure, GenerationJob, Ledger, LostSubmit, Outcome
+from ..fal.types import Generation, GenerationFailure, GenerationRequest, Ledger, LostSubmit, Outcome
 from .budget import Budget
 
 FAILURE_SCHEMA = pa.schema(
@@ -58,25 +58,25 @@ CLAIM_POLL_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class Reuse:
-    job: GenerationJob
+    request: GenerationRequest
     rows: list[dict]
 
 
 @dataclass(frozen=True)
 class Resume:
-    job: GenerationJob
+    request: GenerationRequest
 
 
 @dataclass(frozen=True)
 class Send:
-    job: GenerationJob
+    request: GenerationRequest
 
 
 @dataclass(frozen=True)
 class Final:
     """fal billed the request and its answer could not be cataloged: it is not sent again."""
 
-    job: GenerationJob
+    request: GenerationRequest
     entry: LedgerEntry
 
 
@@ -121,7 +121,7 @@ class Sender(Protocol):
 
     def generate(
         self,
-        jobs: Iterable[GenerationJob],
+        requests: Iterable[GenerationRequest],
         *,
         ledger: Ledger | None = None,
         call_counts: CallCounts | None = None,
@@ -134,34 +134,34 @@ class Sender(Protocol):
 
 
 def triage(
-    job: GenerationJob,
+    request: GenerationRequest,
     entry: LedgerEntry | None,
     files: PartitionFiles,
     backend: str,
     pay_again_for_unusable: bool = False,
 ) -> Reuse | Resume | Send | Final:
-    if entry is None or entry.fingerprint != job.fingerprint or entry.backend != backend:
-        return Send(job)
+    if entry is None or entry.fingerprint != request.fingerprint or entry.backend != backend:
+        return Send(request)
     if entry.state == "stored" and entry.rows is not None and files_intact(files.outputs_dir, entry.rows):
-        return Reuse(job, entry.rows)
+        return Reuse(request, entry.rows)
     if entry.state == UNUSABLE:
-        return Send(job) if pay_again_for_unusable else Final(job, entry)
+        return Send(request) if pay_again_for_unusable else Final(request, entry)
     if entry.resumable:
-        return Resume(dataclasses.replace(job, request_id=entry.request_id))
+        return Resume(dataclasses.replace(request, request_id=entry.request_id))
     if entry.state == "submitting" and entry.token is not None:
         lost = LostSubmit(entry.token, entry.payload or {}, entry.submitted_at or entry.updated_at)
-        return Resume(dataclasses.replace(job, lost=lost))
-    return Send(job)
+        return Resume(dataclasses.replace(request, lost=lost))
+    return Send(request)
 
 
-def claimed_verdict(job: GenerationJob, out: StepOutput) -> Reuse | Resume | Send | Final | None:
-    """The verdict on a job this run may work on, or None while another live run holds it."""
-    verdict = out.triage(job)
+def claimed_verdict(request: GenerationRequest, out: StepOutput) -> Reuse | Resume | Send | Final | None:
+    """The verdict on a request this run may work on, or None while another live run holds it."""
+    verdict = out.triage(request)
     if isinstance(verdict, Reuse | Final):
         return verdict
-    if not out.ledger.claim(job):
+    if not out.ledger.claim(request):
         return None
-    return out.triage(job)  # as it is now that it is ours
+    return out.triage(request)  # as it is now that it is ours
 
 
 # -- record ----------------------------------------------------------------------------------------
@@ -182,9 +182,9 @@ class StepOutput:
     def files(self) -> PartitionFiles:
         return self.where.files
 
-    def triage(self, job: GenerationJob) -> Reuse | Resume | Send | Final:
-        entry = self.ledger.entry(job)
-        return triage(job, entry, self.files, self.where.backend, self.pay_again_for_unusable)
+    def triage(self, request: GenerationRequest) -> Reuse | Resume | Send | Final:
+        entry = self.ledger.entry(request)
+        return triage(request, entry, self.files, self.where.backend, self.pay_again_for_unusable)
 
 
 def record_reuse(reuse: Reuse, out: StepOutput, tally: StepTally) -> None:
@@ -194,10 +194,10 @@ def record_reuse(reuse: Reuse, out: StepOutput, tally: StepTally) -> None:
 
 
 def record_final(final: Final, out: StepOutput, tally: StepTally) -> None:
-    job, entry = final.job, final.entry
+    request, entry = final.request, final.entry
     error = f"not sent again: fal billed it, and its answer could not be cataloged ({entry.error})"
     tally.failures.append(
-        failure_row(job.prompt_id, job.endpoint, entry.request_id, entry.error_field, error)
+        failure_row(request.prompt_id, request.endpoint, entry.request_id, entry.error_field, error)
     )
     tally.unusable += 1
 
@@ -209,46 +209,46 @@ def record_row_failure(failure: RowFailure, out: StepOutput, tally: StepTally) -
     out.log.warning(f"prompt_id {failure.prompt_id!r} ({failure.endpoint}): {failure.field}: {failure.error}")
 
 
-def record_billing(job: GenerationJob, output: FluxOutput, out: StepOutput) -> None:
+def record_billing(request: GenerationRequest, output: FluxOutput, out: StepOutput) -> None:
     """fal bills a completed request by its output images."""
-    price = out.prices[job.endpoint]
-    width, height = job.input.size()
+    price = out.prices[request.endpoint]
+    width, height = request.input.size()
     images = len(output.images)
     units = price.units(width, height, images)
     megapixels = price.megapixels(width, height, images)
     out.ledger.billed(
-        job, Billing(price.unit, units, price.unit_price, price.source, price.cost(units), megapixels)
+        request, Billing(price.unit, units, price.unit_price, price.source, price.cost(units), megapixels)
     )
 
 
 def record_failure(outcome: GenerationFailure, out: StepOutput, tally: StepTally) -> None:
-    job, code = outcome.job, outcome.status_code
+    request, code = outcome.request, outcome.status_code
     if outcome.output is not None:
         # completed, so billed, but its files could not be fetched: it stays submitted, and a
         # re-run fetches them again for free
-        record_billing(job, outcome.output, out)
+        record_billing(request, outcome.output, out)
     elif outcome.request_failed or (
         code is not None and (outcome.request_id is None or (400 <= code < 500 and code not in (408, 429)))
     ):
         # A definitive answer from fal (a rejected submit, a 4xx result such as 422 or cancelled,
         # a request fal completed with an error) is not billed: a re-run may send it again.
         # Anything else stays resumable.
-        out.ledger.failed(job, outcome.error)
+        out.ledger.failed(request, outcome.error)
     field_name = outcome.field_errors[0][0] if outcome.field_errors else None
-    _report_failure(job, outcome.request_id, field_name, outcome.error, code, out, tally)
+    _report_failure(request, outcome.request_id, field_name, outcome.error, code, out, tally)
 
 
 def record_unusable(outcome: Generation, problem: UnusableResult, out: StepOutput, tally: StepTally) -> None:
     """Billed and final: recorded with its cost and why, kept out of the catalog."""
-    record_billing(outcome.job, outcome.output, out)
-    out.ledger.unusable(outcome.job, problem.field, str(problem))
+    record_billing(outcome.request, outcome.output, out)
+    out.ledger.unusable(outcome.request, problem.field, str(problem))
     tally.unusable += 1
     error = f"{type(problem).__name__}: {problem}"
-    _report_failure(outcome.job, outcome.request_id, problem.field, error, None, out, tally)
+    _report_failure(outcome.request, outcome.request_id, problem.field, error, None, out, tally)
 
 
 def _report_failure(
-    job: GenerationJob,
+    request: GenerationRequest,
     request_id: str | None,
     field_name: str | None,
     error: str,
@@ -256,8 +256,10 @@ def _report_failure(
     out: StepOutput,
     tally: StepTally,
 ) -> None:
-    tally.failures.append(failure_row(job.prompt_id, job.endpoint, request_id, field_name, error, code))
-    out.log.warning(f"request for prompt_id {job.prompt_id!r} ({job.endpoint}) failed: {error}")
+    tally.failures.append(
+        failure_row(request.prompt_id, request.endpoint, request_id, field_name, error, code)
+    )
+    out.log.warning(f"request for prompt_id {request.prompt_id!r} ({request.endpoint}) failed: {error}")
 
 
 def record(outcome: Outcome, out: StepOutput, tally: StepTally) -> None:
@@ -269,18 +271,18 @@ def record(outcome: Outcome, out: StepOutput, tally: StepTally) -> None:
         out.log.debug(f"fal {outcome.request_id} logs: {messages}")
     if isinstance(outcome, GenerationFailure):
         return record_failure(outcome, out, tally)
-    job = outcome.job
+    request = outcome.request
     try:
-        rows = catalog_rows(outcome, out.prices[job.endpoint], out.where)
+        rows = catalog_rows(outcome, out.prices[request.endpoint], out.where)
     except UnusableResult as problem:
         return record_unusable(outcome, problem, out, tally)
     except OSError as exc:
         error = f"{type(exc).__name__}: {exc}"
         return record_failure(
-            GenerationFailure(job, outcome.request_id, error, output=outcome.output), out, tally
+            GenerationFailure(request, outcome.request_id, error, output=outcome.output), out, tally
         )
-    record_billing(job, outcome.output, out)
-    out.ledger.stored(job, outcome.request_id, rows)
+    record_billing(request, outcome.output, out)
+    out.ledger.stored(request, outcome.request_id, rows)
     out.rows.write(rows)
     tally.latencies.append(outcome.latency_s)
 
@@ -288,13 +290,13 @@ def record(outcome: Outcome, out: StepOutput, tally: StepTally) -> None:
 # -- the step --------------------------------------------------------------------------------------
 
 
-def jobs_to_send(
-    planned: Iterable[GenerationJob | RowFailure],
+def requests_to_send(
+    planned: Iterable[GenerationRequest | RowFailure],
     out: StepOutput,
     tally: StepTally,
-    deferred: list[GenerationJob],
-) -> Iterator[GenerationJob]:
-    """Triage and admit, a job at a time, as the batch asks for the next one; a job another live
+    deferred: list[GenerationRequest],
+) -> Iterator[GenerationRequest]:
+    """Triage and admit, a request at a time, as the batch asks for the next one; a request another live
     run holds goes to `deferred`."""
     for item in planned:
         if isinstance(item, RowFailure):
@@ -307,24 +309,28 @@ def jobs_to_send(
             record_final(verdict, out, tally)
         elif tally.budget.admit(request_cost(out.prices[item.endpoint], item), new=isinstance(verdict, Send)):
             tally.resumed += isinstance(verdict, Resume)
-            yield verdict.job
+            yield verdict.request
 
 
 def send_rounds(
     fal: Sender,
-    planned: Iterable[GenerationJob | RowFailure],
+    planned: Iterable[GenerationRequest | RowFailure],
     out: StepOutput,
     tally: StepTally,
     max_file_bytes: int,
 ) -> None:
-    """Rounds until no job is left, each one batch through fal with each outcome recorded as it
-    finishes; the jobs another live run holds are deferred to the next round."""
+    """Rounds until no request is left, each one batch through fal with each outcome recorded as it
+    finishes; the requests another live run holds are deferred to the next round."""
     pending = planned
     while pending:
-        deferred: list[GenerationJob] = []
-        jobs = jobs_to_send(pending, out, tally, deferred)
+        deferred: list[GenerationRequest] = []
+        requests = requests_to_send(pending, out, tally, deferred)
         outcomes = fal.generate(
-            jobs, ledger=out.ledger, call_counts=tally.call_counts, log=out.log, max_file_bytes=max_file_bytes
+            requests,
+            ledger=out.ledger,
+            call_counts=tally.call_counts,
+            log=out.log,
+            max_file_bytes=max_file_bytes,
         )
         with closing(outcomes):
             for outcome in outcomes:

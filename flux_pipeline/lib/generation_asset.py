@@ -12,7 +12,7 @@ from ..dataset.plans import RowFailure
 from ..dataset.rows import CatalogRowWriter
 from ..dataset.storage import write_parquet_atomically
 from ..fal.models import REDUX_ENDPOINTS, TEXT_TO_IMAGE_ENDPOINTS
-from ..fal.types import GenerationJob
+from ..fal.types import GenerationRequest
 from ..generation.engine import FAILURE_SCHEMA
 from ..resources import BaseFalResource, DatasetResource
 from .assets import dataset_asset
@@ -36,7 +36,7 @@ class GenerationConfig(dg.Config):
     )
 
 
-Planned = tuple[Iterable[GenerationJob | RowFailure], float | None]
+Planned = tuple[Iterable[GenerationRequest | RowFailure], float | None]
 Plan = Callable[[dg.AssetExecutionContext, DatasetResource], Planned]
 """A step's requests for the partition, and what is left of its budget (None: no budget)."""
 
@@ -51,8 +51,8 @@ def generation_asset(
         fal: BaseFalResource,
         dataset: DatasetResource,
     ) -> dg.MaterializeResult:
-        jobs, budget_left = plan(context, dataset)
-        return generation_step(context, config, fal, dataset, step, jobs, budget_left)
+        requests, budget_left = plan(context, dataset)
+        return generation_step(context, config, fal, dataset, step, requests, budget_left)
 
     return generate
 
@@ -63,7 +63,7 @@ def generation_step(
     fal: BaseFalResource,
     dataset: DatasetResource,
     step: str,
-    jobs: Iterable[GenerationJob | RowFailure],
+    requests: Iterable[GenerationRequest | RowFailure],
     budget_left: float | None,
 ) -> dg.MaterializeResult:
     """Run the step, persist its failures (its rows are written as they come), fail loudly when
@@ -71,7 +71,7 @@ def generation_step(
     files = dataset.layout.partition_files(context.partition_key)
     with CatalogRowWriter(files.step_rows(step)) as rows:
         tally = run_generation_step(
-            context, fal, dataset, jobs, budget_left, rows, config.pay_again_for_unusable
+            context, fal, dataset, requests, budget_left, rows, config.pay_again_for_unusable
         )
     failures = pa.Table.from_pylist(tally.failures, schema=FAILURE_SCHEMA)
     write_parquet_atomically(failures, files.step_failures(step))

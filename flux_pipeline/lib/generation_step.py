@@ -17,7 +17,7 @@ from ..dataset.results import RowContext
 from ..dataset.rows import CatalogRowWriter
 from ..fal.errors import FalError
 from ..fal.models import ENDPOINTS
-from ..fal.types import GenerationJob
+from ..fal.types import GenerationRequest
 from ..generation.budget import Budget
 from ..generation.engine import StepOutput, StepTally, send_rounds
 from ..resources import BaseFalResource, DatasetResource
@@ -39,13 +39,13 @@ def run_generation_step(
     context: dg.AssetExecutionContext,
     fal: BaseFalResource,
     dataset: DatasetResource,
-    planned: Iterable[GenerationJob | RowFailure],
+    planned: Iterable[GenerationRequest | RowFailure],
     budget_left: float | None,
     rows: CatalogRowWriter,
     pay_again_for_unusable: bool = False,
 ) -> StepTally:
-    """Jobs are drawn lazily and only requests in flight are held, so memory stays flat as the
-    partition grows; every output image's row goes to `rows` as soon as its file is stored. Jobs
+    """Requests are drawn lazily and only requests in flight are held, so memory stays flat as the
+    partition grows; every output image's row goes to `rows` as soon as its file is stored. Requests
     another run holds are taken up in later rounds, once that run stored them or its lease ran
     out (between rounds nothing of this run is in flight, so two runs never wait on each other)."""
     tally = StepTally(Budget(budget_left))

@@ -28,7 +28,7 @@ from ..fal.platform import FalPlatform
 from ..fal.platform_models import BillingEvent
 from ..fal.redaction import SECRETS
 from ..fal.retries import LOG, CallCounts, RetryPolicy
-from ..fal.types import GenerationJob, Ledger, Outcome
+from ..fal.types import GenerationRequest, Ledger, Outcome
 from ..fal.webhook_signatures import JWKS_PATH, JWKS_URL, WebhookVerifier
 
 REDACTED = "**********"
@@ -150,20 +150,20 @@ class BaseFalResource(dg.ConfigurableResource):
 
     def generate(
         self,
-        jobs: Iterable[GenerationJob],
+        requests: Iterable[GenerationRequest],
         *,
         ledger: Ledger | None = None,
         call_counts: CallCounts | None = None,
         log: logging.Logger | logging.LoggerAdapter = LOG,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> Generator[Outcome, None, None]:
-        """Run the jobs concurrently (up to `max_concurrency`), yielding each outcome as it
-        finishes. Jobs are drawn, on the caller's thread, one per free slot. Closing the iterator
+        """Run the requests concurrently (up to `max_concurrency`), yielding each outcome as it
+        finishes. Requests are drawn, on the caller's thread, one per free slot. Closing the iterator
         early, or an interrupt, cancels the requests still in flight. A submit whose response is
         lost is found through its webhook when a receiver listens, else in fal's request history."""
         receiver = self._webhook_receiver(ledger) if ledger is not None else None
 
-        async def outcomes(queued: AsyncIterator[GenerationJob]) -> AsyncGenerator[Outcome, None]:
+        async def outcomes(queued: AsyncIterator[GenerationRequest]) -> AsyncGenerator[Outcome, None]:
             async with (
                 self.client(call_counts, log) as fal,
                 self.platform(call_counts=call_counts) as platform,
@@ -180,7 +180,7 @@ class BaseFalResource(dg.ConfigurableResource):
                         yield outcome
 
         with receiver or nullcontext():
-            yield from drive(outcomes, jobs)
+            yield from drive(outcomes, requests)
 
     def _webhook_receiver(self, ledger: Ledger):
         """A receiver of fal's webhooks into `ledger`, when this resource listens for them."""
