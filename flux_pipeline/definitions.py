@@ -7,10 +7,11 @@ run starts (never stored in the definitions): FAL_KEY, FAL_ADMIN_KEY (billing re
 FAL_QUEUE_URL, FAL_RUN_URL, FAL_STORAGE_URL, FAL_API_URL (fal's Platform API), FLUX_DATA_DIR
 (a folder or an fsspec URL such as s3://bucket/prefix) and FLUX_LEDGER (a SQLite file or a
 postgresql:// URL; required when FLUX_DATA_DIR is a URL). Numbers are read here, so that their
-bounds are checked: FLUX_MAX_CONCURRENCY, FLUX_BUDGET_USD, FLUX_NIGHTLY_BUDGET_USD (Dagster's
-EnvVar.int bypasses field bounds, and it has no float EnvVar).
+bounds are checked: FLUX_MAX_CONCURRENCY, FLUX_BUDGET_USD, FLUX_NIGHTLY_BUDGET_USD,
+FLUX_CLAIM_LEASE_SECONDS (Dagster's EnvVar.int bypasses field bounds, and it has no float EnvVar).
 
-Every run executes in process (jobs.EXECUTOR). Nothing starts runs by itself until a person turns
+Every run executes in process (jobs.EXECUTOR), or on Celery workers with FLUX_EXECUTOR=celery
+(executors.py). Nothing starts runs by itself until a person turns
 on `prompt_table_sensor`, `dataset_automation` or `nightly_backfill` in the UI (runs against real
 fal cost money)."""
 
@@ -23,6 +24,7 @@ import dagster as dg
 from .assets import catalog, cost_report, images, prompt_table_files, prompts, redux_variations
 from .automation import dataset_automation
 from .checks import CATALOG_CHECKS
+from .executors import executor_from_env
 from .export_asset import training_export
 from .jobs import EXECUTOR, build_dataset, report_costs
 from .nightly import nightly_backfill
@@ -67,11 +69,14 @@ def dataset_from_env() -> DatasetResource:
             ledger=_env("FLUX_LEDGER"),
             budget_usd=_env("FLUX_BUDGET_USD", of=as_float),
             nightly_budget_usd=_env("FLUX_NIGHTLY_BUDGET_USD", of=as_float),
+            claim_lease_seconds=_env("FLUX_CLAIM_LEASE_SECONDS", of=as_float),
         )
     )
 
 
-def make_definitions(fal: BaseFalResource, dataset: DatasetResource) -> dg.Definitions:
+def make_definitions(
+    fal: BaseFalResource, dataset: DatasetResource, executor: dg.ExecutorDefinition = EXECUTOR
+) -> dg.Definitions:
     return dg.Definitions(
         assets=[
             prompt_table_files,
@@ -89,8 +94,8 @@ def make_definitions(fal: BaseFalResource, dataset: DatasetResource) -> dg.Defin
         sensors=[prompt_table_sensor, dataset_automation, review_sensor],
         schedules=[nightly_backfill],
         resources={"fal": fal, "dataset": dataset},
-        executor=EXECUTOR,
+        executor=executor,
     )
 
 
-defs = make_definitions(fal_from_env(), dataset_from_env())
+defs = make_definitions(fal_from_env(), dataset_from_env(), executor_from_env())
