@@ -16,14 +16,13 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+import redis
 from upath import UPath
 
 from .conftest import SECRET_KEY
 from .dataset_fixtures import write_table
 from .local_deployment import LocalDeployment
 from .postgres_deployment import BIN, EmulatorProcess, deployment_env, write_postgres_home
-
-redis = pytest.importorskip("redis")
 
 MAX_CONCURRENCY = 2
 PARTITIONS = {"alpha": 8, "beta": 8, "gamma": 8}
