@@ -2,9 +2,9 @@
 neighbours named by key), loaded as Dagster's dg layout does, with the resources configured from
 the environment (defs/resources.py).
 
-Every run executes in process (defs/jobs.py). Nothing starts runs by itself until a person turns
-on `prompt_table_sensor`, `dataset_automation`, `review_sensor` or `nightly_backfill` in the UI
-(runs against real fal cost money)."""
+Every run executes in process, or on Celery workers with FLUX_EXECUTOR=celery (lib/executors.py).
+Nothing starts runs by itself until a person turns on `prompt_table_sensor`, `dataset_automation`,
+`review_sensor` or `nightly_backfill` in the UI (runs against real fal cost money)."""
 
 from __future__ import annotations
 

@@ -111,12 +111,17 @@ def resource_for_url(url: str, **overrides) -> FalResource:
 
 def emulator_env(server: EmulatorServer) -> dict[str, str]:
     """The environment under which the code location's definitions call `server` with the test key."""
+    return emulator_env_at(server.url)
+
+
+def emulator_env_at(url: str) -> dict[str, str]:
+    """emulator_env for an emulator at `url` (one in a process of its own)."""
     return {
         "FAL_KEY": SECRET_KEY,
-        "FAL_QUEUE_URL": server.url,
-        "FAL_RUN_URL": f"{server.url}/run",
-        "FAL_STORAGE_URL": server.url,
-        "FAL_WEBHOOK_JWKS_URL": f"{server.url}{JWKS_PATH}",
+        "FAL_QUEUE_URL": url,
+        "FAL_RUN_URL": f"{url}/run",
+        "FAL_STORAGE_URL": url,
+        "FAL_WEBHOOK_JWKS_URL": f"{url}{JWKS_PATH}",
     }
 
 

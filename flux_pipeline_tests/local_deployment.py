@@ -4,11 +4,13 @@ GraphQL calls (the mutations and queries the UI's own pages send). Used by the b
 by benchmarks/backfill.py.
 
 `LocalDeployment(home, env)` is a context manager; on exit it stops both processes (SIGTERM,
-then SIGKILL after a grace period). Their output goes to `home/webserver.log` and
+then SIGKILL after a grace period), then kills what they left behind in their process groups
+(a run process still waiting for a step). Their output goes to `home/webserver.log` and
 `home/daemon.log`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -54,6 +56,25 @@ mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
     ... on PartitionSetNotFoundError { message }
     ... on PartitionKeysNotFoundError { message }
     ... on UnauthorizedError { message }
+  }
+}"""
+
+LAUNCH_RUN = """
+mutation LaunchRun($executionParams: ExecutionParams!) {
+  launchRun(executionParams: $executionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message stack }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}"""
+
+REEXECUTE = """
+mutation Reexecute($reexecutionParams: ReexecutionParams!) {
+  launchPipelineReexecution(reexecutionParams: $reexecutionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message stack }
   }
 }"""
 
@@ -186,6 +207,8 @@ class LocalDeployment:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
         self.processes.clear()
 
     def _spawn(self, name: str, command: list) -> None:
@@ -281,6 +304,31 @@ class LocalDeployment:
         if launched["__typename"] != "LaunchBackfillSuccess":
             raise RuntimeError(f"launching the backfill: {launched}")
         return launched["backfillId"]
+
+    def launch_run(self, job: str, tags: dict[str, str]) -> str:
+        """A run of `job` with `tags` (e.g. its partition), as the launchpad submits it; its id."""
+        launched = self.graphql(
+            LAUNCH_RUN,
+            {
+                "executionParams": {
+                    "selector": {**self.repository_selector, "pipelineName": job},
+                    "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+                    "runConfigData": {},
+                }
+            },
+        )["launchRun"]
+        if launched["__typename"] != "LaunchRunSuccess":
+            raise RuntimeError(f"launching {job}: {launched}")
+        return launched["run"]["runId"]
+
+    def reexecute_from_failure(self, run_id: str) -> str:
+        """The run page's "Re-execute from failure"; the new run's id."""
+        launched = self.graphql(
+            REEXECUTE, {"reexecutionParams": {"parentRunId": run_id, "strategy": "FROM_FAILURE"}}
+        )["launchPipelineReexecution"]
+        if launched["__typename"] != "LaunchRunSuccess":
+            raise RuntimeError(f"re-executing {run_id}: {launched}")
+        return launched["run"]["runId"]
 
     def backfill_status(self, backfill_id: str) -> str:
         return self.graphql(BACKFILL, {"backfillId": backfill_id})["partitionBackfillOrError"]["status"]

@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -23,8 +21,8 @@ from flux_pipeline_deploy.postgres_pool import PoolSafePostgresEventLogStorage, 
 
 from .conftest import SECRET_KEY
 from .dataset_fixtures import write_table
+from .postgres_deployment import BIN, deployment_env, write_postgres_home
 
-REPO = Path(__file__).resolve().parent.parent
 MAX_CONCURRENCY = 3
 
 
@@ -32,27 +30,17 @@ def test_two_runs_share_the_fal_pool_on_postgres(tmp_path, postgres_url, s3, buc
     """The whole multi-machine configuration, each run its own process: instance and request
     ledger in PostgreSQL, prompt tables, images and catalog in an S3 bucket."""
     monkeypatch.setenv("DAGSTER_PG_URL", postgres_url)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((REPO / "deploy" / "dagster.yaml").read_text())
+    home = write_postgres_home(tmp_path / "dagster_home")
     data = f"s3://{bucket}/flux"
     for table in ("alpha", "beta"):
         write_table(UPath(f"{data}/prompts/{table}.parquet", **s3), 12, prefix=f"{table}-")
 
     with EmulatorServer(EmulatorConfig(latency=0.4)) as server:
-        env = dict(
-            os.environ,
-            DAGSTER_HOME=str(home),
-            DAGSTER_PG_URL=postgres_url,
-            FAL_KEY=SECRET_KEY,
-            FAL_QUEUE_URL=server.url,
-            FAL_RUN_URL=f"{server.url}/run",
-            FAL_STORAGE_URL=server.url,
-            FLUX_DATA_DIR=data,
-            FLUX_LEDGER=postgres_url,
-            AWS_ENDPOINT_URL=s3["endpoint_url"],
-            FLUX_MAX_CONCURRENCY=str(MAX_CONCURRENCY),
-        )
+        env = {
+            **os.environ,
+            **deployment_env(home, server.url, data, postgres_url, s3),
+            "FLUX_MAX_CONCURRENCY": str(MAX_CONCURRENCY),
+        }
         with dg.DagsterInstance.from_config(str(home)) as instance:
             instance.add_dynamic_partitions("prompt_tables", ["alpha", "beta"])
             # as deploy/dagster.yaml says: set the pool once (`dagster instance concurrency set fal 1`)
@@ -62,7 +50,7 @@ def test_two_runs_share_the_fal_pool_on_postgres(tmp_path, postgres_url, s3, buc
             runs = [
                 subprocess.Popen(
                     [
-                        str(Path(sys.executable).parent / "dagster"),
+                        str(BIN / "dagster"),
                         "job",
                         "execute",
                         "-m",

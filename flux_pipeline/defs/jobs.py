@@ -1,14 +1,8 @@
-"""The dataset's job, and how every run of this code location executes."""
+"""The dataset's jobs, and how every run of this code location executes."""
 
 import dagster as dg
 
-EXECUTOR = dg.in_process_executor
-"""Each run executes its steps one after another in the run's own process: a partition's steps
-form a chain, and the concurrency that matters (requests to fal) lives inside a step, so a process
-per step buys no parallelism (README, "The Dagster UI", has the measured difference). Set as the
-Definitions' executor, so that the UI's materializations, asset backfills and automation runs
-execute as `build_dataset` does."""
-
+from ..lib.executors import executor_from_env
 
 build_dataset = dg.define_asset_job(
     "build_dataset",
@@ -32,5 +26,5 @@ report_costs = dg.define_asset_job(
     description="The cost report over every catalog partition (what automation runs after catalog changes).",
 )
 
-defs = dg.Definitions(jobs=[build_dataset, report_costs], executor=EXECUTOR)
-"""The jobs, and the executor every run of the code location uses."""
+defs = dg.Definitions(jobs=[build_dataset, report_costs], executor=executor_from_env())
+"""The jobs, and the executor every run of the code location uses (lib/executors.py)."""

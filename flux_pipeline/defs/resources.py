@@ -8,7 +8,8 @@ FAL_QUEUE_URL, FAL_RUN_URL, FAL_STORAGE_URL, FAL_API_URL (fal's Platform API),
 FAL_WEBHOOK_JWKS_URL, FLUX_DATA_DIR (a folder or an fsspec URL such as s3://bucket/prefix) and
 FLUX_LEDGER (a SQLite file or a postgresql:// URL; required when FLUX_DATA_DIR is a URL). Numbers
 are read here, so that their bounds are checked: FLUX_MAX_CONCURRENCY, FLUX_BUDGET_USD,
-FLUX_NIGHTLY_BUDGET_USD (Dagster's EnvVar.int bypasses field bounds, and it has no float EnvVar)."""
+FLUX_NIGHTLY_BUDGET_USD, FLUX_CLAIM_LEASE_SECONDS (Dagster's EnvVar.int bypasses field bounds, and
+it has no float EnvVar)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ def dataset_from_env() -> DatasetResource:
             ledger=_env("FLUX_LEDGER"),
             budget_usd=_env("FLUX_BUDGET_USD", of=as_float),
             nightly_budget_usd=_env("FLUX_NIGHTLY_BUDGET_USD", of=as_float),
+            claim_lease_seconds=_env("FLUX_CLAIM_LEASE_SECONDS", of=as_float),
         )
     )
 
