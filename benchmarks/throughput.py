@@ -128,8 +128,10 @@ def run_resource(url: str, requests: list[dict], concurrency: int) -> int:
     fal = FalResource(
         key=KEY, queue_url=urls.queue, run_url=urls.run, storage_url=urls.storage, max_concurrency=concurrency
     )
-    jobs = (GenerationRequest(str(i), TEXT_TO_IMAGE, TextToImageInput(**r)) for i, r in enumerate(requests))
-    return sum(isinstance(outcome, Generation) for outcome in fal.generate(jobs))
+    planned = (
+        GenerationRequest(str(i), TEXT_TO_IMAGE, TextToImageInput(**r)) for i, r in enumerate(requests)
+    )
+    return sum(isinstance(outcome, Generation) for outcome in fal.generate(planned))
 
 
 def run_peer(url: str, requests: list[dict], concurrency: int) -> int:

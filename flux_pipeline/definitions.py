@@ -12,23 +12,19 @@ from pathlib import Path
 
 import dagster as dg
 
+from .defs.resources import dataset_from_env, fal_from_env
 from .resources import BaseFalResource, DatasetResource
 
 PROJECT_ROOT = Path(__file__).parent.parent
 """The folder whose pyproject.toml names the defs module ([tool.dg.project])."""
 
-defs = dg.load_from_defs_folder(path_within_project=PROJECT_ROOT)
-
 
 def make_definitions(fal: BaseFalResource, dataset: DatasetResource) -> dg.Definitions:
-    """The code location's definitions with these resources instead of the environment's (tests,
-    benchmarks)."""
-    return dg.Definitions(
-        assets=defs.assets,
-        asset_checks=defs.asset_checks,
-        jobs=defs.jobs,
-        sensors=defs.sensors,
-        schedules=defs.schedules,
-        executor=defs.executor,
-        resources={"fal": fal, "dataset": dataset},
+    """Every definition in defs/, bound to these resources."""
+    return dg.Definitions.merge(
+        dg.load_from_defs_folder(path_within_project=PROJECT_ROOT),
+        dg.Definitions(resources={"fal": fal, "dataset": dataset}),
     )
+
+
+defs = make_definitions(fal_from_env(), dataset_from_env())

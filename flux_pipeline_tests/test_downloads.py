@@ -29,7 +29,7 @@ from flux_pipeline.fal.types import Generation, GenerationFailure, GenerationReq
 from flux_pipeline.fal.verify import InvalidImageError, verify_image
 
 from .conftest import SECRET_KEY, resource_for
-from .test_resource import t2i_jobs
+from .test_resource import t2i_requests
 
 SIZE = (64, 48)
 MIME = {"jpeg": "image/jpeg", "png": "image/png"}
@@ -108,14 +108,14 @@ def test_a_decompression_bomb_served_as_a_result_fails_that_row_only(monkeypatch
         "render_image",
         lambda digest, w, h, fmt, *detail: bomb if fmt == "png" else real_render(digest, w, h, fmt, *detail),
     )
-    jobs = [
+    planned = [
         GenerationRequest(
             f"row-{i}", TEXT_TO_IMAGE, TextToImageInput(prompt=f"prompt {i}", output_format=fmt)
         )
         for i, fmt in enumerate(["jpeg", "png", "jpeg"])
     ]
     with EmulatorServer(EmulatorConfig(latency=0.02)) as server:
-        outcomes = {o.request.prompt_id: o for o in resource_for(server).generate(jobs)}
+        outcomes = {o.request.prompt_id: o for o in resource_for(server).generate(planned)}
     assert isinstance(outcomes["row-1"], GenerationFailure)
     assert "InvalidImageError" in outcomes["row-1"].error
     assert isinstance(outcomes["row-0"], Generation) and isinstance(outcomes["row-2"], Generation)
@@ -123,15 +123,15 @@ def test_a_decompression_bomb_served_as_a_result_fails_that_row_only(monkeypatch
 
 def test_a_download_cut_every_time_fails_after_four_attempts_and_a_cut_once_is_fetched_again():
     with EmulatorServer(EmulatorConfig(latency=0.02, faults=FaultConfig(corrupt_download=1.0))) as server:
-        [outcome] = resource_for(server).generate(t2i_jobs(1, image_size="square"))
+        [outcome] = resource_for(server).generate(t2i_requests(1, image_size="square"))
         downloads = server.emulator.calls["download"]
     assert isinstance(outcome, GenerationFailure) and "not whole" in outcome.error
     assert downloads == 4
     with EmulatorServer(
         EmulatorConfig(latency=0.02, faults=FaultConfig(corrupt_download=0.5, seed=0))
     ) as server:
-        jobs = t2i_jobs(12, image_size="square")
-        outcomes = list(resource_for(server, max_concurrency=1).generate(jobs))  # the seed decides
+        planned = t2i_requests(12, image_size="square")
+        outcomes = list(resource_for(server, max_concurrency=1).generate(planned))  # the seed decides
         stats = server.emulator.stats()
     assert all(isinstance(o, Generation) for o in outcomes)
     assert stats["faults_injected"]["corrupt_download"] > 0
@@ -140,7 +140,7 @@ def test_a_download_cut_every_time_fails_after_four_attempts_and_a_cut_once_is_f
 
 def test_a_file_over_the_limit_fails_its_row_at_once():
     with EmulatorServer(EmulatorConfig(latency=0.02)) as server:
-        [outcome] = resource_for(server).generate(t2i_jobs(1, image_size="square"), max_file_bytes=1000)
+        [outcome] = resource_for(server).generate(t2i_requests(1, image_size="square"), max_file_bytes=1000)
         downloads = server.emulator.calls["download"]
     assert isinstance(outcome, GenerationFailure) and "1000-byte limit" in outcome.error
     assert downloads == 1, "a file too large is not fetched again"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from flux_pipeline.dataset.ledger import RequestLedger, fingerprint
+from flux_pipeline.dataset.ledger import RequestKey, RequestLedger, fingerprint
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -22,8 +22,8 @@ def _record(args: tuple[str, int]) -> int:
     location, worker = args
     with RequestLedger(location) as ledger:
         for n in range(40):
-            ledger.submitting("p", f"{worker}-{n}", "e", "fp")
-            ledger.submitted("p", f"{worker}-{n}", "e", f"rid-{worker}-{n}")
+            ledger.submitting(RequestKey("p", f"{worker}-{n}", "e"), "fp")
+            ledger.submitted(RequestKey("p", f"{worker}-{n}", "e"), f"rid-{worker}-{n}")
     return worker
 
 
@@ -31,7 +31,7 @@ def test_processes_opening_and_writing_the_ledger_at_once(location):
     with multiprocessing.get_context("spawn").Pool(6) as pool:
         assert sorted(pool.map(_record, [(location, w) for w in range(6)])) == list(range(6))
     ledger = RequestLedger(location)
-    entries = [ledger.entry("p", f"{w}-{n}", "e") for w in range(6) for n in range(40)]
+    entries = [ledger.entry(RequestKey("p", f"{w}-{n}", "e")) for w in range(6) for n in range(40)]
     assert all(e.state == "submitted" and e.request_id for e in entries)
     assert len({e.request_id for e in entries}) == 240
 
@@ -40,18 +40,21 @@ def test_lifecycle_and_webhooks(location):
     ledger = RequestLedger(location)
     fp = fingerprint("e", {"prompt": "x", "seed": 1})
     assert fp == fingerprint("e", {"seed": 1, "prompt": "x"}) != fingerprint("e", {"prompt": "x", "seed": 2})
-    token = ledger.submitting("p", "k", "e", fp)
-    assert ledger.entry("p", "k", "e").state == "submitting" and ledger.webhook_request_id(token) is None
+    token = ledger.submitting(RequestKey("p", "k", "e"), fp)
+    assert (
+        ledger.entry(RequestKey("p", "k", "e")).state == "submitting"
+        and ledger.webhook_request_id(token) is None
+    )
     ledger.record_webhook(token, "rid-1", "OK")
     ledger.record_webhook(token, "rid-1", "OK")  # fal may deliver twice
     assert ledger.webhook_request_id(token) == "rid-1"
     created = datetime(2026, 1, 2, tzinfo=UTC)
-    ledger.stored("p", "k", "e", "rid-1", [{"image_id": "a", "created_at": created}])
-    entry = ledger.entry("p", "k", "e")
+    ledger.stored(RequestKey("p", "k", "e"), "rid-1", [{"image_id": "a", "created_at": created}])
+    entry = ledger.entry(RequestKey("p", "k", "e"))
     assert (entry.state, entry.request_id, entry.rows) == (
         "stored",
         "rid-1",
         [{"image_id": "a", "created_at": created}],
     )
-    again = ledger.submitting("p", "k", "e", fingerprint("e", {"prompt": "changed"}))
-    assert again != token and ledger.entry("p", "k", "e").rows is None
+    again = ledger.submitting(RequestKey("p", "k", "e"), fingerprint("e", {"prompt": "changed"}))
+    assert again != token and ledger.entry(RequestKey("p", "k", "e")).rows is None

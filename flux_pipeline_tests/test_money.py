@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from flux_pipeline.cli import run_config
-from flux_pipeline.dataset.ledger import RequestLedger
+from flux_pipeline.dataset.ledger import RequestKey, RequestLedger
 from flux_pipeline.definitions import make_definitions
 from flux_pipeline.defs.billing_reconciliation import SKIPPED
 from flux_pipeline.emulator.app import create_app
@@ -211,7 +211,9 @@ def test_a_kill_between_submitting_and_submitted_pays_once(tmp_path):
         killed = worker(server, tmp_path, "window", "--kill-after-submits", "5")
         assert killed.wait(timeout=120) == -signal.SIGKILL
         with RequestLedger(project.dataset.ledger_location()) as ledger:
-            states = [ledger.entry("window", f"p{i:04d}", "fal-ai/flux-pro/v1.1") for i in range(10)]
+            states = [
+                ledger.entry(RequestKey("window", f"p{i:04d}", "fal-ai/flux-pro/v1.1")) for i in range(10)
+            ]
         assert sum(1 for e in states if e is not None and e.state == "submitting"), "the kill hit the window"
         assert project.run("window").success
         assert server.emulator.submitted == 10
@@ -345,7 +347,10 @@ def test_odd_result_bodies_fail_only_their_own_rows_are_final_and_paid_again_onl
             assert latest(instance, "images")["requests_unusable"] == 3
         assert all(error.startswith("not sent again") for error in failures["error"])
         with RequestLedger(project.dataset.ledger_location()) as ledger:
-            states = {f"r{i}": ledger.entry("odd", f"r{i}", "fal-ai/flux-pro/v1.1").state for i in range(5)}
+            states = {
+                f"r{i}": ledger.entry(RequestKey("odd", f"r{i}", "fal-ai/flux-pro/v1.1")).state
+                for i in range(5)
+            }
         assert states == {
             "r0": "stored",
             "r1": "stored",

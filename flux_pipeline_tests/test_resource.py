@@ -16,7 +16,7 @@ from flux_pipeline.resources import EmulatedFalResource, FalResource
 from .conftest import SECRET_KEY, decode, resource_for
 
 
-def t2i_jobs(count: int, **fields) -> list[GenerationRequest]:
+def t2i_requests(count: int, **fields) -> list[GenerationRequest]:
     return [
         GenerationRequest(f"row-{i}", TEXT_TO_IMAGE, TextToImageInput(prompt=f"prompt {i}", seed=i, **fields))
         for i in range(count)
@@ -26,7 +26,7 @@ def t2i_jobs(count: int, **fields) -> list[GenerationRequest]:
 def test_runs_concurrently_up_to_the_limit():
     with EmulatorServer(EmulatorConfig(latency=0.2)) as server:
         fal = resource_for(server, max_concurrency=5)
-        outcomes = list(fal.generate(t2i_jobs(20, image_size="square")))
+        outcomes = list(fal.generate(t2i_requests(20, image_size="square")))
         stats = server.emulator.stats()
     assert sorted(o.request.prompt_id for o in outcomes) == sorted(f"row-{i}" for i in range(20))
     assert all(isinstance(o, Generation) for o in outcomes)
@@ -38,9 +38,9 @@ def test_runs_concurrently_up_to_the_limit():
 
 
 def test_one_failed_request_does_not_lose_the_others(emulator):
-    jobs = t2i_jobs(4)
-    jobs.insert(2, GenerationRequest("bad", REDUX, ReduxInput(image_url="data:image/png;base64,AAAA")))
-    outcomes = {o.request.prompt_id: o for o in resource_for(emulator).generate(jobs)}
+    planned = t2i_requests(4)
+    planned.insert(2, GenerationRequest("bad", REDUX, ReduxInput(image_url="data:image/png;base64,AAAA")))
+    outcomes = {o.request.prompt_id: o for o in resource_for(emulator).generate(planned)}
     assert isinstance(outcomes["bad"], GenerationFailure)
     assert outcomes["bad"].status_code == 422 and outcomes["bad"].field_errors[0][0] == "image_url"
     assert outcomes["bad"].request_id in emulator.emulator.requests
@@ -50,7 +50,7 @@ def test_one_failed_request_does_not_lose_the_others(emulator):
 def test_stopping_early_cancels_queued_requests():
     with EmulatorServer(EmulatorConfig(latency=0.3, runners=1)) as server:
         fal = resource_for(server, max_concurrency=4)
-        stream = fal.generate(t2i_jobs(10))
+        stream = fal.generate(t2i_requests(10))
         first = next(stream)
         stream.close()
         deadline = time.monotonic() + 5
@@ -84,7 +84,7 @@ def test_key_is_redacted_from_repr_and_config_display():
 def test_without_a_key_the_embedded_emulator_is_used_and_says_so():
     @dg.asset
     def one_image(fal: FalResource) -> int:
-        outcomes = list(fal.generate(t2i_jobs(2, image_size="square")))
+        outcomes = list(fal.generate(t2i_requests(2, image_size="square")))
         return sum(isinstance(o, Generation) for o in outcomes)
 
     with dg.instance_for_test() as instance:
@@ -98,10 +98,10 @@ def test_without_a_key_the_embedded_emulator_is_used_and_says_so():
 
 def test_a_slow_download_does_not_hold_a_fal_slot():
     """A request frees its slot at fal once its result is fetched: while its file downloads, the
-    next requests run. Drawn but unread jobs stay bounded (twice the limit)."""
+    next requests run. Drawn but unread requests stay bounded (twice the limit)."""
     faults = FaultConfig(slow_download=1.0, slow_download_seconds=1.5)
     with EmulatorServer(EmulatorConfig(latency=0.1, faults=faults)) as server:
-        stream = resource_for(server, max_concurrency=2).generate(t2i_jobs(8, image_size="square"))
+        stream = resource_for(server, max_concurrency=2).generate(t2i_requests(8, image_size="square"))
         first = next(stream)
         submitted_before_the_first_download_ended = server.emulator.stats()["requests_submitted"]
         rest = list(stream)

@@ -15,7 +15,7 @@ from ..fal.types import GenerationRequest
 from .ledger import UNUSABLE, LedgerEntry
 from .plans import RowFailure, redux_requests, text_to_image_request
 from .pricing import UnitPrice, request_cost
-from .prompt_table import PromptRow, ReduxRequest
+from .prompt_table import PromptRow, ReduxVariation
 
 
 @dataclass
@@ -55,7 +55,7 @@ def estimate(
         requests = [text_to_image]
         if row.redux is not None:
             requests.append(
-                _redux_job(
+                _redux_request(
                     row, row.redux, text_to_image, entry_of(text_to_image), backend, outputs_dir, prompts_dir
                 )
             )
@@ -67,9 +67,9 @@ def estimate(
     return total
 
 
-def _redux_job(
+def _redux_request(
     row: PromptRow,
-    redux: ReduxRequest,
+    redux: ReduxVariation,
     text_to_image: GenerationRequest,
     parent: LedgerEntry | None,
     backend: str,

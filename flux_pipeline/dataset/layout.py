@@ -23,6 +23,8 @@ from .prompt_table import PromptRow, prompt_row_from_record
 from .storage import parquet_batches, parquet_file
 
 PARTITION_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+GENERATED_STEP, VARIATIONS_STEP = "generated", "variations"
+"""The generation steps' names in a partition's files (outputs/KEY/<step>.parquet)."""
 """A prompt table's file stem becomes its partition key and a folder name, so it must be safe."""
 
 

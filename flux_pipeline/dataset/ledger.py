@@ -26,7 +26,7 @@ whose run died before its materialization was written is orphaned: the next run 
 (the caller asks Dagster) claims it again; one found materialized is confirmed and never asked of
 again.
 
-`PartitionLedger` is one run's view of a partition, as the fal batch runner records submits
+`RunLedger` is one run's view of a partition, as the fal batch runner records submits
 (fal.types.Ledger): a lost submit's webhook wakes its waiter directly, without polling.
 """
 
@@ -176,6 +176,24 @@ class Billing:
     megapixels: int
 
 
+@dataclass(frozen=True)
+class RequestKey:
+    """A row of the ledger: the request one prompt table row asks of one endpoint, in a partition."""
+
+    partition: str
+    prompt_id: str
+    endpoint: str
+
+    @classmethod
+    def of(cls, partition: str, request: GenerationRequest) -> RequestKey:
+        return cls(partition, request.prompt_id, request.endpoint)
+
+    @property
+    def params(self) -> tuple[str, str, str]:
+        """The values of KEY's placeholders."""
+        return self.partition, self.prompt_id, self.endpoint
+
+
 class RequestLedger:
     """`location`: a SQLite file's path or a postgresql:// URL. Close it when done."""
 
@@ -191,34 +209,35 @@ class RequestLedger:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def entry(self, partition: str, prompt_id: str, endpoint: str) -> LedgerEntry | None:
-        row = self._store.fetchone(
-            f"SELECT {ENTRY_COLUMNS} FROM requests WHERE {KEY}", (partition, prompt_id, endpoint)
-        )
+    def entry(self, key: RequestKey) -> LedgerEntry | None:
+        row = self._store.fetchone(f"SELECT {ENTRY_COLUMNS} FROM requests WHERE {KEY}", key.params)
         return None if row is None else _entry(row)
 
-    def entries(self, partition: str) -> dict[tuple[str, str], LedgerEntry]:
-        """Every request of `partition`, by (prompt_id, endpoint), read in one query."""
-        found = self._store.fetchall(
-            f"SELECT prompt_id, endpoint, {ENTRY_COLUMNS} FROM requests WHERE partition=?", (partition,)
-        )
-        return {(row[0], row[1]): _entry(row[2:]) for row in found}
+    def entries(self, partition: str) -> Callable[[GenerationRequest], LedgerEntry | None]:
+        """Every entry of `partition` as it stands now, read in one query, looked up by request."""
+        found = {
+            RequestKey(partition, row[0], row[1]): _entry(row[2:])
+            for row in self._store.fetchall(
+                f"SELECT prompt_id, endpoint, {ENTRY_COLUMNS} FROM requests WHERE partition=?", (partition,)
+            )
+        }
+        return lambda request: found.get(RequestKey.of(partition, request))
 
-    def claim(self, partition: str, prompt_id: str, endpoint: str, owner: str, lease_seconds: float) -> bool:
+    def claim(self, key: RequestKey, owner: str, lease_seconds: float) -> bool:
         """Whether `owner` now owns the row (creating it as `planned` if it is new)."""
         now = time.time()
         if self._store.execute(
             "INSERT INTO requests (partition, prompt_id, endpoint, fingerprint, state, updated_at, owner, "
             "lease_until) VALUES (?, ?, ?, '', 'planned', ?, ?, ?) "
             "ON CONFLICT (partition, prompt_id, endpoint) DO NOTHING",
-            (partition, prompt_id, endpoint, now, owner, now + lease_seconds),
+            (*key.params, now, owner, now + lease_seconds),
         ):
             return True
         return bool(
             self._store.execute(
                 f"UPDATE requests SET owner=?, lease_until=? WHERE {KEY} "
                 "AND (owner IS NULL OR owner=? OR lease_until IS NULL OR lease_until < ?)",
-                (owner, now + lease_seconds, partition, prompt_id, endpoint, owner, now),
+                (owner, now + lease_seconds, *key.params, owner, now),
             )
         )
 
@@ -233,9 +252,7 @@ class RequestLedger:
 
     def submitting(
         self,
-        partition: str,
-        prompt_id: str,
-        endpoint: str,
+        key: RequestKey,
         fingerprint_: str,
         *,
         backend: str | None = None,
@@ -245,7 +262,7 @@ class RequestLedger:
     ) -> str:
         token = uuid.uuid4().hex
         now = time.time()
-        self._supersede(partition, prompt_id, endpoint)
+        self._supersede(key)
         self._store.execute(
             "INSERT INTO requests (partition, prompt_id, endpoint, fingerprint, state, token, updated_at, "
             "backend, payload_json, submitted_at, run_id, backfill_id) "
@@ -255,34 +272,34 @@ class RequestLedger:
             "error_field=NULL, updated_at=excluded.updated_at, backend=excluded.backend, "
             "payload_json=excluded.payload_json, submitted_at=excluded.submitted_at, run_id=excluded.run_id, "
             f"backfill_id=excluded.backfill_id, {UNBILLED}",
-            (partition, prompt_id, endpoint, fingerprint_, token, now, backend,
+            (*key.params, fingerprint_, token, now, backend,
              json.dumps(payload) if payload is not None else None, now, run_id, backfill_id),
         )  # fmt: skip
         return token
 
-    def _supersede(self, partition: str, prompt_id: str, endpoint: str) -> None:
+    def _supersede(self, key: RequestKey) -> None:
         """Keep the row's billed request, if it has one, before a new submit replaces it (once, so
         a crash before the submit is recorded keeps one copy)."""
         columns = ", ".join(["partition", "prompt_id", "endpoint", "request_id", *SUPERSEDED_COLUMNS])
         self._store.execute(
             f"INSERT INTO superseded_requests ({columns}) SELECT {columns} FROM requests WHERE {KEY} "
             "AND billed_at IS NOT NULL AND request_id IS NOT NULL ON CONFLICT DO NOTHING",
-            (partition, prompt_id, endpoint),
+            key.params,
         )
 
-    def submitted(self, partition: str, prompt_id: str, endpoint: str, request_id: str) -> None:
+    def submitted(self, key: RequestKey, request_id: str) -> None:
         self._store.execute(
             f"UPDATE requests SET state='submitted', request_id=?, updated_at=? WHERE {KEY}",
-            (request_id, time.time(), partition, prompt_id, endpoint),
+            (request_id, time.time(), *key.params),
         )
 
-    def billed(self, partition: str, prompt_id: str, endpoint: str, billing: Billing) -> None:
+    def billed(self, key: RequestKey, billing: Billing) -> None:
         """Record what fal billed for the row's request (once)."""
         self._store.execute(
             "UPDATE requests SET billing_unit=?, billed_units=?, unit_price=?, price_source=?, cost_usd=?, "
             f"billed_megapixels=?, billed_at=? WHERE {KEY} AND billed_at IS NULL",
             (billing.unit, billing.units, billing.unit_price, billing.price_source, billing.cost_usd,
-             billing.megapixels, time.time(), partition, prompt_id, endpoint),
+             billing.megapixels, time.time(), *key.params),
         )  # fmt: skip
 
     def report_spend(
@@ -337,29 +354,27 @@ class RequestLedger:
                 (time.time(), partition, endpoint, run_id),
             )
 
-    def stored(
-        self, partition: str, prompt_id: str, endpoint: str, request_id: str, rows: list[dict]
-    ) -> None:
+    def stored(self, key: RequestKey, request_id: str, rows: list[dict]) -> None:
         self._store.execute(
             "UPDATE requests SET state='stored', request_id=?, rows_json=?, error=NULL, updated_at=?, "
             f"owner=NULL, lease_until=NULL WHERE {KEY}",
-            (request_id, json.dumps(rows, default=_isoformat), time.time(), partition, prompt_id, endpoint),
+            (request_id, json.dumps(rows, default=_isoformat), time.time(), *key.params),
         )
 
-    def unusable(self, partition: str, prompt_id: str, endpoint: str, field: str, error: str) -> None:
+    def unusable(self, key: RequestKey, field: str, error: str) -> None:
         """fal completed and billed the request, but `field` of its answer cannot be cataloged."""
         self._store.execute(
             f"UPDATE requests SET state='{UNUSABLE}', error=?, error_field=?, updated_at=?, owner=NULL, "
             f"lease_until=NULL WHERE {KEY}",
-            (error, field, time.time(), partition, prompt_id, endpoint),
+            (error, field, time.time(), *key.params),
         )
 
-    def failed(self, partition: str, prompt_id: str, endpoint: str, error: str) -> None:
+    def failed(self, key: RequestKey, error: str) -> None:
         """A request that ended without files and that fal did not bill; a re-run may send it again."""
         self._store.execute(
             "UPDATE requests SET state='failed', error=?, updated_at=?, owner=NULL, lease_until=NULL "
             f"WHERE {KEY}",
-            (error, time.time(), partition, prompt_id, endpoint),
+            (error, time.time(), *key.params),
         )
 
     def known_request_ids(self, endpoint: str) -> set[str]:
@@ -413,27 +428,21 @@ class RunContext:
     """Seconds to wait for a lost submit's webhook."""
 
 
-class PartitionLedger:
-    """One run's view of one partition's requests."""
+class RunLedger:
+    """One run's claims and submits on one partition: what the batch runner records through
+    (fal.types.Ledger), and the leases of the rows the run holds. Rows are read and written
+    through `ledger` by their `key`."""
 
     def __init__(self, ledger: RequestLedger, partition: str, run: RunContext):
         self.ledger, self.partition, self.run = ledger, partition, run
         self._waiters: dict[str, asyncio.Future] = {}
         self._lock = threading.Lock()
 
-    def _key(self, request: GenerationRequest) -> tuple[str, str, str]:
-        return self.partition, request.prompt_id, request.endpoint
-
-    def entry(self, request: GenerationRequest) -> LedgerEntry | None:
-        return self.ledger.entry(*self._key(request))
-
-    def snapshot(self) -> Callable[[GenerationRequest], LedgerEntry | None]:
-        """`entry` as the ledger stands now, for reading every row at once (one query)."""
-        entries = self.ledger.entries(self.partition)
-        return lambda request: entries.get((request.prompt_id, request.endpoint))
+    def key(self, request: GenerationRequest) -> RequestKey:
+        return RequestKey.of(self.partition, request)
 
     def claim(self, request: GenerationRequest) -> bool:
-        return self.ledger.claim(*self._key(request), self.run.run_id, self.run.lease_seconds)
+        return self.ledger.claim(self.key(request), self.run.run_id, self.run.lease_seconds)
 
     def renew(self) -> None:
         self.ledger.renew(self.run.run_id, self.run.lease_seconds)
@@ -444,7 +453,7 @@ class PartitionLedger:
     def submitting(self, request: GenerationRequest, payload: dict) -> str:
         run = self.run
         return self.ledger.submitting(
-            *self._key(request),
+            self.key(request),
             request.fingerprint,
             backend=run.backend,
             payload=payload,
@@ -453,19 +462,7 @@ class PartitionLedger:
         )
 
     def submitted(self, request: GenerationRequest, request_id: str) -> None:
-        self.ledger.submitted(*self._key(request), request_id)
-
-    def billed(self, request: GenerationRequest, billing: Billing) -> None:
-        self.ledger.billed(*self._key(request), billing)
-
-    def stored(self, request: GenerationRequest, request_id: str, rows: list[dict]) -> None:
-        self.ledger.stored(*self._key(request), request_id, rows)
-
-    def failed(self, request: GenerationRequest, error: str) -> None:
-        self.ledger.failed(*self._key(request), error)
-
-    def unusable(self, request: GenerationRequest, field: str, error: str) -> None:
-        self.ledger.unusable(*self._key(request), field, error)
+        self.ledger.submitted(self.key(request), request_id)
 
     def known_request_ids(self, endpoint: str) -> set[str]:
         return self.ledger.known_request_ids(endpoint)

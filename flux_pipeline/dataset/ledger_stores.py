@@ -128,7 +128,9 @@ class PostgresStore(LedgerStore):
                 existing = {}
                 for table in schema.migrated_tables:
                     cursor.execute(
-                        "SELECT column_name FROM information_schema.columns WHERE table_name=%s", (table,)
+                        "SELECT column_name FROM information_schema.columns "
+                        "WHERE table_schema=current_schema() AND table_name=%s",
+                        (table,),
                     )
                     existing[table] = {row[0] for row in cursor.fetchall()}
                 for statement in _migrations(schema, existing):

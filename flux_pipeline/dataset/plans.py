@@ -15,7 +15,7 @@ from ..fal.data_uri import decode_data_uri
 from ..fal.types import GenerationRequest
 from .files import sha256_of
 from .ledger import fingerprint
-from .prompt_table import GENERATED, PromptRow, ReduxRequest, file_inside
+from .prompt_table import GENERATED, PromptRow, ReduxVariation, file_inside
 from .storage import open_location
 
 
@@ -54,7 +54,7 @@ def text_to_image_request(row: PromptRow) -> GenerationRequest:
     return GenerationRequest(row.prompt_id, row.model, data, fingerprint(row.model, data.wire()))
 
 
-def redux_request(prompt_id: str, redux: ReduxRequest, source: ReduxSource) -> GenerationRequest:
+def redux_request(prompt_id: str, redux: ReduxVariation, source: ReduxSource) -> GenerationRequest:
     data = redux.input if source.upload_path else redux.input.model_copy(update={"image_url": source.url})
     return GenerationRequest(
         prompt_id,
@@ -86,7 +86,7 @@ def redux_requests(
 
 def _redux_source(
     prompt_id: str,
-    redux: ReduxRequest,
+    redux: ReduxVariation,
     outputs_dir: UPath,
     prompts_dir: UPath,
     first_images: Callable[[], dict[str, dict]],

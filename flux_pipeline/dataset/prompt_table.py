@@ -99,8 +99,8 @@ class PromptTableError(ValueError):
 
 
 @dataclass(frozen=True)
-class ReduxRequest:
-    """A row's Redux variation: its input (image_url filled in when the job is planned), the
+class ReduxVariation:
+    """A row's Redux variation: its input (image_url filled in when the request is planned), the
     image it varies and the Redux endpoint."""
 
     input: FluxInput
@@ -116,7 +116,7 @@ class PromptRow:
     text_to_image: FluxInput
     model: str = TEXT_TO_IMAGE
     """The text-to-image endpoint (fal.models.TEXT_TO_IMAGE_ENDPOINTS)."""
-    redux: ReduxRequest | None = None
+    redux: ReduxVariation | None = None
 
 
 @dataclass(frozen=True)
@@ -239,7 +239,7 @@ def _plan_row(row: pd.Series, prompt_id: str, defaults: dict, prompts_dir: UPath
         prompt_id,
         text_to_image,
         model,
-        ReduxRequest(redux, _resolve_source(source, prompts_dir), redux_model),
+        ReduxVariation(redux, _resolve_source(source, prompts_dir), redux_model),
     )
 
 
@@ -355,7 +355,7 @@ def prompt_row_from_record(record: dict) -> PromptRow:
     text_to_image = input_model(model).model_validate_json(record["text_to_image"])
     if not redux:
         return PromptRow(record["prompt_id"], text_to_image, model)
-    variation = ReduxRequest(
+    variation = ReduxVariation(
         input_model(redux_model).model_validate_json(redux), record["redux_source"], redux_model
     )
     return PromptRow(record["prompt_id"], text_to_image, model, variation)

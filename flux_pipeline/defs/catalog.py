@@ -14,10 +14,10 @@ import pyarrow.compute as pc
 from ..dataset.catalog import CatalogSummary, iter_partition, replace_partition
 from ..dataset.files import file_problem
 from ..dataset.gallery import write_gallery
+from ..dataset.layout import GENERATED_STEP, VARIATIONS_STEP
 from ..dataset.pricing import UnitPrice
 from ..fal.models import billed_megapixels
 from ..lib.assets import dataset_asset, partition_check
-from ..lib.generation_asset import GENERATED_STEP, VARIATIONS_STEP
 from ..lib.metadata import preview_metadata, table_preview
 from ..resources import DatasetResource
 

@@ -7,8 +7,9 @@ from functools import partial
 import dagster as dg
 import pyarrow.compute as pc
 
+from ..dataset.layout import GENERATED_STEP, VARIATIONS_STEP
 from ..dataset.plans import redux_requests, text_to_image_request
-from ..lib.generation_asset import GENERATED_STEP, VARIATIONS_STEP, Planned, generation_asset
+from ..lib.generation_asset import Planned, generation_asset
 from ..resources import DatasetResource
 
 

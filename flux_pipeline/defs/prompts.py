@@ -10,7 +10,6 @@ from upath import UPath
 from ..dataset.estimate import Estimate, estimate
 from ..dataset.files import sha256_of
 from ..dataset.layout import DatasetLayout, PartitionFiles
-from ..dataset.ledger import PartitionLedger, RunContext
 from ..dataset.prompt_table import (
     PROMPT_ROW_SCHEMA,
     PromptTableError,
@@ -98,9 +97,7 @@ def _estimate(
 ) -> Estimate:
     prices = step_prices(fal, dataset, context.log)
     with dataset.request_ledger() as ledger:
-        entry_of = PartitionLedger(
-            ledger, context.partition_key, RunContext(context.run.run_id, fal.backend)
-        ).snapshot()
+        entry_of = ledger.entries(context.partition_key)
         layout = dataset.layout
         return estimate(
             files.prompt_rows(), entry_of, prices, fal.backend, layout.outputs_dir, layout.prompts_dir

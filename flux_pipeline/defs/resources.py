@@ -1,4 +1,5 @@
-"""The code location's resources, configured from the environment.
+"""The code location's resources, configured from the environment (flux_pipeline.definitions binds
+them to the definitions; tests bind others through make_definitions).
 
 fal: with FAL_KEY set, `FalResource` calls fal.ai; without it, `EmulatedFalResource` runs the
 bundled emulator and says so in the run log. The choice is made here, once: nothing falls back
@@ -58,8 +59,3 @@ def dataset_from_env() -> DatasetResource:
             claim_lease_seconds=_env("FLUX_CLAIM_LEASE_SECONDS", of=as_float),
         )
     )
-
-
-@dg.definitions
-def resources() -> dg.Definitions:
-    return dg.Definitions(resources={"fal": fal_from_env(), "dataset": dataset_from_env()})

@@ -41,6 +41,7 @@ class SensorCursor:
 @dg.sensor(
     job_name="build_dataset",
     minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.STOPPED,
     description="Registers new prompt tables as partitions, records their versions and runs new or "
     "changed ones; adopts tables already built. A deleted table keeps its partition and catalog history.",
 )

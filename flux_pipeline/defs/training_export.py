@@ -21,11 +21,10 @@ class ExportConfig(dg.Config, ExportOptions):
 )
 def training_export(context: dg.AssetExecutionContext, config: ExportConfig, dataset: DatasetResource):
     layout = dataset.layout
-    options = ExportOptions(**config.model_dump())
     with dataset.decision_log() as log:
         decisions = {image: entry["decision"] for image, entry in log.latest(context.partition_key).items()}
     manifest = export_partition(
-        layout.catalog_dir, layout.outputs_dir, layout.exports_dir, context.partition_key, options, decisions
+        layout.catalog_dir, layout.outputs_dir, layout.exports_dir, context.partition_key, config, decisions
     )
     folder = version_folder(layout.exports_dir, manifest)
     metadata: dict[str, dg.RawMetadataValue] = {

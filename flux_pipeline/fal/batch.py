@@ -23,6 +23,7 @@ from .client import FalClient, LogSink
 from .errors import FalApiError, FalError, FalSubmitUncertain, FalTimeoutError
 from .models import FluxOutput
 from .types import (
+    DEFAULT_MAX_FILE_BYTES,
     FileToUpload,
     GeneratedFile,
     Generation,
@@ -38,7 +39,6 @@ from .verify import InvalidImageError, verify_image
 DOWNLOAD_ATTEMPTS = 4
 CANCELLED_STATUS = 400
 """What fal's result answers for a cancelled request (protocol.md 3.5; real fal's exact body is unknown)."""
-DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
 FAILURES = (FalError, InvalidImageError, httpx.HTTPError, KeyError, ValueError)
 """What fails one request and never the batch (ValueError also covers malformed JSON and responses
 that do not match the output schema)."""
@@ -216,6 +216,57 @@ async def _wait_and_fetch(
     return await fal.result(request.endpoint, request_id, failed=final.error is not None)
 
 
+class _Batch:
+    """One batch's fal slots, its finished outcomes and the tasks that make them (run_batch)."""
+
+    def __init__(
+        self,
+        fal: FalClient,
+        requests: AsyncIterator[GenerationRequest],
+        options: BatchOptions,
+        ledger: Ledger | None,
+    ):
+        self.fal, self.requests, self.options, self.ledger = fal, requests, options, ledger
+        self.fal_slots = asyncio.Semaphore(options.max_concurrency)
+        self.unread = asyncio.Semaphore(2 * options.max_concurrency)
+        self.finished: asyncio.Queue[Outcome | None] = asyncio.Queue()
+        self.running: set[asyncio.Task] = set()
+        self.uploads = Uploads(fal)
+
+    async def one(self, request: GenerationRequest) -> None:
+        try:
+            settled = await _settle(self.fal, request, self.ledger, self.options, self.uploads)
+        finally:
+            self.fal_slots.release()
+        if isinstance(settled, Settled):
+            await self.finished.put(await _fetch_files(self.fal, settled, self.options))
+        else:
+            await self.finished.put(settled)
+
+    async def feed(self) -> None:
+        """Start a request per free slot until none is left, then wait for the last; None ends
+        the outcomes."""
+        try:
+            while True:
+                await self.unread.acquire()
+                await self.fal_slots.acquire()
+                if (request := await anext(self.requests, None)) is None:
+                    break
+                task = asyncio.create_task(self.one(request))
+                self.running.add(task)
+                task.add_done_callback(self.running.discard)
+            while self.running:
+                await asyncio.gather(*self.running)
+        finally:
+            await self.finished.put(None)
+
+    async def stop(self, feeder: asyncio.Task) -> None:
+        feeder.cancel()
+        for task in list(self.running):
+            task.cancel()
+        await asyncio.gather(feeder, *self.running, return_exceptions=True)
+
+
 async def run_batch(
     fal: FalClient,
     requests: AsyncIterator[GenerationRequest],
@@ -223,48 +274,18 @@ async def run_batch(
     *,
     ledger: Ledger | None = None,
 ) -> AsyncGenerator[Outcome, None]:
-    """Yield one Outcome per request, in completion order. Requests are drawn lazily, one per free slot.
+    """Yield one Outcome per request, in completion order. Requests are drawn lazily, one per free
+    slot.
 
     A request holds one of fal's `max_concurrency` slots only while fal works on it: the slot frees
     when the result is fetched, so downloads overlap the next requests. Downloading and finished
     requests the caller has not taken yet are bounded too (another `max_concurrency`)."""
-    fal_slots = asyncio.Semaphore(options.max_concurrency)
-    unread = asyncio.Semaphore(2 * options.max_concurrency)
-    finished: asyncio.Queue[Outcome | None] = asyncio.Queue()
-    running: set[asyncio.Task] = set()
-    uploads = Uploads(fal)
-
-    async def one(request: GenerationRequest) -> None:
-        try:
-            settled = await _settle(fal, request, ledger, options, uploads)
-        finally:
-            fal_slots.release()
-        outcome = await _fetch_files(fal, settled, options) if isinstance(settled, Settled) else settled
-        await finished.put(outcome)
-
-    async def feed() -> None:
-        try:
-            while True:
-                await unread.acquire()
-                await fal_slots.acquire()
-                if (request := await anext(requests, None)) is None:
-                    break
-                task = asyncio.create_task(one(request))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            while running:
-                await asyncio.gather(*running)
-        finally:
-            await finished.put(None)
-
-    feeder = asyncio.create_task(feed())
+    batch = _Batch(fal, requests, options, ledger)
+    feeder = asyncio.create_task(batch.feed())
     try:
-        while (outcome := await finished.get()) is not None:
-            unread.release()  # frees once the caller takes the outcome: bounded memory
+        while (outcome := await batch.finished.get()) is not None:
+            batch.unread.release()  # frees once the caller takes the outcome: bounded memory
             yield outcome
         await feeder  # surfaces an error raised by the requests iterable
     finally:
-        feeder.cancel()
-        for task in list(running):
-            task.cancel()
-        await asyncio.gather(feeder, *running, return_exceptions=True)
+        await batch.stop(feeder)

@@ -8,6 +8,9 @@ from typing import Any, Protocol
 
 from .models import FluxInput, FluxOutput
 
+DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
+"""The largest result file a batch accepts unless told otherwise."""
+
 
 class FileToUpload(Protocol):
     """A file put in fal storage: a pathlib path, or a universal-pathlib one (object storage)."""

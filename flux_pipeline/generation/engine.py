@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from ..dataset.files import files_intact
 from ..dataset.layout import PartitionFiles
-from ..dataset.ledger import UNUSABLE, Billing, LedgerEntry, PartitionLedger
+from ..dataset.ledger import UNUSABLE, Billing, LedgerEntry, RequestKey, RequestLedger, RunLedger
 from ..dataset.plans import RowFailure
 from ..dataset.pricing import UnitPrice, request_cost
 from ..dataset.results import RowContext, UnusableResult, catalog_rows
@@ -92,7 +92,7 @@ class StepTally:
     unusable: int = 0
     """Requests fal billed whose answers could not be cataloged (this run's and earlier ones)."""
     spent_usd: float = 0.0
-    """What fal billed that no materialization reported before (PartitionLedger.report_spend)."""
+    """What fal billed that no materialization reported before (RequestLedger.report_spend)."""
     spent_megapixels: int = 0
     call_counts: CallCounts = field(default_factory=CallCounts)
 
@@ -159,7 +159,7 @@ def claimed_verdict(request: GenerationRequest, out: StepOutput) -> Reuse | Resu
     verdict = out.triage(request)
     if isinstance(verdict, Reuse | Final):
         return verdict
-    if not out.ledger.claim(request):
+    if not out.run_ledger.claim(request):
         return None
     return out.triage(request)  # as it is now that it is ours
 
@@ -173,7 +173,7 @@ class StepOutput:
 
     where: RowContext
     rows: CatalogRowWriter
-    ledger: PartitionLedger
+    run_ledger: RunLedger
     prices: dict[str, UnitPrice]
     log: logging.Logger
     pay_again_for_unusable: bool = False
@@ -182,8 +182,15 @@ class StepOutput:
     def files(self) -> PartitionFiles:
         return self.where.files
 
+    @property
+    def ledger(self) -> RequestLedger:
+        return self.run_ledger.ledger
+
+    def key(self, request: GenerationRequest) -> RequestKey:
+        return self.run_ledger.key(request)
+
     def triage(self, request: GenerationRequest) -> Reuse | Resume | Send | Final:
-        entry = self.ledger.entry(request)
+        entry = self.ledger.entry(self.key(request))
         return triage(request, entry, self.files, self.where.backend, self.pay_again_for_unusable)
 
 
@@ -217,7 +224,8 @@ def record_billing(request: GenerationRequest, output: FluxOutput, out: StepOutp
     units = price.units(width, height, images)
     megapixels = price.megapixels(width, height, images)
     out.ledger.billed(
-        request, Billing(price.unit, units, price.unit_price, price.source, price.cost(units), megapixels)
+        out.key(request),
+        Billing(price.unit, units, price.unit_price, price.source, price.cost(units), megapixels),
     )
 
 
@@ -233,7 +241,7 @@ def record_failure(outcome: GenerationFailure, out: StepOutput, tally: StepTally
         # A definitive answer from fal (a rejected submit, a 4xx result such as 422 or cancelled,
         # a request fal completed with an error) is not billed: a re-run may send it again.
         # Anything else stays resumable.
-        out.ledger.failed(request, outcome.error)
+        out.ledger.failed(out.key(request), outcome.error)
     field_name = outcome.field_errors[0][0] if outcome.field_errors else None
     _report_failure(request, outcome.request_id, field_name, outcome.error, code, out, tally)
 
@@ -241,7 +249,7 @@ def record_failure(outcome: GenerationFailure, out: StepOutput, tally: StepTally
 def record_unusable(outcome: Generation, problem: UnusableResult, out: StepOutput, tally: StepTally) -> None:
     """Billed and final: recorded with its cost and why, kept out of the catalog."""
     record_billing(outcome.request, outcome.output, out)
-    out.ledger.unusable(outcome.request, problem.field, str(problem))
+    out.ledger.unusable(out.key(outcome.request), problem.field, str(problem))
     tally.unusable += 1
     error = f"{type(problem).__name__}: {problem}"
     _report_failure(outcome.request, outcome.request_id, problem.field, error, None, out, tally)
@@ -282,7 +290,7 @@ def record(outcome: Outcome, out: StepOutput, tally: StepTally) -> None:
             GenerationFailure(request, outcome.request_id, error, output=outcome.output), out, tally
         )
     record_billing(request, outcome.output, out)
-    out.ledger.stored(request, outcome.request_id, rows)
+    out.ledger.stored(out.key(request), outcome.request_id, rows)
     out.rows.write(rows)
     tally.latencies.append(outcome.latency_s)
 
@@ -327,7 +335,7 @@ def send_rounds(
         requests = requests_to_send(pending, out, tally, deferred)
         outcomes = fal.generate(
             requests,
-            ledger=out.ledger,
+            ledger=out.run_ledger,
             call_counts=tally.call_counts,
             log=out.log,
             max_file_bytes=max_file_bytes,

@@ -8,6 +8,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
+from ..dataset.layout import GENERATED_STEP, VARIATIONS_STEP
 from ..dataset.plans import RowFailure
 from ..dataset.rows import CatalogRowWriter
 from ..dataset.storage import write_parquet_atomically
@@ -21,8 +22,6 @@ from .metadata import preview_metadata, step_metadata
 from .partitions import FAL_POOL
 from .spend import add_run_spend
 
-GENERATED_STEP, VARIATIONS_STEP = "generated", "variations"
-"""The steps' names in a partition's files (outputs/KEY/<step>.parquet)."""
 STEP_ENDPOINTS = {GENERATED_STEP: TEXT_TO_IMAGE_ENDPOINTS, VARIATIONS_STEP: REDUX_ENDPOINTS}
 
 
@@ -37,8 +36,8 @@ class GenerationConfig(dg.Config):
 
 
 Planned = tuple[Iterable[GenerationRequest | RowFailure], float | None]
-Plan = Callable[[dg.AssetExecutionContext, DatasetResource], Planned]
 """A step's requests for the partition, and what is left of its budget (None: no budget)."""
+Plan = Callable[[dg.AssetExecutionContext, DatasetResource], Planned]
 
 
 def generation_asset(

@@ -10,7 +10,7 @@ import dagster as dg
 import httpx
 
 from ..dataset.leases import LeaseKeeper
-from ..dataset.ledger import PartitionLedger, RunContext
+from ..dataset.ledger import RunContext, RunLedger
 from ..dataset.plans import RowFailure
 from ..dataset.pricing import UnitPrice, price_list
 from ..dataset.results import RowContext
@@ -56,14 +56,14 @@ def run_generation_step(
     )
     where = RowContext(partition, run.run_id, backend, dataset.layout.partition_files(partition))
     with dataset.request_ledger() as ledger:
-        partition_ledger = PartitionLedger(ledger, partition, run)
+        run_ledger = RunLedger(ledger, partition, run)
         prices = step_prices(fal, dataset, context.log)
-        out = StepOutput(where, rows, partition_ledger, prices, context.log, pay_again_for_unusable)
+        out = StepOutput(where, rows, run_ledger, prices, context.log, pay_again_for_unusable)
         try:
-            with LeaseKeeper(partition_ledger.renew, run.lease_seconds / 3):
+            with LeaseKeeper(run_ledger.renew, run.lease_seconds / 3):
                 send_rounds(fal, planned, out, tally, dataset.max_download_bytes)
         finally:
-            partition_ledger.release()
+            run_ledger.release()
     return tally
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from ..dataset.estimate import Estimate, estimate
-from ..dataset.ledger import PartitionLedger, RequestLedger, RunContext
+from ..dataset.ledger import RequestLedger
 from ..dataset.pricing import UnitPrice
 from ..dataset.prompt_table import PromptRow, PromptTableError, open_prompt_table, plan_rows
 from ..resources import BaseFalResource, DatasetResource
@@ -52,8 +52,7 @@ def estimate_partition(
         for row in plan_rows(open_prompt_table(path), path, dataset.request_defaults(), layout.prompts_dir)
         if isinstance(row, PromptRow)
     )
-    entry_of = PartitionLedger(ledger, key, RunContext("nightly-estimate", fal.backend)).snapshot()
-    return estimate(rows, entry_of, prices, fal.backend, layout.outputs_dir, layout.prompts_dir)
+    return estimate(rows, ledger.entries(key), prices, fal.backend, layout.outputs_dir, layout.prompts_dir)
 
 
 def plan_night(instance: dg.DagsterInstance, fal: BaseFalResource, dataset: DatasetResource, log) -> Night:

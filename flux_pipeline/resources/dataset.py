@@ -13,7 +13,7 @@ from ..dataset.layout import DatasetLayout
 from ..dataset.ledger import RequestLedger
 from ..dataset.pricing import CONFIGURED, MEGAPIXELS, UnitPrice
 from ..dataset.storage import is_local, open_location
-from ..fal.batch import DEFAULT_MAX_FILE_BYTES
+from ..fal.types import DEFAULT_MAX_FILE_BYTES
 
 DEFAULT_DATA_DIR = str(Path(__file__).resolve().parents[2] / "data")
 

@@ -1,6 +1,6 @@
 """fal.ai FLUX1.1 [pro] as Dagster resources: `FalResource` calls fal with a key;
 `EmulatedFalResource` runs the bundled emulator in-process and calls that (synthetic images,
-nothing billed). They share one interface, and `definitions.py` picks one: nothing falls back
+nothing billed). They share one interface, and `defs/resources.py` picks one: nothing falls back
 from one to the other at run time."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from ..fal.batch import DEFAULT_MAX_FILE_BYTES, BatchOptions, run_batch
+from ..fal.batch import BatchOptions, run_batch
 from ..fal.bridge import drive
 from ..fal.client import FalClient
 from ..fal.endpoints import FalUrls
@@ -28,7 +28,7 @@ from ..fal.platform import FalPlatform
 from ..fal.platform_models import BillingEvent
 from ..fal.redaction import SECRETS
 from ..fal.retries import LOG, CallCounts, RetryPolicy
-from ..fal.types import GenerationRequest, Ledger, Outcome
+from ..fal.types import DEFAULT_MAX_FILE_BYTES, GenerationRequest, Ledger, Outcome
 from ..fal.webhook_signatures import JWKS_PATH, JWKS_URL, WebhookVerifier
 
 REDACTED = "**********"
