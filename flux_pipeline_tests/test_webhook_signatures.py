@@ -3,6 +3,7 @@ own Ed25519 key and serves its JWKS; the receiver takes only fresh deliveries th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -91,3 +92,30 @@ def test_a_rotated_key_is_fetched_again_but_a_forger_cannot_make_the_receiver_re
         assert post(receiver, forger.headers("rid-1", BODY)).status_code == 401
     assert server.emulator.jwks_served <= 3, "unknown signatures refetch at most once per interval"
     assert len(received) == 2
+
+
+def test_deliveries_arriving_together_before_the_keys_are_fetched_all_verify_on_one_fetch(delivery):
+    """fal delivers the webhooks of a batch's first requests at once: those that arrive while the
+    first one fetches the JWKS wait for that fetch instead of being refused as mis-signed."""
+    server, receiver, received = delivery
+    bodies = [
+        json.dumps({"request_id": f"rid-{n}", "status": "OK", "payload": {}}).encode() for n in range(12)
+    ]
+
+    async def deliver_all() -> list[int]:
+        async with httpx.AsyncClient() as client:
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        f"{receiver.base_url}/tok-{n}",
+                        content=body,
+                        headers=server.emulator.webhook_signer.headers(f"rid-{n}", body),
+                    )
+                    for n, body in enumerate(bodies)
+                )
+            )
+        return [response.status_code for response in responses]
+
+    assert asyncio.run(deliver_all()) == [200] * len(bodies)
+    assert sorted(token for token, _ in received) == sorted(f"tok-{n}" for n in range(12))
+    assert server.emulator.jwks_served == 1

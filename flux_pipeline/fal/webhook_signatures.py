@@ -6,6 +6,7 @@ with a `WebhookVerifier`."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import time
@@ -91,6 +92,7 @@ class WebhookVerifier:
         )
         self._keys: list[Ed25519PublicKey] = []
         self._fetched_at: float | None = None
+        self._fetching = asyncio.Lock()
         self._accepted: dict[str, float] = {}
         """Signature → when it stops being fresh."""
         self.fetches = 0
@@ -120,9 +122,12 @@ class WebhookVerifier:
     async def _verified(self, signature: bytes, message: bytes) -> bool:
         if self._matches(signature, message):
             return True
-        if self._fetched_at is not None and self._clock() - self._fetched_at < self.refresh_interval:
-            return False
-        await self._fetch()
+        async with self._fetching:  # deliveries arriving together wait for one fetch
+            if self._matches(signature, message):
+                return True  # the keys another delivery fetched meanwhile
+            if self._fetched_at is not None and self._clock() - self._fetched_at < self.refresh_interval:
+                return False
+            await self._fetch()
         return self._matches(signature, message)
 
     def _matches(self, signature: bytes, message: bytes) -> bool:
