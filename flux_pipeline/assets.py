@@ -14,6 +14,7 @@ from upath import UPath
 
 from .automation import DATASET_CONDITION, REPORT_CONDITION
 from .dataset import cost_report as cost_views
+from .dataset.axes import AxisBalance, attach_axes
 from .dataset.catalog import CatalogSummary, replace_partition
 from .dataset.estimate import Estimate, estimate
 from .dataset.files import sha256_of
@@ -32,6 +33,7 @@ from .dataset.prompt_table import (
 from .dataset.reject_summary import RejectSummary
 from .dataset.rows import CatalogRowWriter, ParquetRowWriter
 from .dataset.storage import write_parquet_atomically
+from .dataset.table_source import partition_table
 from .fal.models import REDUX_ENDPOINTS, TEXT_TO_IMAGE_ENDPOINTS
 from .metadata import preview_metadata, step_metadata, table_preview
 from .partitions import FAL_POOL, GROUP, prompt_tables
@@ -78,7 +80,8 @@ prompt_table_files = dg.AssetSpec(
     partitions_def=prompt_tables,
     group_name=GROUP,
     kinds={"parquet"},
-    description="The prompt tables (data/prompts/KEY.parquet), one per partition. An external asset: "
+    description="The prompt tables (data/prompts/KEY.parquet) or recipes (data/recipes/KEY.yaml), one "
+    "per partition. An external asset: "
     "prompt_table_sensor reports a new version (the file's SHA-256) when a table appears or "
     "changes, which marks its downstream assets stale.",
 )
@@ -100,14 +103,16 @@ def prompts(
     context: dg.AssetExecutionContext, fal: BaseFalResource, dataset: DatasetResource
 ) -> dg.MaterializeResult:
     layout = dataset.layout
-    path = _prompt_table(context, layout)
+    source = _table_source(context, layout)
     files = layout.partition_files(context.partition_key)
     try:
+        path = partition_table(layout, context.partition_key, dataset.request_defaults())
         table = open_prompt_table(path)
         outcomes = plan_rows(table, path, dataset.request_defaults(), layout.prompts_dir)
         valid, redux_rows, rejects = _write_prompt_rows(context, outcomes, files)
     except PromptTableError as exc:
-        raise dg.Failure(description=str(exc), metadata={"table": dg.MetadataValue.path(str(path))}) from None
+        metadata = {"table": dg.MetadataValue.path(str(source))}
+        raise dg.Failure(description=str(exc), metadata=metadata) from None
     forecast = _estimate(context, fal, dataset, files)
     return dg.MaterializeResult(
         metadata={
@@ -115,14 +120,14 @@ def prompts(
             "estimated_megapixels": forecast.megapixels,
             "new_requests": forecast.new_requests,
             "paid_requests": forecast.paid_requests,
-            "table": dg.MetadataValue.path(str(path)),
+            "table": dg.MetadataValue.path(str(source)),
             "rows": table.metadata.num_rows,
             "valid_rows": valid,
             "rejected_rows": table.metadata.num_rows - valid,
             "redux_rows": redux_rows,
             "rejects": table_preview(pd.DataFrame(rejects, columns=REJECT_SCHEMA.names)),
         },
-        data_version=dg.DataVersion(sha256_of(path)),
+        data_version=dg.DataVersion(sha256_of(source)),
         check_results=[_budget_check(forecast, dataset.budget_usd)],
     )
 
@@ -189,9 +194,10 @@ def redux_variations(
 )
 def catalog(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
     layout, key = dataset.layout, context.partition_key
-    files, summary = layout.partition_files(key), CatalogSummary()
+    files, summary, balance = layout.partition_files(key), CatalogSummary(), AxisBalance()
     steps = chain(files.step_batches(GENERATED_STEP), files.step_batches(VARIATIONS_STEP))
-    path = replace_partition(layout.catalog_dir, key, summary.observe(steps))
+    rows = balance.observe(attach_axes(steps, files.prompt_axes()))
+    path = replace_partition(layout.catalog_dir, key, summary.observe(rows))
     head = summary.head_table()
     gallery = write_gallery(layout.catalog_dir, layout.outputs_dir, key)
     return dg.MaterializeResult(
@@ -202,6 +208,7 @@ def catalog(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.M
             "partition_cost_usd": round(summary.cost_usd, 6),
             "billed_megapixels": summary.billed_megapixels,
             "nsfw_images": summary.nsfw_images,
+            **({"axis_balance": dg.MetadataValue.md(table)} if (table := balance.markdown()) else {}),
             "catalog_preview": table_preview(head.select(CATALOG_PREVIEW_COLUMNS).slice(0, 20).to_pandas()),
             **preview_metadata(
                 layout.outputs_dir, head, f"{key} contact sheet", files.folder / "contact_sheet.png"
@@ -266,13 +273,15 @@ def _estimate(
         )
 
 
-def _prompt_table(context: dg.AssetExecutionContext, layout: DatasetLayout) -> UPath:
-    """The partition's prompt table, which must exist."""
-    path = layout.table(context.partition_key)
+def _table_source(context: dg.AssetExecutionContext, layout: DatasetLayout) -> UPath:
+    """The partition's prompt table or recipe, which must exist."""
+    path = layout.source(context.partition_key)
     if not path.exists():
+        recipe = layout.recipe(context.partition_key)
         raise dg.Failure(
-            description=f"partition {context.partition_key!r} has no prompt table: expected {path}. Add "
-            "the table, or delete the partition (automation never runs a partition without a table).",
+            description=f"partition {context.partition_key!r} has no prompt table: expected {path} (or the "
+            f"recipe {recipe}). Add one, or delete the partition (automation never runs a partition "
+            "without a table).",
             metadata={"table": dg.MetadataValue.path(str(path))},
         )
     return path

@@ -20,6 +20,7 @@ import dagster as dg
 from .dataset.estimate import Estimate, estimate
 from .dataset.ledger import PartitionLedger, RequestLedger, RunContext
 from .dataset.prompt_table import PromptRow, PromptTableError, open_prompt_table, plan_rows
+from .dataset.table_source import partition_table
 from .jobs import build_dataset
 from .resources import BaseFalResource, DatasetResource
 from .step_engine import step_prices
@@ -53,7 +54,7 @@ def stale_tables(instance: dg.DagsterInstance, found: dict[str, str]) -> dict[st
 def estimate_partition(key: str, fal: BaseFalResource, dataset: DatasetResource, prices, ledger) -> Estimate:
     """The partition's cost if it ran now, from its table (rows a run would reject cost nothing)."""
     layout = dataset.layout
-    path = layout.table(key)
+    path = partition_table(layout, key, dataset.request_defaults())
     rows = (
         row
         for row in plan_rows(open_prompt_table(path), path, dataset.request_defaults(), layout.prompts_dir)

@@ -1,7 +1,8 @@
 """`prompt_table_sensor` (off by default: runs against real fal cost money; turn it on in the UI).
 
-Each tick it hashes the prompt tables in the prompts folder and, for every table new or changed
-since its cursor (on the first tick, or with a lost cursor: every table):
+Each tick it hashes the prompt tables in the prompts folder and the recipes in the recipes folder
+and, for every one new or changed since its cursor (on the first tick, or with a lost cursor:
+every one):
 - registers the partition when it is new (it never deletes one: a deleted table keeps its
   partition and catalog history);
 - records the table's version (its SHA-256) as an event of `prompt_table_files`, unless that
@@ -18,8 +19,7 @@ from dataclasses import asdict, dataclass, field
 import dagster as dg
 
 from .asset_versions import DATA_VERSION_TAG, data_version, latest_data_version, latest_materialization
-from .dataset.files import sha256_of
-from .dataset.layout import PARTITION_KEY
+from .dataset.table_source import source_versions
 from .jobs import build_dataset
 from .partitions import prompt_tables
 from .resources import DatasetResource
@@ -48,14 +48,8 @@ class SensorCursor:
 
 
 def scan_prompt_tables(dataset: DatasetResource, log) -> dict[str, str]:
-    """{partition key: file hash} of every prompt table with a usable name."""
-    found = {}
-    for path in sorted(dataset.layout.prompts_dir.glob("*.parquet")):
-        if PARTITION_KEY.match(path.stem):
-            found[path.stem] = sha256_of(path)
-        else:
-            log.warning(f"skipping {path.name}: a table name must match {PARTITION_KEY.pattern}")
-    return found
+    """{partition key: file hash} of every prompt table and recipe with a usable name."""
+    return source_versions(dataset.layout, log)
 
 
 def table_version_events(partition: str, sha256: str) -> list:

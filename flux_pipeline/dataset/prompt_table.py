@@ -73,6 +73,8 @@ OPTIONAL_COLUMNS = {
     "aspect_ratio": _text,
     "raw": _flag,
 }
+AXIS_PREFIX = "axis_"
+"""`axis_NAME` text columns (a recipe writes one per axis) describe the row; the catalog keeps them."""
 WHOLE_NUMBER_COLUMNS = ("width", "height", "seed", "num_images", "safety_tolerance", "num_inference_steps")
 """Columns whose values must be whole numbers: a float value that is not is a reject of its row."""
 REQUEST_FIELDS = (
@@ -92,9 +94,11 @@ text-to-image request too when its model takes them (FLUX.1 [dev], [schnell]).""
 class PromptTableError(ValueError):
     """The table as a whole cannot be read; the message names the file and the problem."""
 
+    kind = "prompt table"
+
     def __init__(self, path: UPath, problem: str):
         self.path, self.problem = path, problem
-        super().__init__(f"prompt table {path}: {problem}")
+        super().__init__(f"{self.kind} {path}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,8 @@ class PromptRow:
     model: str = TEXT_TO_IMAGE
     """The text-to-image endpoint (fal.models.TEXT_TO_IMAGE_ENDPOINTS)."""
     redux_model: str = REDUX
+    axes: str | None = None
+    """The row's `axis_*` values as a JSON object {axis: value}, None when the table has none."""
 
 
 @dataclass(frozen=True)
@@ -128,10 +134,11 @@ def open_prompt_table(path: UPath) -> pq.ParquetFile:
     except (pa.ArrowException, OSError) as exc:
         raise PromptTableError(path, f"not a readable Parquet file ({exc})") from None
     schema = table.schema_arrow
-    known = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
+    known: dict = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
     missing = [name for name in REQUIRED_COLUMNS if name not in schema.names]
     if missing:
         raise PromptTableError(path, f"missing required column(s) {', '.join(missing)}")
+    known.update({name: _text for name in schema.names if name.startswith(AXIS_PREFIX)})
     unknown = [name for name in schema.names if name not in known]
     if unknown:
         raise PromptTableError(path, f"unknown column(s) {', '.join(unknown)}; known: {', '.join(known)}")
@@ -221,14 +228,20 @@ def _plan_row(row: pd.Series, prompt_id: str, defaults: dict, prompts_dir: UPath
     if source is None:
         if unused := [name for name in extra if name not in steps]:
             raise _RowError("redux_image", f"required when {', '.join(unused)} is set")
-        return PromptRow(prompt_id, text_to_image, model=model)
+        return PromptRow(prompt_id, text_to_image, model=model, axes=_axes(row))
     redux_model = _model(row, "redux_model", REDUX_ENDPOINTS, ULTRA_REDUX if model == ULTRA else REDUX)
     redux_prompt = extra.pop("redux_prompt", None) or ""
     request = {**_defaults_for(redux_model, defaults), **given, **extra, "prompt": redux_prompt}
     redux = _validated(redux_model, {**request, "image_url": "pending:upload"})
     return PromptRow(
-        prompt_id, text_to_image, redux, _resolve_source(source, prompts_dir), model, redux_model
+        prompt_id, text_to_image, redux, _resolve_source(source, prompts_dir), model, redux_model, _axes(row)
     )
+
+
+def _axes(row: pd.Series) -> str | None:
+    names = [name for name in row.index if name.startswith(AXIS_PREFIX)]
+    axes = {name.removeprefix(AXIS_PREFIX): _value(row, name) for name in names}
+    return json.dumps(axes) if axes else None
 
 
 def _model(row: pd.Series, column: str, known: tuple[str, ...], default: str) -> str:
@@ -320,6 +333,7 @@ PROMPT_ROW_SCHEMA = pa.schema(
         ("redux_source", pa.string()),
         ("model", pa.string()),
         ("redux_model", pa.string()),
+        ("axes", pa.string()),
     ]
 )
 
@@ -333,6 +347,7 @@ def prompt_row_record(row: PromptRow) -> dict:
         "redux_source": row.redux_source,
         "model": row.model,
         "redux_model": row.redux_model if row.redux else None,
+        "axes": row.axes,
     }
 
 
@@ -347,4 +362,5 @@ def prompt_row_from_record(record: dict) -> PromptRow:
         record.get("redux_source"),
         model,
         redux_model,
+        record.get("axes"),
     )

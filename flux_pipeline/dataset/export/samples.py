@@ -29,6 +29,7 @@ METADATA_COLUMNS = [
     "nsfw",
     "cost_usd",
     "content_hash",
+    "axes",
 ]
 
 
