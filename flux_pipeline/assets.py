@@ -14,10 +14,9 @@ from upath import UPath
 
 from .automation import DATASET_CONDITION, REPORT_CONDITION
 from .dataset import cost_report as cost_views
-from .dataset.axes import AxisBalance, attach_axes
+from .dataset.axes import ROW_COLUMNS, AxisBalance, attach_row_columns
 from .dataset.catalog import CatalogSummary, replace_partition
 from .dataset.estimate import Estimate, estimate
-from .dataset.files import sha256_of
 from .dataset.gallery import write_gallery
 from .dataset.layout import DatasetLayout, PartitionFiles
 from .dataset.ledger import PartitionLedger, RequestLedger, RunContext
@@ -33,7 +32,7 @@ from .dataset.prompt_table import (
 from .dataset.reject_summary import RejectSummary
 from .dataset.rows import CatalogRowWriter, ParquetRowWriter
 from .dataset.storage import write_parquet_atomically
-from .dataset.table_source import partition_table
+from .dataset.table_source import partition_table, source_version
 from .fal.models import REDUX_ENDPOINTS, TEXT_TO_IMAGE_ENDPOINTS
 from .metadata import preview_metadata, step_metadata, table_preview
 from .partitions import FAL_POOL, GROUP, prompt_tables
@@ -106,7 +105,9 @@ def prompts(
     source = _table_source(context, layout)
     files = layout.partition_files(context.partition_key)
     try:
-        path = partition_table(layout, context.partition_key, dataset.request_defaults())
+        path = partition_table(
+            layout, context.partition_key, dataset.request_defaults(), dataset.ledger_location()
+        )
         table = open_prompt_table(path)
         outcomes = plan_rows(table, path, dataset.request_defaults(), layout.prompts_dir)
         valid, redux_rows, rejects = _write_prompt_rows(context, outcomes, files)
@@ -127,7 +128,7 @@ def prompts(
             "redux_rows": redux_rows,
             "rejects": table_preview(pd.DataFrame(rejects, columns=REJECT_SCHEMA.names)),
         },
-        data_version=dg.DataVersion(sha256_of(source)),
+        data_version=dg.DataVersion(source_version(layout, source, dataset.ledger_location)),
         check_results=[_budget_check(forecast, dataset.budget_usd)],
     )
 
@@ -196,7 +197,7 @@ def catalog(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.M
     layout, key = dataset.layout, context.partition_key
     files, summary, balance = layout.partition_files(key), CatalogSummary(), AxisBalance()
     steps = chain(files.step_batches(GENERATED_STEP), files.step_batches(VARIATIONS_STEP))
-    rows = balance.observe(attach_axes(steps, files.prompt_axes()))
+    rows = balance.observe(attach_row_columns(steps, files.row_columns(ROW_COLUMNS)))
     path = replace_partition(layout.catalog_dir, key, summary.observe(rows))
     head = summary.head_table()
     gallery = write_gallery(layout.catalog_dir, layout.outputs_dir, key)

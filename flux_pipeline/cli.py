@@ -155,7 +155,12 @@ def _recipe_preview(args: argparse.Namespace) -> int:
     prices, source = _preview_prices(dataset)
     try:
         preview = preview_recipe(
-            UPath(args.file), dataset.request_defaults(), dataset.layout.prompts_dir, prices, args.rows
+            UPath(args.file),
+            dataset.layout,
+            dataset.ledger_location(),
+            dataset.request_defaults(),
+            prices,
+            args.rows,
         )
     except RecipeError as exc:
         print(exc, file=sys.stderr)

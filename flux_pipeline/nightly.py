@@ -54,7 +54,7 @@ def stale_tables(instance: dg.DagsterInstance, found: dict[str, str]) -> dict[st
 def estimate_partition(key: str, fal: BaseFalResource, dataset: DatasetResource, prices, ledger) -> Estimate:
     """The partition's cost if it ran now, from its table (rows a run would reject cost nothing)."""
     layout = dataset.layout
-    path = partition_table(layout, key, dataset.request_defaults())
+    path = partition_table(layout, key, dataset.request_defaults(), dataset.ledger_location())
     rows = (
         row
         for row in plan_rows(open_prompt_table(path), path, dataset.request_defaults(), layout.prompts_dir)

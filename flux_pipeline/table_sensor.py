@@ -49,7 +49,7 @@ class SensorCursor:
 
 def scan_prompt_tables(dataset: DatasetResource, log) -> dict[str, str]:
     """{partition key: file hash} of every prompt table and recipe with a usable name."""
-    return source_versions(dataset.layout, log)
+    return source_versions(dataset.layout, log, dataset.ledger_location)
 
 
 def table_version_events(partition: str, sha256: str) -> list:

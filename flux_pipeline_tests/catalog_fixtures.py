@@ -89,6 +89,7 @@ class Shots:
                 "cost_usd": 0.04 + 0.001 * len(self.rows),
                 "parent_image_id": parent,
                 "axes": json.dumps({"subject": prompt_id}),
+                "draft_image_id": None,
             }
         )
         return identifier

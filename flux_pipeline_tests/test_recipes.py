@@ -17,9 +17,10 @@ from upath import UPath
 
 from flux_pipeline import cli
 from flux_pipeline.dataset.files import sha256_of
+from flux_pipeline.dataset.layout import DatasetLayout
 from flux_pipeline.dataset.recipe_rows import expand
 from flux_pipeline.dataset.recipe_spec import RecipeError, load_recipe
-from flux_pipeline.dataset.table_source import write_recipe_table
+from flux_pipeline.dataset.table_source import recipe_table, write_recipe_table
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.models import SCHNELL
@@ -51,6 +52,13 @@ def write_recipe(folder: Path, name: str, recipe: dict) -> UPath:
     return UPath(path)
 
 
+def build_table(tmp_path: Path, recipe: UPath, destination: Path) -> None:
+    """What materializing `prompts` writes for a recipe partition (in a dataset rooted at tmp_path)."""
+    layout = DatasetLayout(UPath(tmp_path))
+    table = recipe_table(layout, recipe, str(tmp_path / "ledger.sqlite"))
+    write_recipe_table(table, recipe, UPath(destination), DEFAULTS, layout.prompts_dir)
+
+
 def rows_of(tmp_path: Path, recipe: dict) -> pd.DataFrame:
     path = write_recipe(tmp_path, "recipe", recipe)
     return expand(load_recipe(path), path).to_pandas()
@@ -78,8 +86,8 @@ def test_product_minus_exclusions_fills_the_templates(tmp_path):
 def test_the_same_recipe_gives_a_byte_identical_table(tmp_path):
     path = write_recipe(tmp_path, "wildlife", WILDLIFE)
     first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
-    write_recipe_table(path, UPath(first), DEFAULTS, UPath(tmp_path))
-    write_recipe_table(path, UPath(second), DEFAULTS, UPath(tmp_path))
+    build_table(tmp_path, path, first)
+    build_table(tmp_path, path, second)
     assert first.read_bytes() == second.read_bytes()
     assert pq.read_table(first).num_rows == 12
 
@@ -164,7 +172,7 @@ def test_a_bad_recipe_names_the_key(tmp_path, recipe, message):
     path = write_recipe(tmp_path, "bad", recipe)
     destination = tmp_path / "out" / "table.parquet"
     with pytest.raises(RecipeError) as raised:
-        write_recipe_table(path, UPath(destination), DEFAULTS, UPath(tmp_path))
+        build_table(tmp_path, path, destination)
     assert str(raised.value).startswith(f"recipe {path}: {message}"), str(raised.value)
 
 

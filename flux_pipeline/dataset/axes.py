@@ -1,5 +1,6 @@
-"""A recipe's axes in the catalog: each image gets its prompt row's axes (the `axes` JSON column),
-and the images are counted per axis value (the catalog's balance table)."""
+"""What a catalog image carries from its prompt row (`axes`, a recipe's axes as JSON, and
+`draft_image_id`, a final row's draft), and the images counted per axis value (the catalog's
+balance table)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,20 @@ from collections.abc import Iterable, Iterator
 import pyarrow as pa
 
 AXES_COLUMN = "axes"
+ROW_COLUMNS = (AXES_COLUMN, "draft_image_id")
+"""Catalog columns copied from the image's row of prompts.parquet."""
 
 
-def attach_axes(batches: Iterable[pa.RecordBatch], axes_of: dict[str, str]) -> Iterator[pa.RecordBatch]:
-    """Catalog batches with `axes` set from their prompt row's (prompt_id → axes JSON)."""
+def attach_row_columns(
+    batches: Iterable[pa.RecordBatch], row_columns: dict[str, dict]
+) -> Iterator[pa.RecordBatch]:
+    """Catalog batches with ROW_COLUMNS set from their prompt row's (prompt_id → {column: value})."""
     for batch in batches:
-        values = pa.array([axes_of.get(key) for key in batch["prompt_id"].to_pylist()], pa.string())
-        yield batch.set_column(batch.schema.get_field_index(AXES_COLUMN), AXES_COLUMN, values)
+        rows = [row_columns.get(key, {}) for key in batch["prompt_id"].to_pylist()]
+        for name in ROW_COLUMNS:
+            values = pa.array([row.get(name) for row in rows], pa.string())
+            batch = batch.set_column(batch.schema.get_field_index(name), name, values)
+        yield batch
 
 
 class AxisBalance:

@@ -49,6 +49,7 @@ CATALOG_SCHEMA = pa.schema(
         ("code_version", pa.string()),
         ("created_at", pa.timestamp("us", tz="UTC")),
         ("axes", pa.string()),
+        ("draft_image_id", pa.string()),
     ]
 )
 """`file_path` is relative to the output root; `content_hash` is the SHA-256 of the file;
@@ -57,7 +58,8 @@ CATALOG_SCHEMA = pa.schema(
 (`billing_unit`: megapixels, each image rounded up to whole ones of `megapixel_size` pixels, or
 one image) times `unit_price`, which came from fal's pricing API or the configuration
 (`price_source`); `axes` is the JSON object {axis: value} of the row's `axis_*` columns (a recipe's
-axes), null for a row without them (one JSON column keeps the schema the same in every partition)."""
+axes), null for a row without them (one JSON column keeps the schema the same in every partition);
+`draft_image_id` is, for a final render of a draft recipe's row, the draft image it replaces."""
 
 
 PARTITION_COLUMN = "partition"

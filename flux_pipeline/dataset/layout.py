@@ -67,13 +67,13 @@ class PartitionFiles:
         for batch in parquet_file(self.prompts).iter_batches(batch_size=1024):
             yield from map(prompt_row_from_record, batch.to_pylist())
 
-    def prompt_axes(self) -> dict[str, str]:
-        """prompt_id → its axes (JSON), for the rows that have axes."""
+    def row_columns(self, columns: tuple[str, ...]) -> dict[str, dict]:
+        """prompt_id → the row's `columns` of prompts.parquet (null before they existed), for the
+        rows with any of them set."""
         table = parquet_file(self.prompts).read()
-        if "axes" not in table.column_names:  # written before rows had axes
-            return {}
-        table = table.filter(pc.is_valid(table["axes"]))
-        return dict(zip(table["prompt_id"].to_pylist(), table["axes"].to_pylist()))
+        present = [name for name in columns if name in table.column_names]
+        rows = zip(table["prompt_id"].to_pylist(), table.select(present).to_pylist())
+        return {key: values for key, values in rows if any(v is not None for v in values.values())}
 
     def step_batches(self, step: str) -> Iterator[pa.RecordBatch]:
         """A step's catalog rows, a batch at a time (none before the step has run)."""

@@ -72,6 +72,7 @@ OPTIONAL_COLUMNS = {
     "redux_model": _text,
     "aspect_ratio": _text,
     "raw": _flag,
+    "draft_image_id": _text,
 }
 AXIS_PREFIX = "axis_"
 """`axis_NAME` text columns (a recipe writes one per axis) describe the row; the catalog keeps them."""
@@ -114,6 +115,8 @@ class PromptRow:
     redux_model: str = REDUX
     axes: str | None = None
     """The row's `axis_*` values as a JSON object {axis: value}, None when the table has none."""
+    draft_image_id: str | None = None
+    """The draft image this (final) row renders again (a final recipe's rows name it)."""
 
 
 @dataclass(frozen=True)
@@ -225,17 +228,17 @@ def _plan_row(row: pd.Series, prompt_id: str, defaults: dict, prompts_dir: UPath
     steps = {name: value for name, value in extra.items() if takes(model, name)}
     text_to_image = _validated(model, {**_defaults_for(model, defaults), "prompt": prompt, **given, **steps})
     source = _value(row, "redux_image")
+    axes, draft = _axes(row), _value(row, "draft_image_id")
     if source is None:
         if unused := [name for name in extra if name not in steps]:
             raise _RowError("redux_image", f"required when {', '.join(unused)} is set")
-        return PromptRow(prompt_id, text_to_image, model=model, axes=_axes(row))
+        return PromptRow(prompt_id, text_to_image, model=model, axes=axes, draft_image_id=draft)
     redux_model = _model(row, "redux_model", REDUX_ENDPOINTS, ULTRA_REDUX if model == ULTRA else REDUX)
     redux_prompt = extra.pop("redux_prompt", None) or ""
     request = {**_defaults_for(redux_model, defaults), **given, **extra, "prompt": redux_prompt}
     redux = _validated(redux_model, {**request, "image_url": "pending:upload"})
-    return PromptRow(
-        prompt_id, text_to_image, redux, _resolve_source(source, prompts_dir), model, redux_model, _axes(row)
-    )
+    source = _resolve_source(source, prompts_dir)
+    return PromptRow(prompt_id, text_to_image, redux, source, model, redux_model, axes, draft)
 
 
 def _axes(row: pd.Series) -> str | None:
@@ -334,6 +337,7 @@ PROMPT_ROW_SCHEMA = pa.schema(
         ("model", pa.string()),
         ("redux_model", pa.string()),
         ("axes", pa.string()),
+        ("draft_image_id", pa.string()),
     ]
 )
 
@@ -348,6 +352,7 @@ def prompt_row_record(row: PromptRow) -> dict:
         "model": row.model,
         "redux_model": row.redux_model if row.redux else None,
         "axes": row.axes,
+        "draft_image_id": row.draft_image_id,
     }
 
 
@@ -363,4 +368,5 @@ def prompt_row_from_record(record: dict) -> PromptRow:
         model,
         redux_model,
         record.get("axes"),
+        record.get("draft_image_id"),
     )

@@ -1,5 +1,5 @@
 """`flux-pipeline recipe preview FILE`: a recipe's first rows and what the whole table would cost,
-before anything is sent (every request priced as new: the ledger is not consulted)."""
+before anything is sent (every request priced as new)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import pandas as pd
 from upath import UPath
 
 from .estimate import Estimate, estimate
+from .layout import DatasetLayout
 from .pricing import UnitPrice
 from .prompt_table import PromptRow, open_prompt_table, plan_rows
 from .storage import parquet_file
-from .table_source import write_recipe_table
+from .table_source import recipe_table, write_recipe_table
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,20 @@ class RecipePreview:
 
 
 def preview_recipe(
-    source: UPath, request_defaults: dict, prompts_dir: UPath, prices: dict[str, UnitPrice], head_rows: int
+    source: UPath,
+    layout: DatasetLayout,
+    ledger_location: str,
+    request_defaults: dict,
+    prices: dict[str, UnitPrice],
+    head_rows: int,
 ) -> RecipePreview:
-    """RecipeError when the recipe or one of its rows is bad."""
+    """RecipeError when the recipe or one of its rows is bad (a final recipe reads its draft's
+    catalog in `layout` and decisions in the ledger)."""
+    prompts_dir = layout.prompts_dir
     with tempfile.TemporaryDirectory(prefix="recipe-preview-") as folder:
         table = UPath(folder) / "recipe_table.parquet"
-        write_recipe_table(source, table, request_defaults, prompts_dir)
+        expanded = recipe_table(layout, source, ledger_location)
+        write_recipe_table(expanded, source, table, request_defaults, prompts_dir)
         opened = open_prompt_table(table)
         rows = (
             row

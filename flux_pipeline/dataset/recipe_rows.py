@@ -24,12 +24,14 @@ BALANCE_ATTEMPTS = 20
 Assignment = dict[str, str]
 
 
-def expand(recipe: Recipe, path: UPath) -> pa.Table:
-    """The prompt table of `recipe` (read from `path`, which errors name)."""
+def expand(recipe: Recipe, path: UPath, *, final: bool = False) -> pa.Table:
+    """The prompt table of `recipe` (read from `path`, which errors name): its draft when it names
+    a `draft_model`, unless `final` (the rows with `model` and every default, Redux included)."""
     assignments = allowed_assignments(recipe)
     if recipe.mode == "sample":
         assignments = _sample(recipe, assignments, path)
-    rows = [_row(recipe, assignment) for assignment in assignments]
+    draft = recipe.defaults.draft_model is not None and not final
+    rows = [_row(recipe, assignment, draft) for assignment in assignments]
     return pa.Table.from_pylist(rows, schema=_schema(recipe, rows))
 
 
@@ -107,23 +109,22 @@ def _fraction(purpose: str, text: str) -> float:
     return int(_digest(purpose, text)[:8], 16) / 2**32
 
 
-def _row(recipe: Recipe, assignment: Assignment) -> dict:
+def _row(recipe: Recipe, assignment: Assignment, draft: bool) -> dict:
+    """A draft row has the draft model, no Redux, and only the defaults the draft model takes."""
     key = prompt_id(assignment)
     defaults = recipe.defaults
+    model = defaults.draft_model if draft else defaults.model
     template = recipe.templates[int(_digest("template", key)[:8], 16) % len(recipe.templates)]
-    row: dict = {"prompt_id": key, "prompt": template.format(**assignment), "model": defaults.model}
-    if isinstance(defaults.image_size, ImageSize):
-        row.update(width=defaults.image_size.width, height=defaults.image_size.height)
-    elif defaults.image_size is not None:
-        row["image_size"] = defaults.image_size
+    row: dict = {"prompt_id": key, "prompt": template.format(**assignment), "model": model}
+    row.update(_size_columns(model, defaults.image_size))
     if defaults.seed_from == "row":
         row["seed"] = int(_digest("seed", key)[:8], 16)
     elif defaults.seed is not None:
         row["seed"] = defaults.seed
-    redux = defaults.redux is not None and _fraction("redux", key) < defaults.redux.share
+    redux = not draft and defaults.redux is not None and _fraction("redux", key) < defaults.redux.share
     for name in REQUEST_DEFAULTS:
         value = getattr(defaults, name)
-        if value is not None and (redux or name not in REDUX_FIELDS or takes(defaults.model, name)):
+        if value is not None and (takes(model, name) or (redux and name in REDUX_FIELDS)):
             row[name] = str(value) if name == "safety_tolerance" else value
     if redux:
         row.update(
@@ -133,6 +134,15 @@ def _row(recipe: Recipe, assignment: Assignment) -> dict:
         )
     row.update({f"{AXIS_PREFIX}{axis}": value for axis, value in assignment.items()})
     return row
+
+
+def _size_columns(model: str, size: ImageSize | str | None) -> dict:
+    """`image_size`, or `width` and `height`, when the model takes a size (ultra does not)."""
+    if size is None or not takes(model, "image_size"):
+        return {}
+    if isinstance(size, ImageSize):
+        return {"width": size.width, "height": size.height}
+    return {"image_size": size}
 
 
 COLUMN_TYPES = {

@@ -24,7 +24,7 @@ from ..fal.models import (
     SizeChoice,
     takes,
 )
-from .prompt_table import GENERATED, PromptTableError
+from .prompt_table import GENERATED, REDUX_FIELDS, PromptTableError
 
 AXIS_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 """An axis becomes the column `axis_NAME`, so its name must be a safe identifier."""
@@ -85,6 +85,9 @@ class ReduxDefaults(_Strict):
 
 class Defaults(_Strict):
     model: str = TEXT_TO_IMAGE
+    draft_model: str | None = None
+    """When set, the recipe's own partition is a cheap draft rendered with this model (without
+    Redux); a final recipe (`final_of`) renders the rows kept from it with `model`."""
     image_size: SizeChoice | None = None
     seed: int | None = None
     seed_from: Literal["row"] | None = None
@@ -117,7 +120,21 @@ class Recipe(_Strict):
         return [item.value for item in self.axes[axis]]
 
 
-def load_recipe(path: UPath) -> Recipe:
+class FinalRecipe(_Strict):
+    """The final render of a draft recipe's partition: its rows that were kept (`reviewed`: whose
+    draft image a reviewer kept; `all`: every row with a draft image), with the draft recipe's
+    `model` and defaults, each row naming the draft image it replaces."""
+
+    final_of: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    keep: Literal["reviewed", "all"] = "reviewed"
+
+
+def is_recipe(path: UPath) -> bool:
+    """A partition's source is a recipe (recipes/KEY.yaml) rather than a prompt table."""
+    return path.suffix == ".yaml"
+
+
+def load_recipe(path: UPath) -> Recipe | FinalRecipe:
     """The recipe in `path`, validated; RecipeError naming the key otherwise."""
     if not path.is_file():
         raise RecipeError(path, "", "file not found")
@@ -128,10 +145,12 @@ def load_recipe(path: UPath) -> Recipe:
     return parse_recipe(path, data)
 
 
-def parse_recipe(path: UPath, data: object) -> Recipe:
+def parse_recipe(path: UPath, data: object) -> Recipe | FinalRecipe:
     if not isinstance(data, dict):
         raise RecipeError(path, "", "a recipe is a mapping of keys (templates, axes, ...)")
     try:
+        if "final_of" in data:
+            return FinalRecipe.model_validate(data)
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
@@ -220,6 +239,8 @@ def _check_defaults(path: UPath, recipe: Recipe) -> None:
     defaults = recipe.defaults
     if defaults.model not in TEXT_TO_IMAGE_ENDPOINTS:
         _unknown_model(path, "defaults.model", defaults.model, TEXT_TO_IMAGE_ENDPOINTS)
+    if defaults.draft_model is not None and defaults.draft_model not in TEXT_TO_IMAGE_ENDPOINTS:
+        _unknown_model(path, "defaults.draft_model", defaults.draft_model, TEXT_TO_IMAGE_ENDPOINTS)
     if defaults.seed is not None and defaults.seed_from is not None:
         raise RecipeError(path, "defaults.seed_from", "give either seed or seed_from, not both")
     redux_model = defaults.redux_model()
@@ -227,7 +248,8 @@ def _check_defaults(path: UPath, recipe: Recipe) -> None:
         _unknown_model(path, "defaults.redux.model", redux_model, REDUX_ENDPOINTS)
     given = [name for name in ("image_size", *REQUEST_DEFAULTS) if getattr(defaults, name) is not None]
     for name in given:
-        taken = takes(defaults.model, name) or (defaults.redux is not None and takes(redux_model, name))
+        by_redux = name in REDUX_FIELDS and defaults.redux is not None and takes(redux_model, name)
+        taken = takes(defaults.model, name) or by_redux
         if not taken:
             raise RecipeError(path, f"defaults.{name}", f"{defaults.model} does not take {name}")
 

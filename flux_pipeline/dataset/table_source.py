@@ -1,16 +1,23 @@
 """What a partition is built from: a prompt table (prompts/KEY.parquet) or a recipe
-(recipes/KEY.yaml). Either way its version is the SHA-256 of that file, and what is read is a
-prompt table: a recipe's is expanded, and its rows checked, into the partition's folder."""
+(recipes/KEY.yaml). Its version is the SHA-256 of that file (for a final recipe, also of its
+draft's recipe and the draft's decisions in force), and what is read is a prompt table: a recipe's
+is expanded, and its rows checked, into the partition's folder."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
+
+import pyarrow as pa
 from upath import UPath
 
+from .decisions import DecisionLog, decisions_version
 from .files import sha256_of
+from .final_rows import final_table
 from .layout import PARTITION_KEY, DatasetLayout
 from .prompt_table import Reject, open_prompt_table, plan_rows
 from .recipe_rows import expand
-from .recipe_spec import RecipeError, load_recipe
+from .recipe_spec import FinalRecipe, RecipeError, is_recipe, load_recipe
 from .storage import write_parquet_atomically
 
 
@@ -28,29 +35,60 @@ def find_sources(layout: DatasetLayout, log) -> dict[str, UPath]:
     return found
 
 
-def source_versions(layout: DatasetLayout, log) -> dict[str, str]:
-    """{partition key: version} of every source."""
-    return {key: sha256_of(path) for key, path in find_sources(layout, log).items()}
+def source_versions(layout: DatasetLayout, log, ledger_location: Callable[[], str]) -> dict[str, str]:
+    """{partition key: version} of every source; `ledger_location()` is called only for a final
+    recipe (it reads the decisions log)."""
+    return {
+        key: source_version(layout, path, ledger_location) for key, path in find_sources(layout, log).items()
+    }
 
 
-def is_recipe(path: UPath) -> bool:
-    return path.suffix == ".yaml"
+def source_version(layout: DatasetLayout, path: UPath, ledger_location: Callable[[], str]) -> str:
+    """The file's SHA-256; a final recipe's also covers what it renders: its draft's recipe and the
+    draft's decisions in force (a new keep marks the final partition stale). A recipe that cannot be
+    read is versioned by its file alone (its run says what is wrong)."""
+    version = sha256_of(path)
+    try:
+        recipe = load_recipe(path) if is_recipe(path) else None
+    except RecipeError:
+        return version
+    draft = layout.source(recipe.final_of) if isinstance(recipe, FinalRecipe) else None
+    if draft is None or not draft.exists():
+        return version
+    with DecisionLog(ledger_location()) as decisions:
+        reviewed = decisions_version(decisions.entries(recipe.final_of))
+    return hashlib.sha256(f"{version}\0{sha256_of(draft)}\0{reviewed}".encode()).hexdigest()
 
 
-def partition_table(layout: DatasetLayout, partition: str, request_defaults: dict) -> UPath:
+def partition_table(
+    layout: DatasetLayout, partition: str, request_defaults: dict, ledger_location: str
+) -> UPath:
     """The prompt table to read for the partition: its own, or its recipe's, written to
     outputs/KEY/recipe_table.parquet once every expanded row is valid (RecipeError otherwise)."""
     source = layout.source(partition)
     if not is_recipe(source):
         return source
     destination = layout.partition_files(partition).recipe_table
-    write_recipe_table(source, destination, request_defaults, layout.prompts_dir)
+    table = recipe_table(layout, source, ledger_location)
+    write_recipe_table(table, source, destination, request_defaults, layout.prompts_dir)
     return destination
 
 
-def write_recipe_table(source: UPath, destination: UPath, request_defaults: dict, prompts_dir: UPath) -> None:
-    """The recipe in `source` expanded into the prompt table `destination`, its rows checked."""
-    write_parquet_atomically(expand(load_recipe(source), source), destination)
+def recipe_table(layout: DatasetLayout, source: UPath, ledger_location: str) -> pa.Table:
+    """The recipe's rows; a final recipe's are its draft's kept rows."""
+    recipe = load_recipe(source)
+    if isinstance(recipe, FinalRecipe):
+        with DecisionLog(ledger_location) as decisions:
+            latest = decisions.latest(recipe.final_of)
+        return final_table(layout, recipe, source, latest)
+    return expand(recipe, source)
+
+
+def write_recipe_table(
+    table: pa.Table, source: UPath, destination: UPath, request_defaults: dict, prompts_dir: UPath
+) -> None:
+    """The recipe's expanded `table` written to the prompt table `destination`, its rows checked."""
+    write_parquet_atomically(table, destination)
     check_rows(source, destination, request_defaults, prompts_dir)
 
 

@@ -30,6 +30,7 @@ METADATA_COLUMNS = [
     "cost_usd",
     "content_hash",
     "axes",
+    "draft_image_id",
 ]
 
 
