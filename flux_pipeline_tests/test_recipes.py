@@ -16,14 +16,15 @@ import yaml
 from upath import UPath
 
 from flux_pipeline import cli
+from flux_pipeline.dataset.decisions import KEEP, REJECT, DecisionLog
 from flux_pipeline.dataset.files import sha256_of
 from flux_pipeline.dataset.layout import DatasetLayout
 from flux_pipeline.dataset.recipe_rows import expand
 from flux_pipeline.dataset.recipe_spec import RecipeError, load_recipe
-from flux_pipeline.dataset.table_source import recipe_table, write_recipe_table
+from flux_pipeline.dataset.table_source import recipe_table, source_version, write_recipe_table
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
-from flux_pipeline.fal.models import SCHNELL
+from flux_pipeline.fal.models import SCHNELL, TEXT_TO_IMAGE
 from flux_pipeline.table_sensor import built_version, scan_prompt_tables
 
 from .dataset_fixtures import make_project
@@ -281,3 +282,72 @@ def test_recipe_preview_prints_rows_and_cost(tmp_path, capsys, monkeypatch):
     bad = write_recipe(tmp_path, "bad", with_changes(sample__n=99))
     assert cli.main(["recipe", "preview", str(bad)]) == 2
     assert "sample.n: 99 is more than the 33 combinations" in capsys.readouterr().err
+
+
+DRAFTED = {
+    **SMALL,
+    "defaults": {
+        "model": TEXT_TO_IMAGE,
+        "draft_model": SCHNELL,
+        "image_size": "square",
+        "seed_from": "row",
+        "safety_tolerance": 3,
+        "redux": {"share": 0.5},
+    },
+}
+
+
+def test_a_draft_then_a_final_of_only_the_kept_rows(tmp_path):
+    with EmulatorServer(EmulatorConfig(latency=0.05)) as server, dg.instance_for_test() as instance:
+        project = make_project(tmp_path, server, instance, samples=False)
+        recipes = tmp_path / "recipes"
+        write_recipe(recipes, "zoo", DRAFTED)
+        assert project.run("zoo").success
+        drafts = project.catalog(["zoo"])
+        assert len(drafts) == 4 and set(drafts["endpoint"]) == {SCHNELL}, "a draft: the cheap model, no Redux"
+        billed = server.emulator.stats()["images_billed"]
+
+        final = write_recipe(recipes, "zoo-final", {"final_of": "zoo"})
+        unreviewed = project.run("zoo-final")
+        assert not unreviewed.success and server.emulator.stats()["images_billed"] == billed
+        failure = next(e for e in unreviewed.all_events if e.is_step_failure)
+        assert "keep: none of the 4 draft rows of 'zoo' has a kept image yet" in str(
+            failure.step_failure_data
+        )
+
+        ledger = project.dataset.ledger_location()
+        images = list(drafts["image_id"])
+        with DecisionLog(ledger) as log:
+            log.record("zoo", images[0], KEEP, "tester")
+            log.record("zoo", images[1], KEEP, "tester")
+            log.record("zoo", images[2], REJECT, "tester", "blurry")
+        version = source_version(project.dataset.layout, final, lambda: ledger)
+        assert project.run("zoo-final").success
+        finals = project.catalog(["zoo-final"])
+        rendered = finals[finals["endpoint"] == TEXT_TO_IMAGE].set_index("prompt_id")
+        kept = drafts[drafts["image_id"].isin(images[:2])].set_index("prompt_id")
+        assert sorted(rendered.index) == sorted(kept.index)
+        assert (rendered["draft_image_id"] == kept.loc[rendered.index, "image_id"]).all()
+        assert (
+            rendered[["prompt", "seed", "axes"]] == kept.loc[rendered.index, ["prompt", "seed", "axes"]]
+        ).all(axis=None)
+        assert server.emulator.stats()["images_billed"] == billed + len(finals), "only the kept rows"
+
+        with DecisionLog(ledger) as log:
+            log.record("zoo", images[3], KEEP, "tester")
+        assert source_version(project.dataset.layout, final, lambda: ledger) != version, "a new keep: stale"
+        before = server.emulator.stats()["images_billed"]
+        assert project.run("zoo-final").success
+        again = project.catalog(["zoo-final"])
+        added = again[~again["image_id"].isin(finals["image_id"])]
+        assert set(added["prompt_id"]) == {drafts["prompt_id"][3]}
+        assert server.emulator.stats()["images_billed"] == before + len(added), "the kept rows were paid once"
+
+
+def test_a_final_recipe_needs_a_draft_recipe(tmp_path):
+    path = write_recipe(tmp_path / "recipes", "final", {"final_of": "ghost", "keep": "all"})
+    with pytest.raises(RecipeError, match="final_of: 'ghost' is not a recipe partition"):
+        build_table(tmp_path, path, tmp_path / "table.parquet")
+    bad_keep = write_recipe(tmp_path / "recipes", "final", {"final_of": "ghost", "keep": "best"})
+    with pytest.raises(RecipeError, match="keep: Input should be 'reviewed' or 'all'"):
+        build_table(tmp_path, bad_keep, tmp_path / "table.parquet")
