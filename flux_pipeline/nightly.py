@@ -52,7 +52,8 @@ def stale_tables(instance: dg.DagsterInstance, found: dict[str, str]) -> dict[st
 
 
 def estimate_partition(key: str, fal: BaseFalResource, dataset: DatasetResource, prices, ledger) -> Estimate:
-    """The partition's cost if it ran now, from its table (rows a run would reject cost nothing)."""
+    """The partition's cost if it ran now, from its table (rows a run would reject cost nothing); a
+    recipe is expanded into its partition's table first, as `prompts` does."""
     layout = dataset.layout
     path = partition_table(layout, key, dataset.request_defaults(), dataset.ledger_location())
     rows = (

@@ -68,12 +68,13 @@ def rows_of(tmp_path: Path, recipe: dict) -> pd.DataFrame:
 def test_product_minus_exclusions_fills_the_templates(tmp_path):
     recipe = {
         "templates": ["a {colour} {animal}"],
-        "axes": {"animal": ["cat", "dog"], "colour": ["red", "green", "blue"]},
-        "exclude": [{"animal": "dog", "colour": "green"}],
+        "axes": {"animal": ["cat", "dog"], "colour": ["red", "green", "blue"], "legs": [4]},
+        "exclude": [{"animal": "dog", "colour": "green", "legs": 4}],
         "defaults": {"seed": 5, "num_images": 2},
     }
     rows = rows_of(tmp_path, recipe)
     assert list(rows["prompt"]) == ["a red cat", "a green cat", "a blue cat", "a red dog", "a blue dog"]
+    assert set(rows["axis_legs"]) == {"4"}
     assert list(zip(rows["axis_animal"], rows["axis_colour"])) == [
         ("cat", "red"),
         ("cat", "green"),

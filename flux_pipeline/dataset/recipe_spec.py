@@ -53,11 +53,18 @@ class RecipeError(PromptTableError):
         super().__init__(path, f"{key}: {problem}" if key else problem)
 
 
+def _as_text(item: object) -> object:
+    """A number written where a value is meant (`size: [1, 2]`) is that text."""
+    return str(item) if isinstance(item, int | float) and not isinstance(item, bool) else item
+
+
 def _as_value(item: object) -> object:
     """An axis value is written as a plain scalar or as {value, weight}."""
-    if isinstance(item, str | int | float) and not isinstance(item, bool):
-        return {"value": str(item)}
-    return item
+    item = _as_text(item)
+    return {"value": item} if isinstance(item, str) else item
+
+
+Text = Annotated[str, BeforeValidator(_as_text)]
 
 
 class _Strict(BaseModel):
@@ -113,7 +120,7 @@ class Recipe(_Strict):
     axes: dict[str, list[Annotated[AxisValue, BeforeValidator(_as_value)]]]
     mode: Literal["product", "sample"] = "product"
     sample: Sample | None = None
-    exclude: list[dict[str, str]] = Field(default_factory=list)
+    exclude: list[dict[str, Text]] = Field(default_factory=list)
     defaults: Defaults = Field(default_factory=Defaults)
 
     def values(self, axis: str) -> list[str]:
