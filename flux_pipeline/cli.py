@@ -97,7 +97,8 @@ def _register_tables(instance, dataset, partitions: list[str] | None) -> list[st
     found = scan_prompt_tables(dataset, logging.getLogger("flux_pipeline"))
     keys = partitions or sorted(found)
     if unknown := [key for key in keys if key not in found]:
-        print(f"no prompt table for {', '.join(unknown)} in {dataset.layout.prompts_dir}", file=sys.stderr)
+        where = f"{dataset.layout.prompts_dir} or {dataset.layout.recipes_dir}"
+        print(f"no prompt table or recipe for {', '.join(unknown)} in {where}", file=sys.stderr)
         return None
     register_tables(instance, {key: found[key] for key in keys})
     return keys

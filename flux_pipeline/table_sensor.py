@@ -104,7 +104,8 @@ def prompt_table_sensor(context: dg.SensorEvaluationContext, dataset: DatasetRes
     without_table = sorted(known - found.keys())
     if unreported := [key for key in without_table if key not in cursor.without_table]:
         context.log.warning(
-            f"partition(s) {', '.join(unreported)} have no prompt table in {dataset.layout.prompts_dir}: "
+            f"partition(s) {', '.join(unreported)} have no prompt table in {dataset.layout.prompts_dir} "
+            f"(nor recipe in {dataset.layout.recipes_dir}): "
             "automation never targets them and a run of one fails. Add the table, or delete the partition."
         )
     new = [key for key in fresh if key not in known]

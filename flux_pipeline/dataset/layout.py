@@ -70,8 +70,9 @@ class PartitionFiles:
     def row_columns(self, columns: tuple[str, ...]) -> dict[str, dict]:
         """prompt_id → the row's `columns` of prompts.parquet (null before they existed), for the
         rows with any of them set."""
-        table = parquet_file(self.prompts).read()
-        present = [name for name in columns if name in table.column_names]
+        prompts = parquet_file(self.prompts)
+        present = [name for name in columns if name in prompts.schema_arrow.names]
+        table = prompts.read(columns=["prompt_id", *present])
         rows = zip(table["prompt_id"].to_pylist(), table.select(present).to_pylist())
         return {key: values for key, values in rows if any(v is not None for v in values.values())}
 
