@@ -28,7 +28,7 @@ from flux_pipeline.fal.models import SCHNELL, TEXT_TO_IMAGE
 from flux_pipeline.table_sensor import built_version, scan_prompt_tables
 
 from .dataset_fixtures import make_project
-from .test_dataset import materializations
+from .test_dataset import materializations, sense
 
 REPO = Path(__file__).resolve().parent.parent
 WILDLIFE = {
@@ -352,3 +352,33 @@ def test_a_final_recipe_needs_a_draft_recipe(tmp_path):
     bad_keep = write_recipe(tmp_path / "recipes", "final", {"final_of": "ghost", "keep": "best"})
     with pytest.raises(RecipeError, match="keep: Input should be 'reviewed' or 'all'"):
         build_table(tmp_path, bad_keep, tmp_path / "table.parquet")
+
+
+def test_the_sensor_adopts_a_built_recipe_and_reruns_an_edited_one_or_a_new_keep(tmp_path):
+    with EmulatorServer(EmulatorConfig(latency=0.05)) as server, dg.instance_for_test() as instance:
+        project = make_project(tmp_path, server, instance, samples=False)
+        recipes = tmp_path / "recipes"
+        write_recipe(recipes, "zoo", DRAFTED)
+        assert project.run("zoo").success
+        first = sense(project, apply=True)
+        assert first.run_requests == [], "built from its current recipe: adopted"
+
+        edited = json.loads(json.dumps(DRAFTED))
+        edited["templates"] = ["a {style} of one {species}"]
+        recipe = write_recipe(recipes, "zoo", edited)
+        changed = sense(project, first.cursor, apply=True)
+        assert [(r.partition_key, r.run_key) for r in changed.run_requests] == [
+            ("zoo", f"zoo:{sha256_of(recipe)}")
+        ]
+        assert project.run("zoo").success
+
+        write_recipe(recipes, "zoo-final", {"final_of": "zoo", "keep": "reviewed"})
+        with DecisionLog(project.dataset.ledger_location()) as log:
+            log.record("zoo", project.catalog(["zoo"])["image_id"][0], KEEP, "tester")
+        final = sense(project, changed.cursor, apply=True)
+        assert [r.partition_key for r in final.run_requests] == ["zoo-final"]
+        assert project.run("zoo-final").success
+        assert sense(project, final.cursor).run_requests == []
+        with DecisionLog(project.dataset.ledger_location()) as log:
+            log.record("zoo", project.catalog(["zoo"])["image_id"][1], KEEP, "tester")
+        assert [r.partition_key for r in sense(project, final.cursor).run_requests] == ["zoo-final"]
