@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -19,12 +20,15 @@ from flux_pipeline import cli
 from flux_pipeline.dataset.decisions import KEEP, REJECT, DecisionLog
 from flux_pipeline.dataset.files import sha256_of
 from flux_pipeline.dataset.layout import DatasetLayout
+from flux_pipeline.dataset.pricing import price_list
+from flux_pipeline.dataset.recipe_preview import preview_recipe
 from flux_pipeline.dataset.recipe_rows import expand
 from flux_pipeline.dataset.recipe_spec import RecipeError, load_recipe
 from flux_pipeline.dataset.table_source import recipe_table, source_version, write_recipe_table
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
-from flux_pipeline.fal.models import SCHNELL, TEXT_TO_IMAGE
+from flux_pipeline.fal.models import ENDPOINTS, SCHNELL, TEXT_TO_IMAGE
+from flux_pipeline.nightly import nightly_backfill
 from flux_pipeline.table_sensor import built_version, scan_prompt_tables
 
 from .dataset_fixtures import make_project
@@ -382,3 +386,24 @@ def test_the_sensor_adopts_a_built_recipe_and_reruns_an_edited_one_or_a_new_keep
         with DecisionLog(project.dataset.ledger_location()) as log:
             log.record("zoo", project.catalog(["zoo"])["image_id"][1], KEEP, "tester")
         assert [r.partition_key for r in sense(project, final.cursor).run_requests] == ["zoo-final"]
+
+
+def test_the_nightly_schedule_prices_a_recipe_and_leaves_a_bad_one_out(tmp_path, capsys):
+    with EmulatorServer(EmulatorConfig(latency=0.05)) as server, dg.instance_for_test() as instance:
+        project = make_project(tmp_path, server, instance, samples=False)
+        zoo = write_recipe(tmp_path / "recipes", "zoo", SMALL)
+        write_recipe(tmp_path / "recipes", "broken", with_changes(axes__style=[]))
+        dataset = project.with_settings(nightly_budget_usd=0.0001).dataset
+        prices = price_list(list(ENDPOINTS), dataset.configured_price(), {})
+        expected = preview_recipe(zoo, dataset.layout, dataset.ledger_location(), DEFAULTS, prices, 1)
+        context = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=datetime(2026, 12, 5, 2, tzinfo=UTC),
+            resources={"fal": project.defs.resources["fal"], "dataset": dataset},
+        )
+        skipped = nightly_backfill(context)
+        assert isinstance(skipped, dg.SkipReason)
+        assert f"(zoo ${expected.estimate.cost_usd:.4f})" in skipped.skip_message
+        log = capsys.readouterr().err
+        assert "not building broken tonight" in log and "axes.style: an axis needs at least one value" in log
+        assert server.emulator.stats()["images_billed"] == 0
