@@ -327,6 +327,9 @@ def test_a_draft_then_a_final_of_only_the_kept_rows(tmp_path):
             log.record("zoo", images[1], KEEP, "tester")
             log.record("zoo", images[2], REJECT, "tester", "blurry")
         version = source_version(project.dataset.layout, final, lambda: ledger)
+        prices = price_list(list(ENDPOINTS), project.dataset.configured_price(), {})
+        preview = preview_recipe(final, project.dataset.layout, ledger, DEFAULTS, prices, 10)
+        assert preview.rows == 2 and sorted(preview.head["draft_image_id"]) == sorted(images[:2])
         assert project.run("zoo-final").success
         finals = project.catalog(["zoo-final"])
         rendered = finals[finals["endpoint"] == TEXT_TO_IMAGE].set_index("prompt_id")
@@ -395,7 +398,8 @@ def test_the_nightly_schedule_prices_a_recipe_and_leaves_a_bad_one_out(tmp_path,
         write_recipe(tmp_path / "recipes", "broken", with_changes(axes__style=[]))
         dataset = project.with_settings(nightly_budget_usd=0.0001).dataset
         prices = price_list(list(ENDPOINTS), dataset.configured_price(), {})
-        expected = preview_recipe(zoo, dataset.layout, dataset.ledger_location(), DEFAULTS, prices, 1)
+        defaults = dataset.request_defaults()
+        expected = preview_recipe(zoo, dataset.layout, dataset.ledger_location(), defaults, prices, 1)
         context = dg.build_schedule_context(
             instance=instance,
             scheduled_execution_time=datetime(2026, 12, 5, 2, tzinfo=UTC),
