@@ -400,12 +400,12 @@ def test_the_nightly_schedule_prices_a_recipe_and_leaves_a_bad_one_out(tmp_path,
         prices = price_list(list(ENDPOINTS), dataset.configured_price(), {})
         defaults = dataset.request_defaults()
         expected = preview_recipe(zoo, dataset.layout, dataset.ledger_location(), defaults, prices, 1)
-        context = dg.build_schedule_context(
+        with dg.build_schedule_context(
             instance=instance,
             scheduled_execution_time=datetime(2026, 12, 5, 2, tzinfo=UTC),
             resources={"fal": project.defs.resources["fal"], "dataset": dataset},
-        )
-        skipped = nightly_backfill(context)
+        ) as context:
+            skipped = nightly_backfill(context)
         assert isinstance(skipped, dg.SkipReason)
         assert f"(zoo ${expected.estimate.cost_usd:.4f})" in skipped.skip_message
         log = capsys.readouterr().err
