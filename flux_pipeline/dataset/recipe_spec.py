@@ -24,6 +24,7 @@ from ..fal.models import (
     SizeChoice,
     takes,
 )
+from .layout import PARTITION_KEY
 from .prompt_table import GENERATED, REDUX_FIELDS, PromptTableError
 
 AXIS_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -116,6 +117,9 @@ class Defaults(_Strict):
 
 
 class Recipe(_Strict):
+    """Each row fills one of `templates` (chosen by its prompt_id) with its combination of axis
+    values: every combination (`product`) or a seeded `sample`, less the `exclude`d ones."""
+
     templates: list[str] = Field(min_length=1)
     axes: dict[str, list[Annotated[AxisValue, BeforeValidator(_as_value)]]]
     mode: Literal["product", "sample"] = "product"
@@ -132,7 +136,7 @@ class FinalRecipe(_Strict):
     draft image a reviewer kept; `all`: every row with a draft image), with the draft recipe's
     `model` and defaults, each row naming the draft image it replaces."""
 
-    final_of: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    final_of: str = Field(pattern=PARTITION_KEY.pattern)
     keep: Literal["reviewed", "all"] = "reviewed"
 
 
