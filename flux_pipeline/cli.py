@@ -3,7 +3,9 @@ every prompt table on a local Dagster instance (DAGSTER_HOME, default .dagster_h
 by instance.py unless it has a dagster.yaml), logging at INFO (`--debug`: DEBUG);
 `flux-pipeline instance` writes that configuration alone (e.g. before `dg dev`) and prints its
 path; `flux-pipeline spend --backfill ID` sums the fal spend of a backfill's runs on that instance;
-`flux-pipeline review` serves the review page on 127.0.0.1 (flux_pipeline.review)."""
+`flux-pipeline review` serves the review page on 127.0.0.1 (flux_pipeline.review);
+`flux-pipeline recipe preview FILE` prints a recipe's first rows and estimated cost (exit 2, naming
+the key, for a bad recipe) before anything is sent."""
 
 from __future__ import annotations
 
@@ -95,7 +97,8 @@ def _register_tables(instance, dataset, partitions: list[str] | None) -> list[st
     found = scan_prompt_tables(dataset, logging.getLogger("flux_pipeline"))
     keys = partitions or sorted(found)
     if unknown := [key for key in keys if key not in found]:
-        print(f"no prompt table for {', '.join(unknown)} in {dataset.layout.prompts_dir}", file=sys.stderr)
+        where = f"{dataset.layout.prompts_dir} or {dataset.layout.recipes_dir}"
+        print(f"no prompt table or recipe for {', '.join(unknown)} in {where}", file=sys.stderr)
         return None
     register_tables(instance, {key: found[key] for key in keys})
     return keys
@@ -141,6 +144,51 @@ def _review(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe_preview(args: argparse.Namespace) -> int:
+    from upath import UPath
+
+    from .dataset.recipe_preview import preview_recipe
+    from .dataset.recipe_spec import RecipeError
+    from .defs.resources import dataset_from_env
+
+    dataset = dataset_from_env().process_config_and_initialize()
+    prices, source = _preview_prices(dataset)
+    try:
+        preview = preview_recipe(
+            UPath(args.file),
+            dataset.layout,
+            dataset.ledger_location(),
+            dataset.request_defaults(),
+            prices,
+            args.rows,
+        )
+    except RecipeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"recipe {args.file}: {preview.rows} rows; the first {len(preview.head)}:\n")
+    print(preview.head.to_string(index=False))
+    forecast = preview.estimate
+    print(
+        f"\nestimated cost: ${forecast.cost_usd:.4f} for {forecast.new_requests} request(s), "
+        f"{forecast.megapixels} billed megapixels, at {source} (nothing was sent)"
+    )
+    return 0
+
+
+def _preview_prices(dataset) -> tuple[dict, str]:
+    """fal's prices with FAL_KEY set, else the list prices a run without fal's pricing API costs with."""
+    from .dataset.pricing import price_list
+    from .fal.models import ENDPOINTS
+
+    if "FAL_KEY" not in os.environ:
+        return price_list(list(ENDPOINTS), dataset.configured_price(), {}), "list prices (no FAL_KEY)"
+    from .defs.resources import fal_from_env
+    from .lib.generation_step import step_prices
+
+    fal = fal_from_env().process_config_and_initialize()
+    return step_prices(fal, dataset, logging.getLogger("flux_pipeline")), "fal's prices"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     return args.handler(args)
@@ -167,6 +215,12 @@ def _parser() -> argparse.ArgumentParser:
     spend.add_argument("--backfill", required=True, help="the backfill's id (its page in the UI shows it)")
     spend.set_defaults(handler=_spend)
     _add_review_command(commands)
+    recipe = commands.add_parser("recipe", help="work with prompt recipes (data/recipes/KEY.yaml)")
+    verbs = recipe.add_subparsers(dest="verb", required=True)
+    preview = verbs.add_parser("preview", help="a recipe's first rows and estimated cost, nothing sent")
+    preview.add_argument("file", help="the recipe (YAML)")
+    preview.add_argument("--rows", type=int, default=10, help="rows to print (default 10)")
+    preview.set_defaults(handler=_recipe_preview)
     return parser
 
 

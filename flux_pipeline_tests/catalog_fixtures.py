@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -87,6 +88,8 @@ class Shots:
                 "price_source": "configured",
                 "cost_usd": 0.04 + 0.001 * len(self.rows),
                 "parent_image_id": parent,
+                "axes": json.dumps({"subject": prompt_id}),
+                "draft_image_id": None,
             }
         )
         return identifier

@@ -54,7 +54,7 @@ class Project:
     def record_table_versions(self, *partitions: str) -> None:
         """What prompt_table_sensor records for a table it has seen (without its runs)."""
         for partition in partitions:
-            version = sha256_of(self.dataset.layout.table(partition))
+            version = sha256_of(self.dataset.layout.source(partition))
             for event in table_version_events(partition, version):
                 self.instance.report_runless_asset_event(event)
 

@@ -48,6 +48,8 @@ CATALOG_SCHEMA = pa.schema(
         ("run_id", pa.string()),
         ("code_version", pa.string()),
         ("created_at", pa.timestamp("us", tz="UTC")),
+        ("axes", pa.string()),
+        ("draft_image_id", pa.string()),
     ]
 )
 """`file_path` is relative to the output root; `content_hash` is the SHA-256 of the file;
@@ -55,7 +57,9 @@ CATALOG_SCHEMA = pa.schema(
 `backend` is fal's queue host, or `emulator`; `cost_usd` is the image's list cost: its units
 (`billing_unit`: megapixels, each image rounded up to whole ones of `megapixel_size` pixels, or
 one image) times `unit_price`, which came from fal's pricing API or the configuration
-(`price_source`)."""
+(`price_source`); `axes` is the JSON object {axis: value} of the row's `axis_*` columns (a recipe's
+axes), null for a row without them (one JSON column keeps the schema the same in every partition);
+`draft_image_id` is, for a final render of a draft recipe's row, the draft image it replaces."""
 
 
 PARTITION_COLUMN = "partition"

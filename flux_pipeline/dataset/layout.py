@@ -1,6 +1,7 @@
 """Where a dataset's files live under its root folder (local or an fsspec URL):
 
 prompts/KEY.parquet                 the prompt tables, one per partition
+recipes/KEY.yaml                    prompt recipes, one per partition, expanded into a prompt table
 outputs/KEY/                        a partition's files (PartitionFiles)
 catalog/partition=KEY/data.parquet  the lineage catalog
 reports/                            dataset-wide reports
@@ -45,6 +46,11 @@ class PartitionFiles:
         return self.folder / "prompts.parquet"
 
     @property
+    def recipe_table(self) -> UPath:
+        """The prompt table a recipe partition's recipe expands into."""
+        return self.folder / "recipe_table.parquet"
+
+    @property
     def rejects(self) -> UPath:
         return self.folder / "rejects.parquet"
 
@@ -62,6 +68,15 @@ class PartitionFiles:
         """The validated rows, read a batch at a time."""
         for batch in parquet_file(self.prompts).iter_batches(batch_size=1024):
             yield from map(prompt_row_from_record, batch.to_pylist())
+
+    def row_columns(self, columns: tuple[str, ...]) -> dict[str, dict]:
+        """prompt_id → the row's `columns` of prompts.parquet (null before they existed), for the
+        rows with any of them set."""
+        prompts = parquet_file(self.prompts)
+        present = [name for name in columns if name in prompts.schema_arrow.names]
+        table = prompts.read(columns=["prompt_id", *present])
+        rows = zip(table["prompt_id"].to_pylist(), table.select(present).to_pylist())
+        return {key: values for key, values in rows if any(v is not None for v in values.values())}
 
     def step_batches(self, step: str) -> Iterator[pa.RecordBatch]:
         """A step's catalog rows, a batch at a time (none before the step has run)."""
@@ -95,6 +110,10 @@ class DatasetLayout:
         return self.root / "prompts"
 
     @property
+    def recipes_dir(self) -> UPath:
+        return self.root / "recipes"
+
+    @property
     def outputs_dir(self) -> UPath:
         """Catalog rows' `file_path` is relative to this folder."""
         return self.root / "outputs"
@@ -117,6 +136,15 @@ class DatasetLayout:
 
     def table(self, partition: str) -> UPath:
         return self.prompts_dir / f"{partition}.parquet"
+
+    def recipe(self, partition: str) -> UPath:
+        return self.recipes_dir / f"{partition}.yaml"
+
+    def source(self, partition: str) -> UPath:
+        """What the partition is built from: its prompt table, else its recipe (the table's path
+        when it has neither)."""
+        table = self.table(partition)
+        return self.recipe(partition) if not table.exists() and self.recipe(partition).exists() else table
 
     def partition_files(self, partition: str) -> PartitionFiles:
         if not PARTITION_KEY.match(partition):

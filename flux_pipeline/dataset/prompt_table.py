@@ -73,7 +73,10 @@ OPTIONAL_COLUMNS = {
     "redux_model": _text,
     "aspect_ratio": _text,
     "raw": _flag,
+    "draft_image_id": _text,
 }
+AXIS_PREFIX = "axis_"
+"""`axis_NAME` text columns (a recipe writes one per axis) describe the row; the catalog keeps them."""
 WHOLE_NUMBER_COLUMNS = ("width", "height", "seed", "num_images", "safety_tolerance", "num_inference_steps")
 """Columns whose values must be whole numbers: a float value that is not is a reject of its row."""
 REQUEST_FIELDS = (
@@ -93,9 +96,11 @@ text-to-image request too when its model takes them (FLUX.1 [dev], [schnell]).""
 class PromptTableError(ValueError):
     """The table as a whole cannot be read; the message names the file and the problem."""
 
+    kind = "prompt table"
+
     def __init__(self, path: UPath, problem: str):
         self.path, self.problem = path, problem
-        super().__init__(f"prompt table {path}: {problem}")
+        super().__init__(f"{self.kind} {path}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,10 @@ class PromptRow:
     model: str = TEXT_TO_IMAGE
     """The text-to-image endpoint (fal.models.TEXT_TO_IMAGE_ENDPOINTS)."""
     redux: ReduxVariation | None = None
+    axes: str | None = None
+    """The row's `axis_*` values as a JSON object {axis: value}, None when the table has none."""
+    draft_image_id: str | None = None
+    """The draft image this (final) row renders again (a final recipe's rows name it)."""
 
 
 @dataclass(frozen=True)
@@ -137,10 +146,11 @@ def open_prompt_table(path: UPath) -> pq.ParquetFile:
     except (pa.ArrowException, OSError) as exc:
         raise PromptTableError(path, f"not a readable Parquet file ({exc})") from None
     schema = table.schema_arrow
-    known = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
+    known: dict = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
     missing = [name for name in REQUIRED_COLUMNS if name not in schema.names]
     if missing:
         raise PromptTableError(path, f"missing required column(s) {', '.join(missing)}")
+    known.update({name: _text for name in schema.names if name.startswith(AXIS_PREFIX)})
     unknown = [name for name in schema.names if name not in known]
     if unknown:
         raise PromptTableError(path, f"unknown column(s) {', '.join(unknown)}; known: {', '.join(known)}")
@@ -227,20 +237,23 @@ def _plan_row(row: pd.Series, prompt_id: str, defaults: dict, prompts_dir: UPath
     steps = {name: value for name, value in extra.items() if takes(model, name)}
     text_to_image = _validated(model, {**_defaults_for(model, defaults), "prompt": prompt, **given, **steps})
     source = _value(row, "redux_image")
+    axes, draft = _axes(row), _value(row, "draft_image_id")
     if source is None:
         if unused := [name for name in extra if name not in steps]:
             raise _RowError("redux_image", f"required when {', '.join(unused)} is set")
-        return PromptRow(prompt_id, text_to_image, model=model)
+        return PromptRow(prompt_id, text_to_image, model=model, axes=axes, draft_image_id=draft)
     redux_model = _model(row, "redux_model", REDUX_ENDPOINTS, ULTRA_REDUX if model == ULTRA else REDUX)
     redux_prompt = extra.pop("redux_prompt", None) or ""
     request = {**_defaults_for(redux_model, defaults), **given, **extra, "prompt": redux_prompt}
     redux = _validated(redux_model, {**request, "image_url": "pending:upload"})
-    return PromptRow(
-        prompt_id,
-        text_to_image,
-        model,
-        ReduxVariation(redux, _resolve_source(source, prompts_dir), redux_model),
-    )
+    variation = ReduxVariation(redux, _resolve_source(source, prompts_dir), redux_model)
+    return PromptRow(prompt_id, text_to_image, model, variation, axes, draft)
+
+
+def _axes(row: pd.Series) -> str | None:
+    names = [name for name in row.index if name.startswith(AXIS_PREFIX)]
+    axes = {name.removeprefix(AXIS_PREFIX): _value(row, name) for name in names}
+    return json.dumps(axes) if axes else None
 
 
 def _model(row: pd.Series, column: str, known: tuple[str, ...], default: str) -> str:
@@ -332,6 +345,8 @@ PROMPT_ROW_SCHEMA = pa.schema(
         ("redux_source", pa.string()),
         ("model", pa.string()),
         ("redux_model", pa.string()),
+        ("axes", pa.string()),
+        ("draft_image_id", pa.string()),
     ]
 )
 
@@ -345,6 +360,8 @@ def prompt_row_record(row: PromptRow) -> dict:
         "redux_source": row.redux.source if row.redux else None,
         "model": row.model,
         "redux_model": row.redux.model if row.redux else None,
+        "axes": row.axes,
+        "draft_image_id": row.draft_image_id,
     }
 
 
@@ -353,9 +370,10 @@ def prompt_row_from_record(record: dict) -> PromptRow:
     redux, model = record.get("redux"), record.get("model") or TEXT_TO_IMAGE
     redux_model = record.get("redux_model") or REDUX
     text_to_image = input_model(model).model_validate_json(record["text_to_image"])
+    axes, draft = record.get("axes"), record.get("draft_image_id")
     if not redux:
-        return PromptRow(record["prompt_id"], text_to_image, model)
+        return PromptRow(record["prompt_id"], text_to_image, model, None, axes, draft)
     variation = ReduxVariation(
         input_model(redux_model).model_validate_json(redux), record["redux_source"], redux_model
     )
-    return PromptRow(record["prompt_id"], text_to_image, model, variation)
+    return PromptRow(record["prompt_id"], text_to_image, model, variation, axes, draft)

@@ -11,6 +11,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..dataset.axes import ROW_COLUMNS, AxisBalance, attach_row_columns
 from ..dataset.catalog import CatalogSummary, iter_partition, replace_partition
 from ..dataset.files import file_problem
 from ..dataset.gallery import write_gallery
@@ -41,9 +42,10 @@ CATALOG_PREVIEW_COLUMNS = [
 )
 def catalog(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
     layout, key = dataset.layout, context.partition_key
-    files, summary = layout.partition_files(key), CatalogSummary()
+    files, summary, balance = layout.partition_files(key), CatalogSummary(), AxisBalance()
     steps = chain(files.step_batches(GENERATED_STEP), files.step_batches(VARIATIONS_STEP))
-    path = replace_partition(layout.catalog_dir, key, summary.observe(steps))
+    rows = balance.observe(attach_row_columns(steps, files.row_columns(ROW_COLUMNS)))
+    path = replace_partition(layout.catalog_dir, key, summary.observe(rows))
     head = summary.head_table()
     gallery = write_gallery(layout.catalog_dir, layout.outputs_dir, key)
     return dg.MaterializeResult(
@@ -54,6 +56,7 @@ def catalog(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.M
             "partition_cost_usd": round(summary.cost_usd, 6),
             "billed_megapixels": summary.billed_megapixels,
             "nsfw_images": summary.nsfw_images,
+            **({"axis_balance": dg.MetadataValue.md(table)} if (table := balance.markdown()) else {}),
             "catalog_preview": table_preview(head.select(CATALOG_PREVIEW_COLUMNS).slice(0, 20).to_pandas()),
             **preview_metadata(
                 layout.outputs_dir, head, f"{key} contact sheet", files.folder / "contact_sheet.png"

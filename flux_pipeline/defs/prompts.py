@@ -8,7 +8,6 @@ import pyarrow as pa
 from upath import UPath
 
 from ..dataset.estimate import Estimate, estimate
-from ..dataset.files import sha256_of
 from ..dataset.layout import DatasetLayout, PartitionFiles
 from ..dataset.prompt_table import (
     PROMPT_ROW_SCHEMA,
@@ -20,6 +19,7 @@ from ..dataset.prompt_table import (
 )
 from ..dataset.reject_summary import RejectSummary
 from ..dataset.rows import ParquetRowWriter
+from ..dataset.table_source import partition_table, source_version
 from ..lib.assets import dataset_asset
 from ..lib.generation_step import step_prices
 from ..lib.metadata import table_preview
@@ -41,7 +41,8 @@ prompt_table_files = dg.AssetSpec(
     partitions_def=prompt_tables,
     group_name=GROUP,
     kinds={"parquet"},
-    description="The prompt tables (data/prompts/KEY.parquet), one per partition. An external asset: "
+    description="The prompt tables (data/prompts/KEY.parquet) or recipes (data/recipes/KEY.yaml), one "
+    "per partition. An external asset: "
     "prompt_table_sensor reports a new version (the file's SHA-256) when a table appears or "
     "changes, which marks its downstream assets stale.",
 )
@@ -58,27 +59,29 @@ prompt_table_files = dg.AssetSpec(
 def prompts(
     context: dg.AssetExecutionContext, fal: BaseFalResource, dataset: DatasetResource
 ) -> dg.MaterializeResult:
-    layout = dataset.layout
-    path = _prompt_table(context, layout)
-    files = layout.partition_files(context.partition_key)
+    layout, key = dataset.layout, context.partition_key
+    source, files = _table_source(context, layout), layout.partition_files(key)
     try:
+        path = partition_table(layout, key, dataset.request_defaults(), dataset.ledger_location())
         table = open_prompt_table(path)
         outcomes = plan_rows(table, path, dataset.request_defaults(), layout.prompts_dir)
         valid, redux_rows, rejects = _write_prompt_rows(context, outcomes, files)
     except PromptTableError as exc:
-        raise dg.Failure(description=str(exc), metadata={"table": dg.MetadataValue.path(str(path))}) from None
+        raise dg.Failure(
+            description=str(exc), metadata={"table": dg.MetadataValue.path(str(source))}
+        ) from None
     forecast = _estimate(context, fal, dataset, files)
     return dg.MaterializeResult(
         metadata={
             **_forecast_metadata(forecast),
-            "table": dg.MetadataValue.path(str(path)),
+            "table": dg.MetadataValue.path(str(source)),
             "rows": table.metadata.num_rows,
             "valid_rows": valid,
             "rejected_rows": table.metadata.num_rows - valid,
             "redux_rows": redux_rows,
             "rejects": table_preview(pd.DataFrame(rejects, columns=REJECT_SCHEMA.names)),
         },
-        data_version=dg.DataVersion(sha256_of(path)),
+        data_version=dg.DataVersion(source_version(layout, source, dataset.ledger_location)),
         check_results=[_budget_check(forecast, dataset.budget_usd)],
     )
 
@@ -104,13 +107,15 @@ def _estimate(
         )
 
 
-def _prompt_table(context: dg.AssetExecutionContext, layout: DatasetLayout) -> UPath:
-    """The partition's prompt table, which must exist."""
-    path = layout.table(context.partition_key)
+def _table_source(context: dg.AssetExecutionContext, layout: DatasetLayout) -> UPath:
+    """The partition's prompt table or recipe, which must exist."""
+    path = layout.source(context.partition_key)
     if not path.exists():
+        recipe = layout.recipe(context.partition_key)
         raise dg.Failure(
-            description=f"partition {context.partition_key!r} has no prompt table: expected {path}. Add "
-            "the table, or delete the partition (automation never runs a partition without a table).",
+            description=f"partition {context.partition_key!r} has no prompt table: expected {path} (or the "
+            f"recipe {recipe}). Add one, or delete the partition (automation never runs a partition "
+            "without a table).",
             metadata={"table": dg.MetadataValue.path(str(path))},
         )
     return path

@@ -1,7 +1,8 @@
 """`prompt_table_sensor` (off by default: runs against real fal cost money; turn it on in the UI).
 
-Each tick it hashes the prompt tables in the prompts folder and, for every table new or changed
-since its cursor (on the first tick, or with a lost cursor: every table):
+Each tick it hashes the prompt tables in the prompts folder and the recipes in the recipes folder
+and, for every one new or changed since its cursor (on the first tick, or with a lost cursor:
+every one):
 - registers the partition when it is new (it never deletes one: a deleted table keeps its
   partition and catalog history);
 - records the table's version (its SHA-256) as an event of `prompt_table_files`, unless that
@@ -56,7 +57,8 @@ def prompt_table_sensor(context: dg.SensorEvaluationContext, dataset: DatasetRes
     without_table = sorted(known - found.keys())
     if unreported := [key for key in without_table if key not in cursor.without_table]:
         context.log.warning(
-            f"partition(s) {', '.join(unreported)} have no prompt table in {dataset.layout.prompts_dir}: "
+            f"partition(s) {', '.join(unreported)} have no prompt table in {dataset.layout.prompts_dir} "
+            f"(nor recipe in {dataset.layout.recipes_dir}): "
             "automation never targets them and a run of one fails. Add the table, or delete the partition."
         )
     new = [key for key in fresh if key not in known]

@@ -12,6 +12,7 @@ from ..dataset.estimate import Estimate, estimate
 from ..dataset.ledger import RequestLedger
 from ..dataset.pricing import UnitPrice
 from ..dataset.prompt_table import PromptRow, PromptTableError, open_prompt_table, plan_rows
+from ..dataset.table_source import partition_table
 from ..resources import BaseFalResource, DatasetResource
 from .generation_step import step_prices
 from .table_versions import built_version, scan_prompt_tables
@@ -44,9 +45,10 @@ def estimate_partition(
     prices: dict[str, UnitPrice],
     ledger: RequestLedger,
 ) -> Estimate:
-    """The partition's cost if it ran now, from its table (rows a run would reject cost nothing)."""
+    """The partition's cost if it ran now, from its table (rows a run would reject cost nothing); a
+    recipe is expanded into its partition's table first, as `prompts` does."""
     layout = dataset.layout
-    path = layout.table(key)
+    path = partition_table(layout, key, dataset.request_defaults(), dataset.ledger_location())
     rows = (
         row
         for row in plan_rows(open_prompt_table(path), path, dataset.request_defaults(), layout.prompts_dir)

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ..dataset.files import sha256_of
-from ..dataset.layout import PARTITION_KEY
+from ..dataset.table_source import source_versions
 from ..resources import DatasetResource
 from .asset_versions import DATA_VERSION_TAG, data_version, latest_data_version, latest_materialization
 from .partitions import PROMPT_TABLES
@@ -20,14 +19,8 @@ TABLE_ASSET, PROMPTS_ASSET, CATALOG_ASSET = (
 
 
 def scan_prompt_tables(dataset: DatasetResource, log) -> dict[str, str]:
-    """{partition key: file hash} of every prompt table with a usable name."""
-    found = {}
-    for path in sorted(dataset.layout.prompts_dir.glob("*.parquet")):
-        if PARTITION_KEY.match(path.stem):
-            found[path.stem] = sha256_of(path)
-        else:
-            log.warning(f"skipping {path.name}: a table name must match {PARTITION_KEY.pattern}")
-    return found
+    """{partition key: version} of every prompt table and recipe with a usable name."""
+    return source_versions(dataset.layout, log, dataset.ledger_location)
 
 
 def table_version_events(partition: str, sha256: str) -> list:

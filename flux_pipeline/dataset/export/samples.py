@@ -29,6 +29,8 @@ METADATA_COLUMNS = [
     "nsfw",
     "cost_usd",
     "content_hash",
+    "axes",
+    "draft_image_id",
 ]
 
 
