@@ -58,16 +58,7 @@ def backfill(args: argparse.Namespace, root: Path) -> dict:
     for key in keys:
         write_table(data / "prompts" / f"{key}.parquet", args.rows, prefix=f"{key}-")
     emulator = start_emulator(args.latency, tls_folder=None)
-    url = emulator.url
-    env = {
-        "FAL_KEY": KEY,
-        "FAL_QUEUE_URL": url,
-        "FAL_RUN_URL": f"{url}/run",
-        "FAL_STORAGE_URL": url,
-        "FAL_API_URL": url,
-        "FLUX_DATA_DIR": str(data),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(args.repo), os.environ.get("PYTHONPATH")])),
-    }
+    env = _code_location_env(emulator.url, data, args.repo)
     try:
         with LocalDeployment(home, env, repo=args.repo) as deployment:
             deployment.add_partitions("prompt_tables", keys)
@@ -83,6 +74,23 @@ def backfill(args: argparse.Namespace, root: Path) -> dict:
         emulator.process.terminate()
         emulator.process.wait()
     cataloged = len(read_catalog(UPath(data / "catalog")))
+    return _figures(args, status, runs, launched, started, billed, cataloged)
+
+
+def _code_location_env(url: str, data: Path, repo: Path) -> dict[str, str]:
+    """The code location pointed at the emulator at `url` (the real-fal code path) and at `data`."""
+    return {
+        "FAL_KEY": KEY,
+        "FAL_QUEUE_URL": url,
+        "FAL_RUN_URL": f"{url}/run",
+        "FAL_STORAGE_URL": url,
+        "FAL_API_URL": url,
+        "FLUX_DATA_DIR": str(data),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])),
+    }
+
+
+def _figures(args, status, runs, launched: dict, started: float, billed: dict, cataloged: int) -> dict:
     return {
         "repo": str(args.repo),
         "partitions": args.partitions,

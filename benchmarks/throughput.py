@@ -257,7 +257,7 @@ def report(results: dict[int, dict[str, list[dict]]], args: argparse.Namespace) 
     return "\n".join(lines)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -272,15 +272,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
     parser.add_argument("--worker", choices=CLIENTS, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        return worker(args)
-    if args.n > RENDERED_CACHE_SIZE:
-        parser.error(
-            f"--n {args.n} is over the emulator's render cache ({RENDERED_CACHE_SIZE} images): "
-            "it would render during the runs, on the clients' CPUs"
-        )
+    return parser
 
+
+def measure_all(args: argparse.Namespace) -> dict[int, dict[str, list[dict]]]:
+    """Every client at every C, `repeats` times, alternating which goes first, on one emulator."""
     with tempfile.TemporaryDirectory() as folder:
         emulator = start_emulator(args.latency, Path(folder) if args.tls else None)
         try:
@@ -300,6 +296,20 @@ def main() -> None:
         finally:
             emulator.process.terminate()
             emulator.process.wait()
+    return results
+
+
+def main() -> None:
+    parser = _parser()
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+    if args.n > RENDERED_CACHE_SIZE:
+        parser.error(
+            f"--n {args.n} is over the emulator's render cache ({RENDERED_CACHE_SIZE} images): "
+            "it would render during the runs, on the clients' CPUs"
+        )
+    results = measure_all(args)
     print()
     print(report(results, args))
     if args.json:

@@ -178,19 +178,7 @@ def report(runs: dict[str, list[dict]], args: argparse.Namespace) -> str:
         for client in CLIENTS
     }
     for client, m in medians.items():
-        generated = client != "floor"
-        versus = f"{statistics.median(ratios):.2f}" if client == "project" else "1" if generated else "-"
-        cells = [
-            client,
-            f"{m['seconds']:.1f}",
-            f"{m['images_per_s']:.1f}" if generated else "-",
-            f"{m['images_per_s'] / top:.2f}" if generated else "-",
-            versus,
-            f"{m['cpu_ms_per_image']:.1f}" if generated else "-",
-            f"{m['peak_rss_mb']:.0f}",
-            f"{m['load_1min']:.2f}",
-        ]
-        lines.append(f"| {' | '.join(cells)} |")
+        lines.append(_table_row(client, m, top, statistics.median(ratios)))
     waves = args.n / top
     lines += [
         "",
@@ -207,6 +195,23 @@ def report(runs: dict[str, list[dict]], args: argparse.Namespace) -> str:
         "project, where the time went (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in spans.items()),
     ]
     return "\n".join(lines)
+
+
+def _table_row(client: str, m: dict, top: float, project_ratio: float) -> str:
+    """One client's medians as a row of the report's table (the floor generates no images)."""
+    generated = client != "floor"
+    versus = f"{project_ratio:.2f}" if client == "project" else "1" if generated else "-"
+    cells = [
+        client,
+        f"{m['seconds']:.1f}",
+        f"{m['images_per_s']:.1f}" if generated else "-",
+        f"{m['images_per_s'] / top:.2f}" if generated else "-",
+        versus,
+        f"{m['cpu_ms_per_image']:.1f}" if generated else "-",
+        f"{m['peak_rss_mb']:.0f}",
+        f"{m['load_1min']:.2f}",
+    ]
+    return f"| {' | '.join(cells)} |"
 
 
 def main() -> None:
