@@ -21,10 +21,12 @@ from flux_pipeline.dataset.decisions import KEEP, REJECT, DecisionLog
 from flux_pipeline.dataset.files import sha256_of
 from flux_pipeline.dataset.layout import DatasetLayout
 from flux_pipeline.dataset.pricing import price_list
+from flux_pipeline.dataset.prompt_table import open_prompt_table
 from flux_pipeline.dataset.recipe_preview import preview_recipe
 from flux_pipeline.dataset.recipe_rows import expand
 from flux_pipeline.dataset.recipe_spec import RecipeError, load_recipe
-from flux_pipeline.dataset.table_source import recipe_table, source_version, write_recipe_table
+from flux_pipeline.dataset.storage import write_parquet_atomically
+from flux_pipeline.dataset.table_source import planned_rows, recipe_table, source_version
 from flux_pipeline.defs.nightly import nightly_backfill
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
@@ -58,10 +60,11 @@ def write_recipe(folder: Path, name: str, recipe: dict) -> UPath:
 
 
 def build_table(tmp_path: Path, recipe: UPath, destination: Path) -> None:
-    """What materializing `prompts` writes for a recipe partition (in a dataset rooted at tmp_path)."""
-    layout = DatasetLayout(UPath(tmp_path))
-    table = recipe_table(layout, recipe, str(tmp_path / "ledger.sqlite"))
-    write_recipe_table(table, recipe, UPath(destination), DEFAULTS, layout.prompts_dir)
+    """What materializing `prompts` writes and checks for a recipe partition (in a dataset rooted at
+    tmp_path)."""
+    layout, path = DatasetLayout(UPath(tmp_path)), UPath(destination)
+    write_parquet_atomically(recipe_table(layout, recipe, str(tmp_path / "ledger.sqlite")), path)
+    list(planned_rows(recipe, open_prompt_table(path), path, DEFAULTS, layout.prompts_dir))
 
 
 def rows_of(tmp_path: Path, recipe: dict) -> pd.DataFrame:

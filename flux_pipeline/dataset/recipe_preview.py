@@ -12,9 +12,9 @@ from upath import UPath
 from .estimate import Estimate, estimate
 from .layout import DatasetLayout
 from .pricing import UnitPrice
-from .prompt_table import PromptRow, open_prompt_table, plan_rows
-from .storage import parquet_file
-from .table_source import recipe_table, write_recipe_table
+from .prompt_table import PromptRow, open_prompt_table
+from .storage import parquet_file, write_parquet_atomically
+from .table_source import planned_rows, recipe_table
 
 
 @dataclass(frozen=True)
@@ -37,14 +37,10 @@ def preview_recipe(
     prompts_dir = layout.prompts_dir
     with tempfile.TemporaryDirectory(prefix="recipe-preview-") as folder:
         table = UPath(folder) / "recipe_table.parquet"
-        expanded = recipe_table(layout, source, ledger_location)
-        write_recipe_table(expanded, source, table, request_defaults, prompts_dir)
+        write_parquet_atomically(recipe_table(layout, source, ledger_location), table)
         opened = open_prompt_table(table)
-        rows = (
-            row
-            for row in plan_rows(opened, table, request_defaults, prompts_dir)
-            if isinstance(row, PromptRow)
-        )
+        planned = planned_rows(source, opened, table, request_defaults, prompts_dir)
+        rows = (row for row in planned if isinstance(row, PromptRow))
         forecast = estimate(rows, lambda job: None, prices, "preview", UPath(folder), prompts_dir)
         head = parquet_file(table).read().slice(0, head_rows).to_pandas()
         return RecipePreview(opened.metadata.num_rows, head, forecast)

@@ -6,16 +6,17 @@ is expanded, and its rows checked, into the partition's folder."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from upath import UPath
 
 from .decisions import DecisionLog, decisions_version
 from .files import sha256_of
 from .final_rows import final_table
 from .layout import PARTITION_KEY, DatasetLayout
-from .prompt_table import Reject, open_prompt_table, plan_rows
+from .prompt_table import PromptRow, Reject, plan_rows
 from .recipe_rows import expand
 from .recipe_spec import FinalRecipe, RecipeError, is_recipe, load_recipe
 from .storage import write_parquet_atomically
@@ -62,14 +63,13 @@ def source_version(layout: DatasetLayout, path: UPath, ledger_location: Callable
 def partition_table(
     layout: DatasetLayout, partition: str, request_defaults: dict, ledger_location: str
 ) -> UPath:
-    """The prompt table to read for the partition: its own, or its recipe's, written to
-    outputs/KEY/recipe_table.parquet once every expanded row is valid (RecipeError otherwise)."""
+    """The prompt table to read for the partition: its own, or its recipe's, expanded into
+    outputs/KEY/recipe_table.parquet (read it with `planned_rows`, which checks a recipe's rows)."""
     source = layout.source(partition)
     if not is_recipe(source):
         return source
     destination = layout.partition_files(partition).recipe_table
-    table = recipe_table(layout, source, ledger_location)
-    write_recipe_table(table, source, destination, request_defaults, layout.prompts_dir)
+    write_parquet_atomically(recipe_table(layout, source, ledger_location), destination)
     return destination
 
 
@@ -83,22 +83,22 @@ def recipe_table(layout: DatasetLayout, source: UPath, ledger_location: str) -> 
     return expand(recipe, source)
 
 
-def write_recipe_table(
-    table: pa.Table, source: UPath, destination: UPath, request_defaults: dict, prompts_dir: UPath
-) -> None:
-    """The recipe's expanded `table` written to the prompt table `destination`, its rows checked."""
-    write_parquet_atomically(table, destination)
-    check_rows(source, destination, request_defaults, prompts_dir)
-
-
-def check_rows(source: UPath, table: UPath, request_defaults: dict, prompts_dir: UPath) -> None:
-    """A recipe's rows are all valid, or the first bad one is the recipe's error, named by the key
-    its value came from (rows differ only in what the recipe's keys give them)."""
-    for outcome in plan_rows(open_prompt_table(table), table, request_defaults, prompts_dir):
+def planned_rows(
+    source: UPath, table: pq.ParquetFile, path: UPath, request_defaults: dict, prompts_dir: UPath
+) -> Iterator[PromptRow | Reject]:
+    """The rows of the prompt table at `path` (opened as `table`) planned into requests. A recipe's
+    rows differ only in what its keys give them, so a bad one is not a reject but the recipe's
+    error (RecipeError, named by the key its value came from), raised before the row is yielded."""
+    outcomes = plan_rows(table, path, request_defaults, prompts_dir)
+    if not is_recipe(source):
+        yield from outcomes
+        return
+    for outcome in outcomes:
         if isinstance(outcome, Reject):
             raise RecipeError(
                 source, _recipe_key(outcome.field), f"{outcome.reason} (row {outcome.prompt_id})"
             )
+        yield outcome
 
 
 RECIPE_KEYS = {

@@ -14,12 +14,11 @@ from ..dataset.prompt_table import (
     PromptTableError,
     Reject,
     open_prompt_table,
-    plan_rows,
     prompt_row_record,
 )
 from ..dataset.reject_summary import RejectSummary
 from ..dataset.rows import ParquetRowWriter
-from ..dataset.table_source import partition_table, source_version
+from ..dataset.table_source import partition_table, planned_rows, source_version
 from ..lib.assets import dataset_asset
 from ..lib.generation_step import step_prices
 from ..lib.metadata import table_preview
@@ -64,7 +63,7 @@ def prompts(
     try:
         path = partition_table(layout, key, dataset.request_defaults(), dataset.ledger_location())
         table = open_prompt_table(path)
-        outcomes = plan_rows(table, path, dataset.request_defaults(), layout.prompts_dir)
+        outcomes = planned_rows(source, table, path, dataset.request_defaults(), layout.prompts_dir)
         valid, redux_rows, rejects = _write_prompt_rows(context, outcomes, files)
     except PromptTableError as exc:
         raise dg.Failure(

@@ -11,8 +11,8 @@ import dagster as dg
 from ..dataset.estimate import Estimate, estimate
 from ..dataset.ledger import RequestLedger
 from ..dataset.pricing import UnitPrice
-from ..dataset.prompt_table import PromptRow, PromptTableError, open_prompt_table, plan_rows
-from ..dataset.table_source import partition_table
+from ..dataset.prompt_table import PromptRow, PromptTableError, open_prompt_table
+from ..dataset.table_source import partition_table, planned_rows
 from ..resources import BaseFalResource, DatasetResource
 from .generation_step import step_prices
 from .table_versions import built_version, scan_prompt_tables
@@ -49,11 +49,10 @@ def estimate_partition(
     recipe is expanded into its partition's table first, as `prompts` does."""
     layout = dataset.layout
     path = partition_table(layout, key, dataset.request_defaults(), dataset.ledger_location())
-    rows = (
-        row
-        for row in plan_rows(open_prompt_table(path), path, dataset.request_defaults(), layout.prompts_dir)
-        if isinstance(row, PromptRow)
+    planned = planned_rows(
+        layout.source(key), open_prompt_table(path), path, dataset.request_defaults(), layout.prompts_dir
     )
+    rows = (row for row in planned if isinstance(row, PromptRow))
     return estimate(rows, ledger.entries(key), prices, fal.backend, layout.outputs_dir, layout.prompts_dir)
 
 
