@@ -319,11 +319,10 @@ def test_malformed_table_fails_naming_file_and_problem(project, content, problem
 
 def sense(project, cursor=None, apply=False) -> dg.SensorResult:
     """One tick of prompt_table_sensor; with `apply`, what the sensor daemon then records."""
-    result = prompt_table_sensor(
-        dg.build_sensor_context(
-            instance=project.instance, cursor=cursor, resources={"dataset": project.dataset}
-        )
-    )
+    with dg.build_sensor_context(
+        instance=project.instance, cursor=cursor, resources={"dataset": project.dataset}
+    ) as context:
+        result = prompt_table_sensor(context)
     if apply:
         for request in result.dynamic_partitions_requests:
             project.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))

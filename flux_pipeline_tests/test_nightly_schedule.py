@@ -31,13 +31,14 @@ def project(tmp_path):
 
 
 def tick(project, when="2026-12-05T02:00:00+00:00"):
-    """One evaluation, as the daemon runs it at `when`."""
-    context = dg.build_schedule_context(
+    """One evaluation, as the daemon runs it at `when` (the context closed after it, as the daemon
+    does: left open, it keeps the instance it opened current for later tests)."""
+    with dg.build_schedule_context(
         instance=project.instance,
         scheduled_execution_time=datetime.fromisoformat(when),
         resources={"fal": project.defs.resources["fal"], "dataset": project.dataset},
-    )
-    return nightly_backfill(context)
+    ) as context:
+        return nightly_backfill(context)
 
 
 def run_night(project, requests: list[dg.RunRequest]) -> None:

@@ -53,8 +53,10 @@ def test_review_sensor_refreshes_only_partitions_whose_decisions_changed(tmp_pat
         assert review_sensor.default_status == dg.DefaultSensorStatus.STOPPED
 
         def tick() -> list[str]:
-            context = dg.build_sensor_context(instance=instance, resources={"dataset": project.dataset})
-            return [request.partition_key for request in review_sensor(context).run_requests]
+            with dg.build_sensor_context(
+                instance=instance, resources={"dataset": project.dataset}
+            ) as context:
+                return [request.partition_key for request in review_sensor(context).run_requests]
 
         assert tick() == [], "decisions unchanged since the build: nothing to refresh"
         image = project.catalog(["animals"]).image_id.iloc[0]
