@@ -18,14 +18,12 @@ from upath import UPath
 from ..catalog import partition_file
 from ..layout import PARTITION_KEY
 from ..storage import remove_tree, write_bytes_atomically
-from .dataset_card import dataset_card
 from .manifest import DATASET_CARD, ExportManifest, FileInfo, SplitExport
 from .options import ExportOptions
 from .samples import Sample, catalog_samples
 from .selection import FILTERS, select_images
 from .splits import SPLITS, TRAIN, VALIDATION, split_of
 from .versions import POINTER, new_version, publish, read_latest, version_folder
-from .writer import write_splits
 
 __all__ = [
     "FILTERS",
@@ -86,7 +84,12 @@ def export_partition(
 
 
 def _write_version(folder: UPath, manifest: ExportManifest, samples: Iterable[Sample]) -> ExportManifest:
-    """The version folder's data files and dataset card; the manifest that lists them."""
+    """The version folder's data files and dataset card; the manifest that lists them. The writers
+    are imported here: they need `datasets`, which takes 0.3 s and 26 MB to import, and only an
+    export uses it, not every process that loads the definitions."""
+    from .dataset_card import dataset_card
+    from .writer import write_splits
+
     splits, parquet = write_splits(folder, samples, manifest.options)
     manifest = manifest.model_copy(
         update={
