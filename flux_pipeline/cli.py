@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from .instance import write_local_instance
 
@@ -59,7 +60,11 @@ def _local_instance():
 
 
 def _run(args: argparse.Namespace) -> int:
-    instance = _local_instance()
+    with _local_instance() as instance:
+        return _run_on(instance, args)
+
+
+def _run_on(instance, args: argparse.Namespace) -> int:
     from .dataset.cost_report import by_partition, requests_frame
     from .definitions import defs
     from .defs.resources import dataset_from_env
@@ -192,6 +197,18 @@ def _preview_prices(dataset) -> tuple[dict, str]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     return args.handler(args)
+
+
+def entry_point() -> NoReturn:
+    """The `flux-pipeline` command: main(), then exit without tearing the interpreter down, as mypy
+    does. Freeing every object of a process that has run the whole job took 0.9 s of its 23 s;
+    by then its runs, instance, ledger and files are closed, and the streams and logging handlers
+    are flushed here first."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,0 +1,86 @@
+"""`flux-pipeline run` as a person runs it: the installed command in a process of its own, against
+the emulator over HTTP with a key configured. The command leaves without tearing the interpreter
+down (cli.entry_point), so what it printed, the instance and the files must be whole when it exits.
+And the process's memory settings (flux_pipeline.memory) hold in every process that imports the
+package, unless the person chose otherwise."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from flux_pipeline.dataset.catalog import read_catalog
+
+from .conftest import SECRETS, emulator_env
+from .dataset_fixtures import write_table
+
+BIN = Path(sys.executable).parent
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """The environment less fal's and the project's settings, and with stdout buffered as in a
+    person's shell (this machine sets PYTHONUNBUFFERED)."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("FAL_", "FLUX_")) and key != "PYTHONUNBUFFERED"
+    }
+    return {**env, **overrides}
+
+
+def test_flux_pipeline_run_builds_prints_and_exits_whole(emulator, tmp_path):
+    write_table(tmp_path / "data" / "prompts" / "cli.parquet", rows=5)
+    env = clean_env(
+        **emulator_env(emulator),
+        FAL_API_URL=emulator.url,
+        FLUX_DATA_DIR=str(tmp_path / "data"),
+        DAGSTER_HOME=str(tmp_path / "dagster_home"),
+    )
+    done = subprocess.run(
+        [str(BIN / "flux-pipeline"), "run", "--partition", "cli"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "partition cli: ok" in done.stdout
+    total = done.stdout.rstrip().splitlines()[-1].split()
+    assert total[:2] == ["TOTAL", "5"], done.stdout  # the cost table's last line, flushed before exit
+    assert not any(secret in done.stdout + done.stderr for secret in SECRETS)
+    assert len(read_catalog(tmp_path / "data" / "catalog", ["cli"])) == 5
+    assert emulator.emulator.stats()["images_billed"] == 5
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
+    try:
+        with dg.DagsterInstance.get() as instance:
+            runs = instance.get_runs()
+            assert {run.job_name for run in runs} == {"build_dataset", "report_costs"}
+            assert all(run.is_success for run in runs)
+            assert instance.get_latest_materialization_event(dg.AssetKey("cost_report")) is not None
+    finally:
+        del os.environ["DAGSTER_HOME"]
+
+
+def pool_of_a_fresh_process(**env: str) -> str:
+    probe = "import flux_pipeline.definitions, pyarrow; print(pyarrow.default_memory_pool().backend_name)"
+    return subprocess.run(
+        [sys.executable, "-c", probe], env=clean_env(**env), capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_arrow_allocates_from_the_system_unless_the_person_chose_a_pool():
+    assert pool_of_a_fresh_process() == "system"
+    assert pool_of_a_fresh_process(ARROW_DEFAULT_MEMORY_POOL="jemalloc") == "jemalloc"
+
+
+def test_loading_the_definitions_leaves_datasets_to_the_export():
+    """`datasets` takes a third of a second and 26 MB to import; only the export writers need it."""
+    probe = "import sys, flux_pipeline.definitions; print('datasets' in sys.modules)"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], env=clean_env(), capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "False"
