@@ -10,8 +10,7 @@ from PIL import Image
 
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
-from flux_pipeline.fal.endpoints import FalUrls
-from flux_pipeline.fal.webhook_signatures import JWKS_PATH
+from flux_pipeline.fal.endpoints import JWKS_PATH, FalUrls
 from flux_pipeline.resources import FalResource
 
 from .browser_fixtures import browser  # noqa: F401  (the page tests' fixture)

@@ -24,12 +24,11 @@ from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.faults import FaultConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.client import FalClient
-from flux_pipeline.fal.endpoints import FalUrls
+from flux_pipeline.fal.endpoints import JWKS_PATH, FalUrls
 from flux_pipeline.fal.errors import FalApiError
 from flux_pipeline.fal.http_server import BackgroundServer
 from flux_pipeline.fal.models import TEXT_TO_IMAGE
 from flux_pipeline.fal.platform import FalPlatform
-from flux_pipeline.fal.webhook_signatures import JWKS_PATH
 
 from .conftest import ADMIN_KEY, SECRET_KEY, free_port, resource_for_url
 from .dataset_fixtures import SAMPLE_PROMPTS, dataset_for

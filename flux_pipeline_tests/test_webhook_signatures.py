@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from flux_pipeline.emulator.server import EmulatorServer
-from flux_pipeline.fal.webhook_signatures import JWKS_PATH, WebhookSigner, WebhookVerifier
+from flux_pipeline.fal.endpoints import JWKS_PATH
+from flux_pipeline.fal.webhook_signatures import WebhookSigner, WebhookVerifier
 from flux_pipeline.fal.webhooks import WebhookReceiver
 
 BODY = json.dumps({"request_id": "rid-1", "status": "OK", "payload": {"images": []}}).encode()

@@ -16,9 +16,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
-from ..fal.endpoints import AppId
+from ..fal.endpoints import JWKS_PATH, AppId
 from ..fal.models import ENDPOINTS
-from ..fal.webhook_signatures import JWKS_PATH
 from .engine import Emulator, QueuedRequest
 from .errors import ERROR_HANDLERS, ApiError, require_key
 from .faults import FaultInjector, call_kind

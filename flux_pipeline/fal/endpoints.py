@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 NAMESPACES = ("workflows", "comfy")
+JWKS_PATH = "/.well-known/jwks.json"
+JWKS_URL = f"https://rest.alpha.fal.ai{JWKS_PATH}"
+"""Where fal publishes the public keys that sign its webhooks (fal/WEBHOOKS.md)."""
 
 
 @dataclass(frozen=True)

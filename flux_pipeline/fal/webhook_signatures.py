@@ -17,8 +17,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-JWKS_PATH = "/.well-known/jwks.json"
-JWKS_URL = f"https://rest.alpha.fal.ai{JWKS_PATH}"
 REQUEST_ID, USER_ID, TIMESTAMP, SIGNATURE = (
     f"x-fal-webhook-{name}" for name in ("request-id", "user-id", "timestamp", "signature")
 )

@@ -21,7 +21,7 @@ from pydantic import Field, PrivateAttr
 from ..fal.batch import BatchOptions, run_batch
 from ..fal.bridge import drive
 from ..fal.client import FalClient
-from ..fal.endpoints import FalUrls
+from ..fal.endpoints import JWKS_PATH, JWKS_URL, FalUrls
 from ..fal.errors import FalError
 from ..fal.lost_requests import PlatformHistory
 from ..fal.platform import FalPlatform
@@ -29,7 +29,6 @@ from ..fal.platform_models import BillingEvent
 from ..fal.redaction import SECRETS
 from ..fal.retries import LOG, CallCounts, RetryPolicy
 from ..fal.types import DEFAULT_MAX_FILE_BYTES, GenerationRequest, Ledger, Outcome
-from ..fal.webhook_signatures import JWKS_PATH, JWKS_URL, WebhookVerifier
 
 REDACTED = "**********"
 PLATFORM_URL = "https://api.fal.ai"
@@ -186,7 +185,8 @@ class BaseFalResource(dg.ConfigurableResource):
         """A receiver of fal's webhooks into `ledger`, when this resource listens for them."""
         if not self._receives_webhooks():
             return None
-        from ..fal.webhooks import WebhookReceiver  # the server stack loads only when it listens
+        from ..fal.webhook_signatures import WebhookVerifier  # the server stack and cryptography
+        from ..fal.webhooks import WebhookReceiver  # load only when it listens
 
         return WebhookReceiver(
             ledger.webhook_received,
