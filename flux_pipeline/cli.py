@@ -130,7 +130,8 @@ def _instance(args: argparse.Namespace) -> int:
 def _spend(args: argparse.Namespace) -> int:
     from .lib.spend import backfill_spend
 
-    spent, runs = backfill_spend(_local_instance(), args.backfill)
+    with _local_instance() as instance:
+        spent, runs = backfill_spend(instance, args.backfill)
     print(f"backfill {args.backfill}: ${spent:.4f} over {runs} run(s) tagged with their spend")
     return 0
 

@@ -124,6 +124,17 @@ def emulator_env_at(url: str) -> dict[str, str]:
     }
 
 
+def clean_env(**overrides: str) -> dict[str, str]:
+    """For a process of its own: this environment less fal's and the project's settings, with stdout
+    buffered as in a person's shell (this machine sets PYTHONUNBUFFERED), plus `overrides`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("FAL_", "FLUX_")) and key != "PYTHONUNBUFFERED"
+    }
+    return {**env, **overrides}
+
+
 def request_stats(server: EmulatorServer) -> dict:
     """The emulator's stats less its Platform API calls (prices are read on every run, for free)."""
     stats = server.emulator.stats()

@@ -6,7 +6,6 @@ package, unless the person chose otherwise."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,24 +14,13 @@ import dagster as dg
 
 from flux_pipeline.dataset.catalog import read_catalog
 
-from .conftest import SECRETS, emulator_env
+from .conftest import SECRETS, clean_env, emulator_env
 from .dataset_fixtures import write_table
 
 BIN = Path(sys.executable).parent
 
 
-def clean_env(**overrides: str) -> dict[str, str]:
-    """The environment less fal's and the project's settings, and with stdout buffered as in a
-    person's shell (this machine sets PYTHONUNBUFFERED)."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("FAL_", "FLUX_")) and key != "PYTHONUNBUFFERED"
-    }
-    return {**env, **overrides}
-
-
-def test_flux_pipeline_run_builds_prints_and_exits_whole(emulator, tmp_path):
+def test_flux_pipeline_run_builds_prints_and_exits_whole(emulator, tmp_path, monkeypatch):
     write_table(tmp_path / "data" / "prompts" / "cli.parquet", rows=5)
     env = clean_env(
         **emulator_env(emulator),
@@ -54,15 +42,12 @@ def test_flux_pipeline_run_builds_prints_and_exits_whole(emulator, tmp_path):
     assert not any(secret in done.stdout + done.stderr for secret in SECRETS)
     assert len(read_catalog(tmp_path / "data" / "catalog", ["cli"])) == 5
     assert emulator.emulator.stats()["images_billed"] == 5
-    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
-    try:
-        with dg.DagsterInstance.get() as instance:
-            runs = instance.get_runs()
-            assert {run.job_name for run in runs} == {"build_dataset", "report_costs"}
-            assert all(run.is_success for run in runs)
-            assert instance.get_latest_materialization_event(dg.AssetKey("cost_report")) is not None
-    finally:
-        del os.environ["DAGSTER_HOME"]
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs()
+        assert {run.job_name for run in runs} == {"build_dataset", "report_costs"}
+        assert all(run.is_success for run in runs)
+        assert instance.get_latest_materialization_event(dg.AssetKey("cost_report")) is not None
 
 
 def pool_of_a_fresh_process(**env: str) -> str:

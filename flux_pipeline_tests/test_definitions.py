@@ -2,13 +2,13 @@
 accepts it."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from flux_pipeline.definitions import defs
 
+from .conftest import clean_env
 from .definitions_snapshot import SNAPSHOT, snapshot
 
 ROOT = Path(__file__).parent.parent
@@ -19,7 +19,7 @@ def test_the_code_location_exposes_what_the_snapshot_records():
 
 
 def test_dg_check_defs_accepts_the_code_location():
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("FAL_", "FLUX_"))}
+    env = clean_env()
     dg_cli = Path(sys.executable).with_name("dg")
     done = subprocess.run(
         [str(dg_cli), "check", "defs"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240

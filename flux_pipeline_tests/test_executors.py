@@ -3,13 +3,14 @@ embedded default never imports dagster_celery (a fresh `pip install -e .` has no
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
 from flux_pipeline.lib.executors import EXECUTOR, executor_from_env
+
+from .conftest import clean_env
 
 
 def loaded_executor(**env: str) -> str:
@@ -19,9 +20,8 @@ def loaded_executor(**env: str) -> str:
         "job = defs.resolve_job_def('build_dataset'); "
         "print(job.executor_def.name, 'dagster_celery' in sys.modules)"
     )
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLUX_")}
     return subprocess.run(
-        [sys.executable, "-c", probe], env={**clean, **env}, capture_output=True, text=True, check=True
+        [sys.executable, "-c", probe], env=clean_env(**env), capture_output=True, text=True, check=True
     ).stdout.strip()
 
 
