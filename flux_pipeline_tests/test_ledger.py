@@ -4,7 +4,11 @@ shared by concurrent processes."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+from contextlib import closing
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +38,57 @@ def test_processes_opening_and_writing_the_ledger_at_once(location):
     entries = [ledger.entry(RequestKey("p", f"{w}-{n}", "e")) for w in range(6) for n in range(40)]
     assert all(e.state == "submitted" and e.request_id for e in entries)
     assert len({e.request_id for e in entries}) == 240
+
+
+def _open_connections(location: str) -> int:
+    """Connections to the ledger's database: this process's open descriptors of the SQLite file,
+    or the server's sessions on the PostgreSQL database."""
+    if "://" not in location:
+        fds = Path("/proc/self/fd")
+        return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == os.path.realpath(location))
+    import psycopg2
+
+    probe = psycopg2.connect(location.replace("postgresql+psycopg2://", "postgresql://"))
+    with closing(probe), probe.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname=current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def _write_from_threads(ledger: RequestLedger, names: range) -> None:
+    for n in names:
+        thread = threading.Thread(target=ledger.submitting, args=(RequestKey("p", f"t{n}", "e"), "fp"))
+        thread.start()
+        thread.join()
+
+
+def test_connections_are_kept_per_thread_and_never_shared_with_a_forked_child(location):
+    ledger = RequestLedger(location)
+    ledger.submitting(RequestKey("p", "main", "e"), "fp")
+    _write_from_threads(ledger, range(4))
+    open_after_4 = _open_connections(location)
+    _write_from_threads(ledger, range(4, 32))
+    # each thread's connection went with it: the main thread's is kept (SQLite keeps one more
+    # descriptor open while another connection of the process holds locks on the file)
+    assert _open_connections(location) == open_after_4 <= 2
+
+    child = multiprocessing.get_context("fork").Process(
+        target=ledger.submitted, args=(RequestKey("p", "main", "e"), "rid-child")
+    )
+    child.start()
+    child.join()
+    assert child.exitcode == 0
+    # the parent's connection outlived the child, and sees what the child wrote on its own
+    assert ledger.entry(RequestKey("p", "main", "e")).request_id == "rid-child"
+    ledger.submitted(RequestKey("p", "t0", "e"), "rid-parent")
+    states = [ledger.entry(RequestKey("p", f"t{n}", "e")).state for n in range(2)]
+    assert states == ["submitted", "submitting"]
+    ledger.close()
+    assert _open_connections(location) == 0
+    assert ledger.entry(RequestKey("p", "t0", "e")).request_id == "rid-parent"  # reopens
+    ledger.close()
 
 
 def test_lifecycle_and_webhooks(location):

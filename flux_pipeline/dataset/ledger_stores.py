@@ -8,9 +8,11 @@ older version lacks (added, never dropped)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -33,12 +35,47 @@ class LedgerSchema:
         return set(self.added_columns) | set(self.renamed_columns)
 
 
+class _Connection:
+    """A thread's connection, closed when the thread ends (its thread-local goes) or the store
+    closes, whichever is first; never by a forked child (the connection is its parent's)."""
+
+    def __init__(self, connection):
+        self.pid, self.connection = os.getpid(), connection
+
+    def close(self) -> None:
+        if self.pid == os.getpid():
+            self.connection.close()
+
+    __del__ = close
+
+
 class LedgerStore:
     """Runs one statement (`?` placeholders) and reads its cursor with `read`; the stores differ
-    only in how they reach the database."""
+    only in how they reach the database. Each thread of each process has its own connection, opened
+    on its first statement and kept until the thread ends or `close` (a forked child opens its own:
+    a connection is never shared across a fork)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._open: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def _connect(self):
+        raise NotImplementedError
 
     def _run(self, sql: str, params: tuple, read: Callable):
         raise NotImplementedError
+
+    def _is_closed(self, connection) -> bool:
+        return False
+
+    def _connection(self):
+        held = getattr(self._local, "held", None)
+        if held is None or held.pid != os.getpid() or self._is_closed(held.connection):
+            held = self._local.held = _Connection(self._connect())
+            with self._lock:
+                self._open.add(held)
+        return held.connection
 
     def execute(self, sql: str, params: tuple = ()) -> int:
         return self._run(sql, params, lambda cursor: cursor.rowcount)
@@ -50,7 +87,12 @@ class LedgerStore:
         return self._run(sql, params, lambda cursor: cursor.fetchall())
 
     def close(self) -> None:
-        pass
+        """Closes every thread's connection; a later statement opens a new one."""
+        with self._lock:
+            self._local = threading.local()
+            connections = list(self._open)
+        for held in connections:
+            held.close()
 
 
 def open_store(location: str | Path, schema: LedgerSchema) -> LedgerStore:
@@ -79,10 +121,13 @@ def _migrations(schema: LedgerSchema, existing: dict[str, set[str]]) -> list[str
 
 
 class SqliteStore(LedgerStore):
-    """A connection per call: safe from any thread (the webhook receiver) and process; WAL
-    lets readers and one writer work at once; synchronous=FULL makes each commit durable."""
+    """WAL lets readers and one writer (of any thread or process) work at once; synchronous=FULL
+    makes each commit durable. Connections are kept: opening one and closing the last one
+    (which checkpoints the WAL) cost 1.5 ms of each statement's 1.7 ms when each statement had its
+    own."""
 
     def __init__(self, path: Path, schema: LedgerSchema):
+        super().__init__()
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db:
@@ -98,28 +143,23 @@ class SqliteStore(LedgerStore):
             db.execute("COMMIT")
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        # used by one thread only; `close` may come from another
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA synchronous=FULL")
         return db
 
     def _run(self, sql: str, params: tuple, read: Callable):
-        with closing(self._connect()) as db:
-            return read(db.execute(sql, params))
+        return read(self._connection().execute(sql, params))
 
 
 class PostgresStore(LedgerStore):
-    """One autocommit connection per thread (the step's, the lease keeper's and the webhook
-    receiver's)."""
+    """Autocommit connections (the step's, the lease keeper's and the webhook receiver's)."""
 
     SCHEMA_LOCK = 0x464C5558  # advisory lock: processes creating the tables at once queue up
 
     def __init__(self, url: str, schema: LedgerSchema):
-        import psycopg2  # the `postgres` extra
-
-        self._connect = lambda: psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
-        self._local = threading.local()
-        self._connections: list = []
-        self._lock = threading.Lock()
+        super().__init__()
+        self._url = url.replace("postgresql+psycopg2://", "postgresql://")
         with self._connection().cursor() as cursor:
             cursor.execute("SELECT pg_advisory_lock(%s)", (self.SCHEMA_LOCK,))
             try:
@@ -138,26 +178,20 @@ class PostgresStore(LedgerStore):
             finally:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", (self.SCHEMA_LOCK,))
 
-    def _connection(self):
-        connection = getattr(self._local, "connection", None)
-        if connection is None or connection.closed:
-            connection = self._connect()
-            connection.autocommit = True
-            self._local.connection = connection
-            with self._lock:
-                self._connections.append(connection)
+    def _connect(self):
+        import psycopg2  # the `postgres` extra
+
+        connection = psycopg2.connect(self._url)
+        connection.autocommit = True
         return connection
+
+    def _is_closed(self, connection) -> bool:
+        return bool(connection.closed)  # e.g. the server ended it: the next statement reconnects
 
     def _run(self, sql: str, params: tuple, read: Callable):
         with self._connection().cursor() as cursor:
             cursor.execute(sql.replace("?", "%s"), params)
             return read(cursor)
-
-    def close(self) -> None:
-        with self._lock:
-            for connection in self._connections:
-                connection.close()
-            self._connections.clear()
 
 
 def _use_wal(db: sqlite3.Connection, attempts: int = 50) -> None:
