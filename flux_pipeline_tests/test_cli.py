@@ -50,16 +50,34 @@ def test_flux_pipeline_run_builds_prints_and_exits_whole(emulator, tmp_path, mon
         assert instance.get_latest_materialization_event(dg.AssetKey("cost_report")) is not None
 
 
-def pool_of_a_fresh_process(**env: str) -> str:
-    probe = "import flux_pipeline.definitions, pyarrow; print(pyarrow.default_memory_pool().backend_name)"
-    return subprocess.run(
-        [sys.executable, "-c", probe], env=clean_env(**env), capture_output=True, text=True, check=True
-    ).stdout.strip()
+ARROW_PROBE = """
+import flux_pipeline.definitions, numpy, pyarrow, pyarrow.compute
+
+def rss_mb():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
+
+ones, before = numpy.ones(1 << 17), rss_mb()
+held = [pyarrow.compute.add(ones, 1) for _ in range(32)]  # 32 buffers of 1 MiB, written by Arrow
+del held
+print(pyarrow.default_memory_pool().backend_name, round(rss_mb() - before))
+"""
 
 
-def test_arrow_allocates_with_jemalloc_unless_the_person_chose_a_pool():
-    assert pool_of_a_fresh_process() == "jemalloc"
-    assert pool_of_a_fresh_process(ARROW_DEFAULT_MEMORY_POOL="system") == "system"
+def arrow_in_a_fresh_process(**env: str) -> tuple[str, int]:
+    """Arrow's pool in a new process that imports the definitions, and how many MB of 32 MB it
+    allocated and freed the process still holds."""
+    pool, kept = subprocess.run(
+        [sys.executable, "-c", ARROW_PROBE], env=clean_env(**env), capture_output=True, text=True, check=True
+    ).stdout.split()
+    return pool, int(kept)
+
+
+def test_arrow_allocates_with_jemalloc_and_frees_at_once_unless_the_person_chose_otherwise():
+    pool, kept = arrow_in_a_fresh_process()
+    assert pool == "jemalloc" and kept < 8
+    assert arrow_in_a_fresh_process(ARROW_DEFAULT_MEMORY_POOL="system")[0] == "system"
+    decaying = "dirty_decay_ms:60000,muzzy_decay_ms:60000"
+    assert arrow_in_a_fresh_process(JE_ARROW_MALLOC_CONF=decaying)[1] > 24
 
 
 def test_loading_the_definitions_leaves_what_only_some_steps_need_to_them():
