@@ -82,6 +82,8 @@ def _run_on(instance, args: argparse.Namespace) -> int:
     with dataset.request_ledger() as ledger:
         requests = requests_frame(ledger.requests())
     print(by_partition(dataset.layout.catalog_dir, requests).to_string(index=False))
+    if failed:
+        print(f"\nFAILED: {', '.join(failed)} (why: on each one's 'partition' line above)")
     return 1 if failed else 0
 
 
@@ -119,7 +121,21 @@ def _build_partition(job, key: str, instance, run_config: dict) -> bool:
     spent = run_spend(instance, result.run_id)
     spend = f", spent ${spent:.4f}" if spent is not None else ""
     print(f"partition {key}: {'ok' if result.success else 'FAILED'} (run {result.run_id}{spend})")
+    for step, why in failures(result):
+        print(f"  {step}: {why}")
     return result.success
+
+
+def failures(result) -> list[tuple[str, str]]:
+    """(step, why) for each step of the run that failed: a `dg.Failure`'s description, else the
+    error's first line (the whole error and its trace are in the run's log)."""
+    found = []
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        described = data.user_failure_data.description if data.user_failure_data else None
+        error = data.error.message.strip().splitlines()[0] if data.error else "failed"
+        found.append((event.step_key or "run", described or error))
+    return found
 
 
 def _instance(args: argparse.Namespace) -> int:
@@ -128,9 +144,13 @@ def _instance(args: argparse.Namespace) -> int:
 
 
 def _spend(args: argparse.Namespace) -> int:
-    from .lib.spend import backfill_spend
+    from .lib.spend import backfill_known, backfill_spend
 
     with _local_instance() as instance:
+        if not backfill_known(instance, args.backfill):
+            where = instance.root_directory
+            print(f"no backfill {args.backfill!r} on the instance in {where}", file=sys.stderr)
+            return 2
         spent, runs = backfill_spend(instance, args.backfill)
     print(f"backfill {args.backfill}: ${spent:.4f} over {runs} run(s) tagged with their spend")
     return 0

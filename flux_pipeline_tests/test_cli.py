@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from flux_pipeline.dataset.catalog import read_catalog
 
@@ -20,21 +22,25 @@ from .dataset_fixtures import write_table
 BIN = Path(sys.executable).parent
 
 
-def test_flux_pipeline_run_builds_prints_and_exits_whole(emulator, tmp_path, monkeypatch):
-    write_table(tmp_path / "data" / "prompts" / "cli.parquet", rows=5)
-    env = clean_env(
+def cli_env(emulator, tmp_path: Path) -> dict[str, str]:
+    return clean_env(
         **emulator_env(emulator),
         FAL_API_URL=emulator.url,
         FLUX_DATA_DIR=str(tmp_path / "data"),
         DAGSTER_HOME=str(tmp_path / "dagster_home"),
     )
-    done = subprocess.run(
-        [str(BIN / "flux-pipeline"), "run", "--partition", "cli"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+
+
+def flux_pipeline(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "flux-pipeline"), *args], env=env, capture_output=True, text=True, timeout=300
     )
+
+
+def test_flux_pipeline_run_builds_prints_and_exits_whole(emulator, tmp_path, monkeypatch):
+    write_table(tmp_path / "data" / "prompts" / "cli.parquet", rows=5)
+    env = cli_env(emulator, tmp_path)
+    done = flux_pipeline(env, "run", "--partition", "cli")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "partition cli: ok" in done.stdout
     total = done.stdout.rstrip().splitlines()[-1].split()
@@ -48,6 +54,27 @@ def test_flux_pipeline_run_builds_prints_and_exits_whole(emulator, tmp_path, mon
         assert {run.job_name for run in runs} == {"build_dataset", "report_costs"}
         assert all(run.is_success for run in runs)
         assert instance.get_latest_materialization_event(dg.AssetKey("cost_report")) is not None
+
+
+def test_a_failed_partition_says_why_on_its_line_and_last(emulator, tmp_path):
+    """A table without its `prompt` column fails its partition, not the others; the person reads
+    why on the partition's line (not only inside Dagster's trace), and the failure comes last."""
+    prompts = tmp_path / "data" / "prompts"
+    write_table(prompts / "good.parquet", rows=2)
+    pq.write_table(pa.table({"prompt_id": ["a"], "seed": [1]}), prompts / "broken.parquet")
+    env = cli_env(emulator, tmp_path)
+    done = flux_pipeline(env, "run")
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    failed = next(n for n, line in enumerate(lines) if line.startswith("partition broken: FAILED"))
+    assert lines[failed + 1].startswith("  prompts: prompt table ")
+    assert lines[failed + 1].endswith("missing required column(s) prompt")
+    assert any(line.startswith("partition good: ok") for line in lines)
+    assert lines[-1] == "FAILED: broken (why: on each one's 'partition' line above)"
+    assert emulator.emulator.stats()["images_billed"] == 2
+
+    unknown = flux_pipeline(env, "spend", "--backfill", "nosuchbackfill")
+    assert unknown.returncode == 2 and "no backfill 'nosuchbackfill'" in unknown.stderr
 
 
 ARROW_PROBE = """

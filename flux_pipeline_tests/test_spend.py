@@ -4,7 +4,7 @@ then fails; a backfill's total sums its runs."""
 import dagster as dg
 import pytest
 
-from flux_pipeline.lib.spend import SPENT_TAG, add_run_spend, backfill_spend, run_spend
+from flux_pipeline.lib.spend import SPENT_TAG, add_run_spend, backfill_known, backfill_spend, run_spend
 
 
 @dg.asset
@@ -49,3 +49,4 @@ def test_a_run_is_tagged_with_what_its_steps_spent_even_when_one_fails():
         run(instance, [paid], "b1")
         run(instance, [paid], "another backfill")
         assert backfill_spend(instance, "b1") == (pytest.approx(0.28), 2)
+        assert backfill_known(instance, "b1") and not backfill_known(instance, "no such backfill")

@@ -47,6 +47,13 @@ def backfill_spend(instance: dg.DagsterInstance, backfill_id: str) -> tuple[floa
     return round(sum(spends), 6), len(spends)
 
 
+def backfill_known(instance: dg.DagsterInstance, backfill_id: str) -> bool:
+    """Whether the instance has the backfill, or runs tagged with it."""
+    if instance.get_backfill(backfill_id) is not None:
+        return True
+    return bool(instance.get_run_ids(filters=dg.RunsFilter(tags={BACKFILL_TAG: backfill_id}), limit=1))
+
+
 def orphaned_spend_claims(
     context: dg.AssetExecutionContext, ledger: RequestLedger, endpoint: str, lease_seconds: float
 ) -> list[str]:

@@ -1,6 +1,6 @@
 """fal.ai FLUX1.1 [pro] as Dagster resources: `FalResource` calls fal with a key;
-`EmulatedFalResource` runs the bundled emulator in-process and calls that (synthetic images,
-nothing billed). They share one interface, and `defs/resources.py` picks one: nothing falls back
+`EmulatedFalResource` runs the bundled emulator in-process and calls that (synthetic images at
+list prices, nothing paid). They share one interface, and `defs/resources.py` picks one: nothing falls back
 from one to the other at run time."""
 
 from __future__ import annotations
@@ -263,7 +263,8 @@ class FalResource(BaseFalResource):
 
 class EmulatedFalResource(BaseFalResource):
     """Runs the bundled fal emulator on a local port for the run and calls it: synthetic images,
-    nothing billed. Says so in the run log."""
+    priced at fal's list prices (what the run reports as spent), nothing paid. Says so in the run
+    log."""
 
     latency: float = Field(default=0.5, ge=0, description="Seconds each emulated request runs.")
     lost_request_settle: float = Field(default=2.0, ge=0, description="The emulator's history is immediate.")
@@ -273,7 +274,7 @@ class EmulatedFalResource(BaseFalResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         (context.log or LOG).warning(
             f"FAL_KEY is not set: calling the embedded fal emulator at {self._started().url} "
-            "(synthetic images, nothing billed)."
+            "(synthetic images at fal's list prices: nothing is paid)."
         )
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
