@@ -121,12 +121,12 @@ def _build_partition(job, key: str, instance, run_config: dict) -> bool:
     spent = run_spend(instance, result.run_id)
     spend = f", spent ${spent:.4f}" if spent is not None else ""
     print(f"partition {key}: {'ok' if result.success else 'FAILED'} (run {result.run_id}{spend})")
-    for step, why in failures(result):
+    for step, why in _failures(result):
         print(f"  {step}: {why}")
     return result.success
 
 
-def failures(result) -> list[tuple[str, str]]:
+def _failures(result) -> list[tuple[str, str]]:
     """(step, why) for each step of the run that failed: a `dg.Failure`'s description, else the
     error's first line (the whole error and its trace are in the run's log)."""
     found = []

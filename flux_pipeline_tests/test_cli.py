@@ -71,6 +71,7 @@ def test_a_failed_partition_says_why_on_its_line_and_last(emulator, tmp_path):
     assert lines[failed + 1].endswith("missing required column(s) prompt")
     assert any(line.startswith("partition good: ok") for line in lines)
     assert lines[-1] == "FAILED: broken (why: on each one's 'partition' line above)"
+    assert len(read_catalog(tmp_path / "data" / "catalog", ["good"])) == 2
     assert emulator.emulator.stats()["images_billed"] == 2
 
     unknown = flux_pipeline(env, "spend", "--backfill", "nosuchbackfill")

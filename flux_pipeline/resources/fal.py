@@ -1,7 +1,7 @@
 """fal.ai FLUX1.1 [pro] as Dagster resources: `FalResource` calls fal with a key;
 `EmulatedFalResource` runs the bundled emulator in-process and calls that (synthetic images at
-list prices, nothing paid). They share one interface, and `defs/resources.py` picks one: nothing falls back
-from one to the other at run time."""
+list prices, nothing paid). They share one interface, and `defs/resources.py` picks one: nothing
+falls back from one to the other at run time."""
 
 from __future__ import annotations
 
