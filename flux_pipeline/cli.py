@@ -113,13 +113,14 @@ def _register_tables(instance, dataset, partitions: list[str] | None) -> list[st
 
 def _build_partition(job, key: str, instance, run_config: dict) -> bool:
     """Run the job on one partition and print how it went (and what it spent); whether it succeeded."""
-    from .lib.spend import run_spend
+    from .lib.spend import EMULATED_TAG, SPENT_TAG, run_tag
 
     result = job.execute_in_process(
         run_config=run_config, partition_key=key, instance=instance, raise_on_error=False
     )
-    spent = run_spend(instance, result.run_id)
+    spent, emulated = (run_tag(instance, result.run_id, tag) for tag in (SPENT_TAG, EMULATED_TAG))
     spend = f", spent ${spent:.4f}" if spent is not None else ""
+    spend += f", emulated ${emulated:.4f} (nothing paid)" if emulated else ""
     print(f"partition {key}: {'ok' if result.success else 'FAILED'} (run {result.run_id}{spend})")
     for step, why in _failures(result):
         print(f"  {step}: {why}")
@@ -151,8 +152,10 @@ def _spend(args: argparse.Namespace) -> int:
             where = instance.root_directory
             print(f"no backfill {args.backfill!r} on the instance in {where}", file=sys.stderr)
             return 2
-        spent, runs = backfill_spend(instance, args.backfill)
-    print(f"backfill {args.backfill}: ${spent:.4f} over {runs} run(s) tagged with their spend")
+        spend = backfill_spend(instance, args.backfill)
+    emulated = f"; emulated ${spend.emulated_usd:.4f} (nothing paid)" if spend.emulated_usd else ""
+    tagged = f"over {spend.runs} run(s) tagged with their spend"
+    print(f"backfill {args.backfill}: ${spend.paid_usd:.4f} {tagged}{emulated}")
     return 0
 
 

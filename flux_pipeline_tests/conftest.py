@@ -26,6 +26,12 @@ ADMIN_KEY = "fal-admin-key-3b9f02aa-SECRET"
 SECRETS = (SECRET_KEY, ADMIN_KEY)
 
 
+def fal_stand_in(**settings) -> EmulatorConfig:
+    """The emulator standing in for fal, a paying backend (it does not mark its answers as the
+    emulator's): what it bills counts as spent. For the tests of the money path."""
+    return EmulatorConfig(stands_in_for_fal=True, **settings)
+
+
 @pytest.fixture
 def emulator():
     with EmulatorServer(EmulatorConfig(latency=0.05)) as server:

@@ -43,6 +43,7 @@ def test_flux_pipeline_run_builds_prints_and_exits_whole(emulator, tmp_path, mon
     done = flux_pipeline(env, "run", "--partition", "cli")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "partition cli: ok" in done.stdout
+    assert "spent $0.0000, emulated $0.2000 (nothing paid))" in done.stdout, "emulated is not spent"
     total = done.stdout.rstrip().splitlines()[-1].split()
     assert total[:2] == ["TOTAL", "5"], done.stdout  # the cost table's last line, flushed before exit
     assert not any(secret in done.stdout + done.stderr for secret in SECRETS)

@@ -18,12 +18,11 @@ from flux_pipeline.dataset.catalog import partition_file
 from flux_pipeline.dataset.image_hashes import from_int64, perceptual_hash_of
 from flux_pipeline.defs.catalog import cost_recomputes, files_match_hashes, unique_image_ids
 from flux_pipeline.defs.table_sensor import prompt_table_sensor
-from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.models import REDUX, TEXT_TO_IMAGE
 from flux_pipeline.lib.partitions import prompt_tables
 
-from .conftest import request_stats
+from .conftest import fal_stand_in, request_stats
 from .dataset_fixtures import make_project
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def project(tmp_path):
-    with EmulatorServer(EmulatorConfig(latency=0.05)) as server, dg.instance_for_test() as instance:
+    with EmulatorServer(fal_stand_in(latency=0.05)) as server, dg.instance_for_test() as instance:
         yield make_project(tmp_path, server, instance)
 
 

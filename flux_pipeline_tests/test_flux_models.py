@@ -14,7 +14,7 @@ from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.models import DEV, REDUX, SCHNELL, TEXT_TO_IMAGE, ULTRA, ULTRA_REDUX
 
-from .conftest import ADMIN_KEY, SECRET_KEY
+from .conftest import ADMIN_KEY, SECRET_KEY, fal_stand_in
 from .dataset_fixtures import make_project
 from .test_money import latest, spent
 
@@ -68,7 +68,7 @@ MIXED_ROWS = [
 
 
 def test_a_partition_mixing_models_is_estimated_billed_and_reconciled_per_model(tmp_path):
-    config = EmulatorConfig(latency=0.02, admin_keys=(ADMIN_KEY,))
+    config = fal_stand_in(latency=0.02, admin_keys=(ADMIN_KEY,))
     with EmulatorServer(config) as server, dg.instance_for_test() as instance:
         project = make_project(tmp_path, server, instance, samples=False, admin_key=ADMIN_KEY)
         prompts_dir = project.dataset.layout.prompts_dir

@@ -5,6 +5,7 @@ bodies, backends. Every case runs real processes or real Dagster runs against a 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -30,9 +31,11 @@ from flux_pipeline.emulator.engine import Emulator, EmulatorConfig
 from flux_pipeline.emulator.faults import FaultConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.http_server import BackgroundServer
+from flux_pipeline.lib.partitions import prompt_tables
+from flux_pipeline.lib.spend import BACKFILL_TAG, EMULATED_TAG, SPENT_TAG, BackfillSpend, backfill_spend
 from flux_pipeline.resources import EmulatedFalResource
 
-from .conftest import ADMIN_KEY, SECRET_KEY
+from .conftest import ADMIN_KEY, SECRET_KEY, fal_stand_in
 from .dataset_fixtures import Project, dataset_for, make_project, write_table
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,7 +67,7 @@ def latest(instance: dg.DagsterInstance, asset: str) -> dict:
 
 
 def test_a_discount_shows_in_the_reconciliation_as_billed_below_list(tmp_path):
-    config = EmulatorConfig(latency=0.02, admin_keys=(ADMIN_KEY,), percent_discount=10)
+    config = fal_stand_in(latency=0.02, admin_keys=(ADMIN_KEY,), percent_discount=10)
     with EmulatorServer(config) as server, dg.instance_for_test() as instance:
         project = make_project(tmp_path, server, instance, admin_key=ADMIN_KEY)
         result = project.run("animals")
@@ -83,7 +86,7 @@ def test_a_discount_shows_in_the_reconciliation_as_billed_below_list(tmp_path):
 
 def test_an_image_billed_then_lost_is_reported_billed_not_cataloged(tmp_path):
     faults = FaultConfig(lost_image=0.4, seed=3)
-    config = EmulatorConfig(latency=0.02, admin_keys=(ADMIN_KEY,), faults=faults)
+    config = fal_stand_in(latency=0.02, admin_keys=(ADMIN_KEY,), faults=faults)
     with EmulatorServer(config) as server, dg.instance_for_test() as instance:
         project = make_project(tmp_path, server, instance, samples=False, admin_key=ADMIN_KEY)
         write_table(project.dataset.layout.prompts_dir / "lossy.parquet", 12)
@@ -98,7 +101,7 @@ def test_an_image_billed_then_lost_is_reported_billed_not_cataloged(tmp_path):
 
 
 def test_without_an_admin_key_the_reconciliation_is_skipped_with_a_message(tmp_path):
-    with EmulatorServer(EmulatorConfig(latency=0.02)) as server, dg.instance_for_test() as instance:
+    with EmulatorServer(fal_stand_in(latency=0.02)) as server, dg.instance_for_test() as instance:
         project = make_project(tmp_path, server, instance)
         result = project.run("landscapes")
         assert result.success
@@ -123,7 +126,7 @@ def refusing_platform() -> Starlette:
 
 def test_pricing_and_billing_failures_fall_back_cleanly(tmp_path):
     with (
-        EmulatorServer(EmulatorConfig(latency=0.02)) as server,
+        EmulatorServer(fal_stand_in(latency=0.02)) as server,
         BackgroundServer(refusing_platform()) as platform,
         dg.instance_for_test() as instance,
     ):
@@ -157,7 +160,7 @@ def test_spend_over_every_materialization_equals_what_fal_billed(tmp_path):
     """20 % faults, a SIGKILL mid-run, then two re-runs: the sum of spent_usd is fal's bill."""
     faults = FaultConfig.spread(0.2, seed=8, slow_status_seconds=0.5, retry_after_seconds=0.05)
     with (
-        EmulatorServer(EmulatorConfig(latency=0.3, faults=faults)) as server,
+        EmulatorServer(fal_stand_in(latency=0.3, faults=faults)) as server,
         shared_instance(tmp_path) as instance,
     ):
         project = make_project(
@@ -188,7 +191,7 @@ def ledger(request, tmp_path) -> str:
 
 
 def test_two_runs_of_one_partition_at_once_pay_once(tmp_path, ledger):
-    with EmulatorServer(EmulatorConfig(latency=0.3)) as server, shared_instance(tmp_path) as instance:
+    with EmulatorServer(fal_stand_in(latency=0.3)) as server, shared_instance(tmp_path) as instance:
         write_table(tmp_path / "prompts" / "twice.parquet", 40)
         # registered once, as the sensor does: two workers adding it at once race in Dagster's storage
         instance.add_dynamic_partitions("prompt_tables", ["twice"])
@@ -205,7 +208,7 @@ def test_two_runs_of_one_partition_at_once_pay_once(tmp_path, ledger):
 def test_a_kill_between_submitting_and_submitted_pays_once(tmp_path):
     """The submit reached fal, the process died before recording its request id, and no webhook
     receiver listens: the re-run finds the request in fal's history instead of sending it again."""
-    with EmulatorServer(EmulatorConfig(latency=0.2)) as server, shared_instance(tmp_path) as instance:
+    with EmulatorServer(fal_stand_in(latency=0.2)) as server, shared_instance(tmp_path) as instance:
         project = make_project(tmp_path, server, instance, samples=False, lost_request_settle=1.0)
         write_table(project.dataset.layout.prompts_dir / "window.parquet", 10)
         killed = worker(server, tmp_path, "window", "--kill-after-submits", "5")
@@ -225,7 +228,7 @@ def test_a_kill_between_submitting_and_submitted_pays_once(tmp_path):
 def test_spend_a_killed_run_claimed_is_reported_by_the_next_materialization_once(tmp_path, point):
     """SIGKILL between claiming the step's spend and storing its materialization (or right after):
     the sum of spent_usd over every materialization is still fal's bill, counted once."""
-    with EmulatorServer(EmulatorConfig(latency=0.05)) as server, shared_instance(tmp_path) as instance:
+    with EmulatorServer(fal_stand_in(latency=0.05)) as server, shared_instance(tmp_path) as instance:
         project = make_project(tmp_path, server, instance, samples=False).with_settings(
             claim_lease_seconds=1.0
         )
@@ -248,7 +251,7 @@ def test_partial_run_config_keeps_the_configured_key(tmp_path, monkeypatch):
     """Launched with run config for one fal field, the run still calls the configured fal with
     the configured key (before, it fell back to the embedded emulator)."""
     monkeypatch.setenv("FAL_KEY", SECRET_KEY)
-    with EmulatorServer(EmulatorConfig(latency=0.02)) as server, dg.instance_for_test() as instance:
+    with EmulatorServer(fal_stand_in(latency=0.02)) as server, dg.instance_for_test() as instance:
         project = make_project(tmp_path, server, instance, key=dg.EnvVar("FAL_KEY"))
         instance.add_dynamic_partitions("prompt_tables", ["landscapes"])
         urls = {
@@ -268,7 +271,7 @@ def test_partial_run_config_keeps_the_configured_key(tmp_path, monkeypatch):
 
 
 def test_a_request_made_on_one_backend_is_never_reused_for_another(tmp_path):
-    with EmulatorServer(EmulatorConfig(latency=0.02)) as server, dg.instance_for_test() as instance:
+    with EmulatorServer(fal_stand_in(latency=0.02)) as server, dg.instance_for_test() as instance:
         project = make_project(tmp_path, server, instance)
         defs = make_definitions(EmulatedFalResource(latency=0.01), project.dataset)
         emulated = Project(tmp_path, server, instance, project.dataset, defs)
@@ -278,6 +281,111 @@ def test_a_request_made_on_one_backend_is_never_reused_for_another(tmp_path):
         assert project.run("landscapes").success
         assert server.emulator.stats()["requests_billed"] == 4, "nothing the emulator made was reused"
         assert set(project.catalog()["backend"]) == {server.url.removeprefix("http://")}
+
+
+def run_tagged(project: Project, partition: str, backfill: str) -> dg.ExecuteInProcessResult:
+    """A run of the partition in a backfill, as the UI launches one."""
+    project.instance.add_dynamic_partitions(prompt_tables.name, [partition])
+    job = project.defs.resolve_job_def("build_dataset")
+    return job.execute_in_process(
+        partition_key=partition,
+        instance=project.instance,
+        tags={BACKFILL_TAG: backfill},
+        raise_on_error=False,
+    )
+
+
+def test_after_an_emulator_run_spent_usd_is_what_the_paying_backend_billed_to_the_cent(tmp_path):
+    """README command 1 (the embedded emulator), then the same table against fal (a stand-in at a
+    price the emulator does not use): every request is made again, and every report, tag and
+    `spend` says what the stand-in billed, with the emulator's list prices apart."""
+    paying = fal_stand_in(latency=0.02, price_per_megapixel=0.05, admin_keys=(ADMIN_KEY,))
+    with EmulatorServer(paying) as fal, shared_instance(tmp_path) as instance:
+        real = make_project(tmp_path, fal, instance, samples=False, admin_key=ADMIN_KEY)
+        write_table(real.dataset.layout.prompts_dir / "birds.parquet", 6)
+        rehearsal = Project(
+            tmp_path,
+            fal,
+            instance,
+            real.dataset,
+            make_definitions(EmulatedFalResource(latency=0.01), real.dataset),
+        )
+        assert run_tagged(rehearsal, "birds", "rehearsal").success
+        assert fal.emulator.submitted == 0
+        # on a budget the stand-in's bill fits, and that the two bills together would not
+        real = real.with_settings(budget_usd=6 * 0.05)
+        result = run_tagged(real, "birds", "real")
+        assert result.success
+        billed = fal.emulator.stats()
+        assert billed["requests_billed"] == 6 and billed["cost_usd"] == pytest.approx(0.30)
+        billed_once_and_cataloged(real, fal, 6)
+
+        warnings = [
+            (e.timestamp, e.message)
+            for e in instance.all_logs(result.run_id)
+            if e.level == logging.WARNING and "will be made (and billed) again" in e.message
+        ]
+        assert len(warnings) == 1 and "6 request(s) were already made on emulator" in warnings[0][1]
+        assert "estimated $0.3000" in warnings[0][1], "at the paying backend's price"
+        assert warnings[0][0] < min(r.sent_at for r in fal.emulator.requests.values()), "before any submit"
+        forecast = latest(instance, "prompts")
+        assert forecast["remade_requests"] == 6 and forecast["estimated_cost_usd"] == pytest.approx(0.30)
+        assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()}[
+            "estimate_within_budget"
+        ]
+
+        assert spent(instance, "images") == pytest.approx(0.30)
+        assert latest(instance, "images")["emulated_usd"] == 0
+        rehearsed = instance.get_runs(filters=dg.RunsFilter(tags={BACKFILL_TAG: "rehearsal"}))[0]
+        assert rehearsed.tags[SPENT_TAG] == "0.0000" and float(rehearsed.tags[EMULATED_TAG]) == pytest.approx(
+            0.24
+        )
+        assert instance.get_run_by_id(result.run_id).tags[SPENT_TAG] == "0.3000"
+        assert backfill_spend(instance, "real") == BackfillSpend(pytest.approx(0.30), 0.0, 1)
+        assert backfill_spend(instance, "rehearsal") == BackfillSpend(0.0, pytest.approx(0.24), 1)
+
+        real.report()
+        reports = real.dataset.layout.reports_dir
+        by_partition = pd.read_parquet(reports / "cost_by_partition.parquet").set_index("partition")
+        assert by_partition.loc["TOTAL", "spent_usd"] == pytest.approx(0.30, abs=0.005)
+        assert by_partition.loc["TOTAL", "emulated_usd"] == pytest.approx(0.24, abs=0.005)
+        assert by_partition.loc["TOTAL", "requests_billed"] == 6
+        assert by_partition.loc["TOTAL", "requests_emulated"] == 6
+        for view in ("cost_by_run", "cost_by_day", "cost_by_model"):
+            frame = pd.read_parquet(reports / f"{view}.parquet")
+            assert frame["spent_usd"].sum() == pytest.approx(0.30, abs=0.005), view
+            assert frame["emulated_usd"].sum() == pytest.approx(0.24, abs=0.005), view
+        by_run = pd.read_parquet(reports / "cost_by_run.parquet").set_index("backfill_id")
+        assert by_run.loc["rehearsal", "backend"] == "emulator" and by_run.loc["rehearsal", "spent_usd"] == 0
+        assert latest(instance, "cost_report")["total_spent_usd"] == pytest.approx(0.30)
+        reconciled = latest(instance, "billing_reconciliation")
+        assert reconciled["matched"] == 6 and reconciled["fal_billed_usd"] == pytest.approx(0.30)
+
+        done = subprocess.run(
+            [sys.executable, "-m", "flux_pipeline.cli", "spend", "--backfill", "real"],
+            env={**os.environ, "DAGSTER_HOME": str(tmp_path / "home")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.stdout.strip() == "backfill real: $0.3000 over 1 run(s) tagged with their spend", (
+            done.stderr
+        )
+
+
+def test_the_emulator_served_on_its_own_says_so_and_its_bills_are_not_spent(tmp_path):
+    """`flux-pipeline emulator` reached through FAL_QUEUE_URL with a key: the same request path,
+    and what it billed is emulated, not spent."""
+    with EmulatorServer(EmulatorConfig(latency=0.02)) as served, dg.instance_for_test() as instance:
+        project = make_project(tmp_path, served, instance)
+        assert project.run("landscapes").success
+        steps = [latest(instance, step) for step in ("images", "redux_variations")]
+        assert [step["spent_usd"] for step in steps] == [0, 0]
+        emulated = sum(step["emulated_usd"] for step in steps)
+        assert emulated == pytest.approx(served.emulator.stats()["cost_usd"]) and emulated > 0
+        with RequestLedger(project.dataset.ledger_location()) as ledger:
+            paid = {row[-2] for row in ledger.requests("landscapes")}
+        assert paid == {0}
 
 
 # -- odd result bodies ----------------------------------------------------------------------------
@@ -327,7 +435,7 @@ def test_odd_result_bodies_fail_only_their_own_rows_are_final_and_paid_again_onl
     """fal completes and bills 3 requests whose answers cannot be cataloged: each fails its own row,
     is recorded with its cost and reason, and a re-run sends none of them; only a run that says it
     pays again sends them, and the first payment stays in the ledger beside the second."""
-    emulator = Emulator(EmulatorConfig(latency=0.02, admin_keys=(ADMIN_KEY,)))
+    emulator = Emulator(fal_stand_in(latency=0.02, admin_keys=(ADMIN_KEY,)))
     with BackgroundServer(OddResults(emulator)) as server, dg.instance_for_test() as instance:
         server.emulator = emulator
         project = make_project(tmp_path, server, instance, samples=False, admin_key=ADMIN_KEY)

@@ -11,11 +11,10 @@ import pytest
 from upath import UPath
 
 from flux_pipeline.dataset.catalog import read_catalog
-from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.instance import write_local_instance
 
-from .conftest import SECRET_KEY, emulator_env
+from .conftest import SECRET_KEY, emulator_env, fal_stand_in
 from .dataset_fixtures import SAMPLE_PROMPTS
 from .local_deployment import LocalDeployment
 
@@ -28,7 +27,7 @@ def test_a_backfill_from_the_ui_with_one_partition_that_has_no_table(tmp_path):
     data, home = tmp_path / "data", tmp_path / "dagster_home"
     shutil.copytree(SAMPLE_PROMPTS, data / "prompts")
     write_local_instance(home)
-    with EmulatorServer(EmulatorConfig(latency=0.2)) as fal:
+    with EmulatorServer(fal_stand_in(latency=0.2)) as fal:
         env = {**emulator_env(fal), "FLUX_DATA_DIR": str(data), "FLUX_MAX_CONCURRENCY": str(MAX_CONCURRENCY)}
         with LocalDeployment(home, env) as ui:
             assert ui.location == "flux_pipeline"

@@ -1,20 +1,25 @@
 """fal's webhook signatures, verified over real HTTP: the emulator signs its deliveries with its
-own Ed25519 key and serves its JWKS; the receiver takes only fresh deliveries that verify."""
+own Ed25519 key and serves its JWKS; the receiver takes only fresh deliveries that verify, once,
+within its body limit, and the ledger only those whose request is their own submit attempt's."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
+import socket
 import time
 
 import httpx
 import pytest
 
+from flux_pipeline.dataset.ledger import RequestKey, RequestLedger, RunContext, RunLedger
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.endpoints import JWKS_PATH
+from flux_pipeline.fal.models import TEXT_TO_IMAGE
 from flux_pipeline.fal.webhook_signatures import WebhookSigner, WebhookVerifier
-from flux_pipeline.fal.webhooks import WebhookReceiver
+from flux_pipeline.fal.webhooks import MAX_BODY_BYTES, WebhookReceiver
 
 BODY = json.dumps({"request_id": "rid-1", "status": "OK", "payload": {"images": []}}).encode()
 
@@ -120,3 +125,94 @@ def test_deliveries_arriving_together_before_the_keys_are_fetched_all_verify_on_
     assert asyncio.run(deliver_all()) == [200] * len(bodies)
     assert sorted(token for token, _ in received) == sorted(f"tok-{n}" for n in range(12))
     assert server.emulator.jwks_served == 1
+
+
+def test_a_replay_re_encoded_or_posted_to_another_token_is_refused(delivery):
+    """The signature's bytes name the delivery: upper case, spaced or mixed hex of the same bytes is
+    not a new one, nor is the same delivery posted to another submit attempt's token."""
+    server, receiver, received = delivery
+    signed = server.emulator.webhook_signer.headers("rid-1", BODY)
+    assert post(receiver, signed).status_code == 200
+    hex_ = signed["x-fal-webhook-signature"]
+    spellings = {
+        "upper case": hex_.upper(),
+        "spaced": " ".join(hex_[i : i + 2] for i in range(0, len(hex_), 2)),
+        "mixed": "".join(c.upper() if i % 2 else c for i, c in enumerate(hex_)),
+    }
+    for name, spelling in spellings.items():
+        answer = post(receiver, {**signed, "x-fal-webhook-signature": spelling})
+        assert answer.status_code == 401 and "mis-signed" in answer.json()["detail"], name
+    other_token = httpx.post(f"{receiver.base_url}/tok-2", content=BODY, headers=signed)
+    assert other_token.status_code == 401 and "replayed" in other_token.json()["detail"]
+    assert received == [("tok-1", json.loads(BODY))], "only the genuine delivery, once"
+
+
+def test_a_body_that_names_another_request_than_its_signature_is_refused(delivery):
+    server, receiver, received = delivery
+    other = json.dumps({"request_id": "rid-2", "status": "OK"}).encode()
+    answer = post(receiver, server.emulator.webhook_signer.headers("rid-1", other), other)
+    assert answer.status_code == 400 and "signature names" in answer.json()["detail"]
+    assert received == []
+
+
+@pytest.fixture
+def ledger_delivery(tmp_path):
+    """(deliver, ledger, the row's token): the receiver writes into a real ledger whose row `p-1`
+    was submitted as request rid-1; `deliver(token, request_id)` posts a genuine delivery, signed
+    anew each time (a second earlier than the last: Ed25519 signs one message alike)."""
+    with EmulatorServer() as server, RequestLedger(tmp_path / "ledger.sqlite") as ledger:
+        run_ledger = RunLedger(ledger, "part", RunContext("run-1", "emulator"))
+        key = RequestKey("part", "p-1", TEXT_TO_IMAGE)
+        token = ledger.submitting(key, "fp")
+        ledger.submitted(key, "rid-1")
+        verifier = WebhookVerifier(f"{server.url}{JWKS_PATH}")
+        stamps = itertools.count(int(time.time()), -1)
+
+        def deliver(token: str, request_id: str) -> httpx.Response:
+            body = json.dumps({"request_id": request_id, "status": "OK"}).encode()
+            headers = server.emulator.webhook_signer.headers(request_id, body, timestamp=next(stamps))
+            return httpx.post(f"{receiver.base_url}/{token}", content=body, headers=headers)
+
+        with WebhookReceiver(run_ledger.webhook_received, verifier, host="127.0.0.1", port=0) as receiver:
+            yield deliver, ledger, token
+
+
+def test_a_genuine_delivery_never_attaches_a_request_to_a_second_row(ledger_delivery, caplog):
+    caplog.set_level(logging.WARNING)
+    deliver, ledger, token = ledger_delivery
+    foreign = deliver(token, "rid-9")
+    assert foreign.status_code == 409, "the token's row holds rid-1"
+    assert ledger.webhook_request_id(token) is None
+    stolen = deliver("another-attempt", "rid-1")
+    assert stolen.status_code == 409, "rid-1 is the row p-1's request"
+    assert ledger.webhook_request_id("another-attempt") is None
+    assert deliver(token, "rid-1").status_code == 200
+    assert ledger.webhook_request_id(token) == "rid-1"
+    assert deliver(token, "rid-1").status_code == 200, "fal's own retry, signed anew"
+    lost = deliver("lost-attempt", "rid-5")  # a submit whose response was lost
+    assert lost.status_code == 200 and ledger.webhook_request_id("lost-attempt") == "rid-5"
+    again = deliver("yet-another", "rid-5")
+    assert again.status_code == 409 and ledger.webhook_request_id("yet-another") is None
+    assert caplog.text.count("another submit attempt's") == 3
+
+
+def raw_post(receiver: WebhookReceiver, head: str, body_parts: list[bytes]) -> bytes:
+    """Sends the request line and headers, then `body_parts`, and reads the answer without sending
+    anything more (a server that waited for the rest would time out)."""
+    with socket.create_connection((receiver.host, receiver.port), timeout=10) as connection:
+        connection.sendall(f"POST /fal-webhook/tok-1 HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode())
+        for part in body_parts:
+            connection.sendall(part)
+        return connection.recv(65536)
+
+
+def test_a_body_over_the_limit_is_answered_413_before_the_rest_is_read(delivery):
+    server, receiver, received = delivery
+    declared = raw_post(receiver, f"Content-Length: {64 * 1024 * 1024}\r\n", [b"{" * 1024])
+    assert declared.startswith(b"HTTP/1.1 413"), declared[:80]
+    chunk = b"x" * 65536
+    chunked = [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * (MAX_BODY_BYTES // len(chunk) + 1)
+    streamed = raw_post(receiver, "Transfer-Encoding: chunked\r\n", chunked)
+    assert streamed.startswith(b"HTTP/1.1 413"), streamed[:80]
+    within = server.emulator.webhook_signer.headers("rid-1", BODY)
+    assert post(receiver, within).status_code == 200 and len(received) == 1, "a delivery within it is taken"

@@ -7,7 +7,7 @@ generated image is priced as new unless its parent is stored, since its input is
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from upath import UPath
 
@@ -25,20 +25,44 @@ class Estimate:
     new_requests: int = 0
     paid_requests: int = 0
     """Requests fal already has (reused or resumed for free, or billed unusable and not resent)."""
+    remade_requests: int = 0
+    """New requests (counted in `new_requests`) whose same input another backend already made,
+    e.g. the emulator before a switch to fal: made again, since its images are not this backend's."""
+    remade_cost_usd: float = 0.0
+    remade_from: set[str] = field(default_factory=set)
+    """The backends that made them."""
 
-    def add(self, request: GenerationRequest, price: UnitPrice) -> None:
-        self.cost_usd = round(self.cost_usd + request_cost(price, request), 6)
+    def add(self, request: GenerationRequest, price: UnitPrice, elsewhere: str | None = None) -> None:
+        cost = request_cost(price, request)
+        self.cost_usd = round(self.cost_usd + cost, 6)
         self.megapixels += price.megapixels(*request.input.size(), request.input.num_images)
         self.new_requests += 1
+        if elsewhere is not None:
+            self.remade_requests += 1
+            self.remade_cost_usd = round(self.remade_cost_usd + cost, 6)
+            self.remade_from.add(elsewhere)
+
+    def remade_warning(self, backend: str) -> str | None:
+        """What a person should read before these requests are made again on `backend`."""
+        if not self.remade_requests:
+            return None
+        return (
+            f"{self.remade_requests} request(s) were already made on {', '.join(sorted(self.remade_from))}, "
+            f"not on {backend}: they will be made (and billed) again, estimated ${self.remade_cost_usd:.4f}"
+        )
+
+
+def made_by(request: GenerationRequest, entry: LedgerEntry | None) -> str | None:
+    """The backend that holds this very request and its result (or billed it unusable), if one does."""
+    if entry is None or entry.fingerprint != request.fingerprint:
+        return None
+    if not (entry.resumable or entry.state == UNUSABLE):
+        return None
+    return entry.backend or "an unnamed backend"
 
 
 def already_paid(request: GenerationRequest, entry: LedgerEntry | None, backend: str) -> bool:
-    return (
-        entry is not None
-        and (entry.resumable or entry.state == UNUSABLE)
-        and entry.fingerprint == request.fingerprint
-        and entry.backend == backend
-    )
+    return made_by(request, entry) == backend
 
 
 def estimate(
@@ -60,10 +84,11 @@ def estimate(
                 )
             )
         for request in requests:
-            if already_paid(request, entry_of(request), backend):
+            maker = made_by(request, entry_of(request))
+            if maker == backend:
                 total.paid_requests += 1
             else:
-                total.add(request, prices[request.endpoint])
+                total.add(request, prices[request.endpoint], elsewhere=maker)
     return total
 
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from ..fal.types import GenerationRequest
+from ..fal.types import GenerationRequest, WebhookConflict
 from .ledger_stores import LedgerSchema, open_store
 
 UNUSABLE = "unusable"
@@ -59,8 +59,15 @@ BILLING_COLUMNS = {
     "spent_run_id": "TEXT",
     "spent_claimed_at": "DOUBLE PRECISION",
     "spent_confirmed_at": "DOUBLE PRECISION",
+    "paid": "INTEGER",
 }
-"""What fal billed for a request, and which materialization reported it."""
+"""What fal billed for a request, and which materialization reported it; `paid` is 1 when a paying
+backend billed it, 0 when the emulator did (its list prices: nothing was paid)."""
+PAID_BEFORE_IT_WAS_RECORDED = (
+    "CASE WHEN billed_at IS NULL THEN NULL WHEN backend='emulator' THEN 0 ELSE 1 END"
+)
+"""`paid` of a request billed before the ledger recorded it: the embedded emulator's backend name
+says so (one reached through FAL_QUEUE_URL then had a host's name, and counts as paid)."""
 UNBILLED = ", ".join(f"{column}=NULL" for column in BILLING_COLUMNS)
 """A new submit's billing: none yet."""
 SUPERSEDED_COLUMNS = {
@@ -87,6 +94,10 @@ LEDGER_SCHEMA = LedgerSchema(
         """CREATE TABLE IF NOT EXISTS webhooks (
         token TEXT PRIMARY KEY, request_id TEXT NOT NULL, status TEXT,
         received_at DOUBLE PRECISION NOT NULL)""",
+        # a webhook delivery is checked against every row's request id and token
+        "CREATE INDEX IF NOT EXISTS requests_by_request_id ON requests (request_id)",
+        "CREATE INDEX IF NOT EXISTS requests_by_token ON requests (token)",
+        "CREATE INDEX IF NOT EXISTS webhooks_by_request_id ON webhooks (request_id)",
     ],
     added_columns={
         "requests": {
@@ -99,9 +110,14 @@ LEDGER_SCHEMA = LedgerSchema(
             "lease_until": "DOUBLE PRECISION",
             **BILLING_COLUMNS,
             "error_field": "TEXT",
-        }
+        },
+        "superseded_requests": {"paid": BILLING_COLUMNS["paid"]},
     },
     renamed_columns={"requests": {"job_key": "prompt_id"}, "superseded_requests": {"job_key": "prompt_id"}},
+    filled_columns={
+        "requests": {"paid": PAID_BEFORE_IT_WAS_RECORDED},
+        "superseded_requests": {"paid": PAID_BEFORE_IT_WAS_RECORDED},
+    },
 )
 KEY = "partition=? AND prompt_id=? AND endpoint=?"
 ENTRY_COLUMNS = (
@@ -126,10 +142,12 @@ REQUEST_COLUMNS = [
     "billed_at",
     "spent_run_id",
     "error",
+    "paid",
     "superseded",
 ]
-"""The columns of `RequestLedger.requests()`: the audit view of every request (`superseded`: a
-billed request that a later submit for the same row replaced)."""
+"""The columns of `RequestLedger.requests()`: the audit view of every request (`paid`: 1 when a
+paying backend billed it, 0 when the emulator did; `superseded`: a billed request that a later
+submit for the same row replaced)."""
 
 
 def fingerprint(endpoint: str, identity: dict) -> str:
@@ -174,6 +192,26 @@ class Billing:
     price_source: str
     cost_usd: float
     megapixels: int
+    paid: bool = True
+    """A paying backend billed it; False: the emulator (list prices, nothing paid)."""
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What fal billed, apart: `paid` by a paying backend, `emulated` by the emulator at list prices."""
+
+    paid_usd: float = 0.0
+    emulated_usd: float = 0.0
+    paid_megapixels: int = 0
+    emulated_megapixels: int = 0
+
+    def __add__(self, other: Spend) -> Spend:
+        return Spend(
+            round(self.paid_usd + other.paid_usd, 6),
+            round(self.emulated_usd + other.emulated_usd, 6),
+            self.paid_megapixels + other.paid_megapixels,
+            self.emulated_megapixels + other.emulated_megapixels,
+        )
 
 
 @dataclass(frozen=True)
@@ -297,39 +335,41 @@ class RequestLedger:
         """Record what fal billed for the row's request (once)."""
         self._store.execute(
             "UPDATE requests SET billing_unit=?, billed_units=?, unit_price=?, price_source=?, cost_usd=?, "
-            f"billed_megapixels=?, billed_at=? WHERE {KEY} AND billed_at IS NULL",
+            f"billed_megapixels=?, paid=?, billed_at=? WHERE {KEY} AND billed_at IS NULL",
             (billing.unit, billing.units, billing.unit_price, billing.price_source, billing.cost_usd,
-             billing.megapixels, time.time(), *key.params),
+             billing.megapixels, int(billing.paid), time.time(), *key.params),
         )  # fmt: skip
 
     def report_spend(
         self, partition: str, endpoint: str, run_id: str, orphaned_runs: Collection[str] = ()
-    ) -> tuple[float, int]:
+    ) -> Spend:
         """Claim, for `run_id`'s materialization, every billed request of the partition and
         endpoint no materialization has reported yet (a crashed run's too, superseded ones
-        included, and those claimed by `orphaned_runs`, which died before materializing);
-        (USD, megapixels) of all it reported. Each request is reported exactly once, whatever
-        runs at once."""
+        included, and those claimed by `orphaned_runs`, which died before materializing); the
+        Spend of all it reported. Each request is reported exactly once, whatever runs at once."""
         orphans = tuple(orphaned_runs)
         unclaimed = "spent_run_id IS NULL" + (
             f" OR (spent_run_id IN ({', '.join('?' * len(orphans))}) AND spent_confirmed_at IS NULL)"
             if orphans
             else ""
         )
-        cost = megapixels = 0.0
+        spend = Spend()
         for table in SPENDING_TABLES:
             self._store.execute(
                 f"UPDATE {table} SET spent_run_id=?, spent_claimed_at=? WHERE partition=? AND endpoint=? "
                 f"AND billed_at IS NOT NULL AND ({unclaimed})",
                 (run_id, time.time(), partition, endpoint, *orphans),
             )
-            [(table_cost, table_megapixels)] = self._store.fetchall(
-                f"SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(billed_megapixels), 0) FROM {table} "
-                "WHERE partition=? AND endpoint=? AND spent_run_id=?",
+            for paid, cost, megapixels in self._store.fetchall(
+                f"SELECT paid, COALESCE(SUM(cost_usd), 0), COALESCE(SUM(billed_megapixels), 0) FROM {table} "
+                "WHERE partition=? AND endpoint=? AND spent_run_id=? GROUP BY paid",
                 (partition, endpoint, run_id),
-            )
-            cost, megapixels = cost + table_cost, megapixels + table_megapixels
-        return round(cost, 6), int(megapixels)
+            ):
+                if paid == 0:
+                    spend += Spend(emulated_usd=cost, emulated_megapixels=int(megapixels))
+                else:
+                    spend += Spend(paid_usd=cost, paid_megapixels=int(megapixels))
+        return spend
 
     def unconfirmed_spend_claims(self, partition: str, endpoint: str, run_id: str) -> dict[str, float]:
         """run → when it last claimed spend of the partition's endpoint, for the runs other than
@@ -395,12 +435,19 @@ class RequestLedger:
             params * 2,
         )
 
-    def record_webhook(self, token: str, request_id: str, status: str | None) -> None:
+    def record_webhook(self, token: str, request_id: str, status: str | None) -> bool:
+        """Record fal's delivery of `request_id` for the submit attempt `token` (again: a no-op);
+        False, recording nothing, when the request is another attempt's: another row's request, one
+        delivered for another token, or not the request the token's row already holds."""
         self._store.execute(
-            "INSERT INTO webhooks (token, request_id, status, received_at) VALUES (?, ?, ?, ?) "
+            "INSERT INTO webhooks (token, request_id, status, received_at) SELECT ?, ?, ?, ? "
+            "WHERE NOT EXISTS (SELECT 1 FROM requests WHERE request_id=? AND (token IS NULL OR token<>?)) "
+            "AND NOT EXISTS (SELECT 1 FROM requests WHERE token=? AND request_id<>?) "
+            "AND NOT EXISTS (SELECT 1 FROM webhooks WHERE request_id=? AND token<>?) "
             "ON CONFLICT (token) DO NOTHING",
-            (token, request_id, status, time.time()),
+            (token, request_id, status, time.time(), request_id, token, token, request_id, request_id, token),
         )
+        return self.webhook_request_id(token) == request_id
 
     def webhook_request_id(self, token: str) -> str | None:
         row = self._store.fetchone("SELECT request_id FROM webhooks WHERE token=?", (token,))
@@ -484,8 +531,12 @@ class RunLedger:
                 self._waiters.pop(token, None)
 
     def webhook_received(self, token: str, body: dict) -> None:
-        """Called by the webhook receiver's thread (fal may deliver more than once)."""
-        self.ledger.record_webhook(token, body["request_id"], body.get("status"))
+        """Called by the webhook receiver's thread (fal may deliver more than once); a delivery
+        whose request is another submit attempt's raises WebhookConflict and wakes no one."""
+        if not self.ledger.record_webhook(token, body["request_id"], body.get("status")):
+            raise WebhookConflict(
+                f"request {body['request_id']} is another submit attempt's than {token}'s: not recorded"
+            )
         with self._lock:
             waiter = self._waiters.get(token)
         if waiter is not None:

@@ -24,11 +24,14 @@ POSTGRES_SCHEMES = ("postgresql://", "postgresql+psycopg2://", "postgres://")
 @dataclass(frozen=True)
 class LedgerSchema:
     tables: list[str]
-    """CREATE TABLE IF NOT EXISTS statements."""
+    """CREATE TABLE IF NOT EXISTS statements (and CREATE INDEX IF NOT EXISTS, on columns every
+    version had)."""
     added_columns: dict[str, dict[str, str]] = field(default_factory=dict)
     """table → {column: SQL type} for columns later versions added."""
     renamed_columns: dict[str, dict[str, str]] = field(default_factory=dict)
     """table → {old name: new name} for columns later versions renamed."""
+    filled_columns: dict[str, dict[str, str]] = field(default_factory=dict)
+    """table → {added column: SQL expression} that fills the column's rows when it is added."""
 
     @property
     def migrated_tables(self) -> set[str]:
@@ -104,19 +107,21 @@ def open_store(location: str | Path, schema: LedgerSchema) -> LedgerStore:
 
 def _migrations(schema: LedgerSchema, existing: dict[str, set[str]]) -> list[str]:
     """What brings a ledger an earlier version wrote to `schema`, given each table's columns: the
-    renames first, then the columns added since."""
+    renames first, then the columns added since (each filled, where the schema says how)."""
     renames = [
         f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}"
         for table, columns in schema.renamed_columns.items()
         for old, new in columns.items()
         if old in existing[table] and new not in existing[table]
     ]
-    additions = [
-        f"ALTER TABLE {table} ADD COLUMN {name} {kind}"
-        for table, columns in schema.added_columns.items()
-        for name, kind in columns.items()
-        if name not in existing[table]
-    ]
+    additions = []
+    for table, columns in schema.added_columns.items():
+        for name, kind in columns.items():
+            if name in existing[table]:
+                continue
+            additions.append(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+            if fill := schema.filled_columns.get(table, {}).get(name):
+                additions.append(f"UPDATE {table} SET {name} = {fill}")
     return renames + additions
 
 

@@ -1,6 +1,7 @@
 """Each partition's money reconciled with fal's own billing records (dataset.reconciliation),
-downstream of `catalog`. It needs fal's admin key (FAL_ADMIN_KEY); without one it is skipped,
-with a message saying so."""
+downstream of `catalog`: the requests the configured backend made (another backend's, e.g. the
+emulator's before a switch to fal, are not in its bills). It needs fal's admin key
+(FAL_ADMIN_KEY); without one it is skipped, with a message saying so."""
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -46,6 +47,7 @@ def billing_reconciliation(
     key, now = context.partition_key, datetime.now(UTC)
     with dataset.request_ledger() as ledger:
         requests = requests_frame(ledger.requests(key)).dropna(subset=["request_id"])
+    requests = requests[requests["backend"] == fal.backend]  # another backend's bills are not this one's
     try:
         events = billing_events(fal, requests, now)
     except (FalError, httpx.HTTPError) as exc:

@@ -37,6 +37,7 @@ def cost_report(context: dg.AssetExecutionContext, dataset: DatasetResource) -> 
     return dg.MaterializeResult(
         metadata={
             "total_spent_usd": float(total["spent_usd"]),
+            "total_emulated_usd": float(total["emulated_usd"]),
             "total_partition_cost_usd": float(total["partition_cost_usd"]),
             "total_images": int(total["images"]),
             "partitions": len(views["cost_by_partition"]) - 1,

@@ -70,6 +70,8 @@ def prompts(
             description=str(exc), metadata={"table": dg.MetadataValue.path(str(source))}
         ) from None
     forecast = _estimate(context, fal, dataset, files)
+    if warning := forecast.remade_warning(fal.backend):
+        context.log.warning(warning)
     return dg.MaterializeResult(
         metadata={
             **_forecast_metadata(forecast),
@@ -91,6 +93,8 @@ def _forecast_metadata(forecast: Estimate) -> dict[str, float | int]:
         "estimated_megapixels": forecast.megapixels,
         "new_requests": forecast.new_requests,
         "paid_requests": forecast.paid_requests,
+        "remade_requests": forecast.remade_requests,
+        "remade_cost_usd": forecast.remade_cost_usd,
     }
 
 

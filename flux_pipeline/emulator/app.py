@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -16,7 +17,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
-from ..fal.endpoints import JWKS_PATH, AppId
+from ..fal.endpoints import EMULATED_HEADER, JWKS_PATH, AppId
 from ..fal.models import ENDPOINTS
 from .engine import Emulator, QueuedRequest
 from .errors import ERROR_HANDLERS, ApiError, require_key
@@ -46,21 +47,27 @@ class CallCounter:
         await self.app(scope, receive, send)
 
 
-class KeyEcho:
-    """Echoes the Authorization header of each call in a response header (EmulatorConfig.echo_key)."""
+class ResponseHeader:
+    """Adds a header to every HTTP response: `value(scope)` of the call it answers."""
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app, name: str, value: Callable[[dict], bytes]):
+        self.app, self.name, self.value = app, name.encode(), value
 
     async def __call__(self, scope, receive, send):
-        sent = dict(scope.get("headers") or []).get(b"authorization", b"")
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        added = (self.name, self.value(scope))
 
-        async def echoing(message):
+        async def adding(message):
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), (b"x-echo", sent)]}
+                message = {**message, "headers": [*message.get("headers", []), added]}
             await send(message)
 
-        await self.app(scope, receive, echoing if scope["type"] == "http" else send)
+        await self.app(scope, receive, adding)
+
+
+def _authorization(scope: dict) -> bytes:
+    return dict(scope.get("headers") or []).get(b"authorization", b"")
 
 
 class QueueApi:
@@ -196,8 +203,8 @@ class QueueApi:
 
 
 def create_app(emulator: Emulator):
-    """The ASGI app serving `emulator`: routes, then injected faults (when configured), then
-    the call counter outermost."""
+    """The ASGI app serving `emulator`: routes, then injected faults and the key echo (when
+    configured), the emulator's mark (unless it stands in for fal), the call counter outermost."""
 
     async def stats(request: Request) -> Response:
         return JSONResponse(emulator.stats())
@@ -216,6 +223,8 @@ def create_app(emulator: Emulator):
     app: ASGIApp = Starlette(routes=routes, exception_handlers=ERROR_HANDLERS)
     if emulator.config.faults.any():
         app = FaultInjector(app, emulator.config.faults, emulator.faults_injected)
-    if emulator.config.echo_key:
-        app = KeyEcho(app)
+    if emulator.config.echo_key:  # a hostile fal echoes the caller's key
+        app = ResponseHeader(app, "x-echo", _authorization)
+    if not emulator.config.stands_in_for_fal:  # its bills are list prices, not money
+        app = ResponseHeader(app, EMULATED_HEADER, lambda scope: b"1")
     return CallCounter(app, emulator.calls)

@@ -79,6 +79,9 @@ class EmulatorConfig:
     """The user id fal signs each webhook delivery with."""
     image_detail: str = "flat"
     """`flat` or `photo` (images.IMAGE_DETAILS): real-sized, photo-like files for benchmarks."""
+    stands_in_for_fal: bool = False
+    """Answer without the emulator's header (fal.endpoints.EMULATED_HEADER), so that what it bills
+    counts as paid: a stand-in for fal in the tests of the money path."""
     echo_key: bool = False
     """A hostile fal: echo the caller's key in every response header, status log line, result
     and webhook body."""

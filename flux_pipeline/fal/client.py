@@ -91,6 +91,11 @@ class FalClient:
         """A JSON body from fal with any echo of the key redacted before it is parsed."""
         return redact_json(raw, self._retrier.secrets)
 
+    def _output(self, response: httpx.Response) -> FluxOutput:
+        """A result body, knowing whether an emulator answered it (its headers say)."""
+        output = FluxOutput.model_validate_json(self._server_json(response.content))
+        return output.answered_by(response.headers)
+
     async def __aenter__(self) -> FalClient:
         return self
 
@@ -201,7 +206,7 @@ class FalClient:
         except FalApiError as exc:
             exc.request_failed = failed
             raise
-        return FluxOutput.model_validate_json(self._server_json(response.content))
+        return self._output(response)
 
     async def cancel(self, endpoint: str, request_id: str) -> bool:
         """Ask fal to cancel; False when the request had already completed."""
@@ -239,7 +244,7 @@ class FalClient:
             timeout=None,
             idempotent=False,
         )
-        return FluxOutput.model_validate_json(self._server_json(response.content))
+        return self._output(response)
 
     # -- files ---------------------------------------------------------------------------------
 

@@ -8,6 +8,10 @@ NAMESPACES = ("workflows", "comfy")
 JWKS_PATH = "/.well-known/jwks.json"
 JWKS_URL = f"https://rest.alpha.fal.ai{JWKS_PATH}"
 """Where fal publishes the public keys that sign its webhooks (fal/WEBHOOKS.md)."""
+EMULATED_HEADER = "x-flux-emulated"
+"""Every response of the bundled emulator carries it (`1`), wherever it is served: what it bills is
+its list prices, not money. fal never sends it. The client records it with each result, and the
+ledger with each billed request, so that spend counts only what a paying backend billed."""
 
 
 @dataclass(frozen=True)

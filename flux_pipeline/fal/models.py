@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -19,10 +20,12 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
 )
 
+from .endpoints import EMULATED_HEADER
 from .errors import FalInputError
 
 TEXT_TO_IMAGE = "fal-ai/flux-pro/v1.1"
@@ -259,6 +262,17 @@ class FluxOutput(BaseModel):
     seed: int
     has_nsfw_concepts: list[bool] = Field(default_factory=list)
     prompt: str = ""
+    _emulated: bool = PrivateAttr(default=False)
+
+    @property
+    def emulated(self) -> bool:
+        """Whether an emulator answered (endpoints.EMULATED_HEADER), so nothing was paid for it."""
+        return self._emulated
+
+    def answered_by(self, headers: Mapping[str, str]) -> FluxOutput:
+        """Records from the response's headers whether an emulator answered."""
+        self._emulated = headers.get(EMULATED_HEADER) == "1"
+        return self
 
 
 def billed_megapixels(width: int, height: int, megapixel_size: int = 1024 * 1024) -> int:

@@ -87,6 +87,11 @@ class GenerationFailure:
 Outcome = Generation | GenerationFailure
 
 
+class WebhookConflict(Exception):
+    """A webhook delivery whose request belongs to another submit attempt than the one it was
+    posted for: it is refused, so that no request is ever attached to a second row."""
+
+
 class Ledger(Protocol):
     """What the batch runner records of each submit, so that none is ever paid for twice."""
 
@@ -100,7 +105,8 @@ class Ledger(Protocol):
         """The request id of a submit attempt whose response was lost, once known (else None)."""
 
     def webhook_received(self, token: str, body: dict) -> None:
-        """fal's webhook for the submit attempt `token` (may repeat)."""
+        """fal's webhook for the submit attempt `token` (may repeat); WebhookConflict when its
+        request is another attempt's."""
 
     def known_request_ids(self, endpoint: str) -> set[str]:
         """Request ids already attributed to some row (never a lost submit's)."""

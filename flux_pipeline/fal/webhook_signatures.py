@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import re
 import time
 from collections.abc import Callable, Mapping
 
@@ -20,6 +21,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 REQUEST_ID, USER_ID, TIMESTAMP, SIGNATURE = (
     f"x-fal-webhook-{name}" for name in ("request-id", "user-id", "timestamp", "signature")
 )
+SIGNATURE_FORM = re.compile(r"[0-9a-f]{128}")
+"""An Ed25519 signature (64 bytes) as fal writes it; no other spelling of the same bytes is taken."""
 TOLERANCE_SECONDS = 300.0
 REFRESH_INTERVAL_SECONDS = 60.0
 """Least time between two JWKS fetches that a signature no cached key verifies may cause."""
@@ -91,8 +94,8 @@ class WebhookVerifier:
         self._keys: list[Ed25519PublicKey] = []
         self._fetched_at: float | None = None
         self._fetching = asyncio.Lock()
-        self._accepted: dict[str, float] = {}
-        """Signature → when it stops being fresh."""
+        self._accepted: dict[bytes, float] = {}
+        """Signature (its bytes: one delivery however its hex is written) → when it stops being fresh."""
         self.fetches = 0
 
     async def verify(self, headers: Mapping[str, str], body: bytes) -> None:
@@ -105,17 +108,16 @@ class WebhookVerifier:
         now = self._clock()
         if not stamp.isdigit() or abs(now - int(stamp)) > self.tolerance:
             raise WebhookRejected(f"stale: timestamp {stamp[:20]!r} is over {self.tolerance:.0f} s from now")
-        try:
-            signature = bytes.fromhex(signature_hex)
-        except ValueError:
-            raise WebhookRejected("mis-signed: the signature is not hex") from None
+        if not SIGNATURE_FORM.fullmatch(signature_hex):
+            raise WebhookRejected("mis-signed: the signature is not 128 lower-case hex digits as fal sends")
+        signature = bytes.fromhex(signature_hex)
         message = signed_message(headers[REQUEST_ID], headers[USER_ID], stamp, body)
         if not await self._verified(signature, message):
             raise WebhookRejected("mis-signed: no key in fal's JWKS verifies the signature")
         self._accepted = {seen: until for seen, until in self._accepted.items() if until > now}
-        if signature_hex in self._accepted:
+        if signature in self._accepted:
             raise WebhookRejected("replayed: this signed delivery was already accepted")
-        self._accepted[signature_hex] = int(stamp) + self.tolerance
+        self._accepted[signature] = int(stamp) + self.tolerance
 
     async def _verified(self, signature: bytes, message: bytes) -> bool:
         if self._matches(signature, message):

@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from ..dataset.files import files_intact
 from ..dataset.layout import PartitionFiles
-from ..dataset.ledger import UNUSABLE, Billing, LedgerEntry, RequestKey, RequestLedger, RunLedger
+from ..dataset.ledger import UNUSABLE, Billing, LedgerEntry, RequestKey, RequestLedger, RunLedger, Spend
 from ..dataset.plans import RowFailure
 from ..dataset.pricing import UnitPrice, request_cost
 from ..dataset.results import RowContext, UnusableResult, catalog_rows
@@ -91,9 +91,8 @@ class StepTally:
     resumed: int = 0
     unusable: int = 0
     """Requests fal billed whose answers could not be cataloged (this run's and earlier ones)."""
-    spent_usd: float = 0.0
+    spend: Spend = field(default_factory=Spend)
     """What fal billed that no materialization reported before (RequestLedger.report_spend)."""
-    spent_megapixels: int = 0
     call_counts: CallCounts = field(default_factory=CallCounts)
 
 
@@ -217,16 +216,15 @@ def record_row_failure(failure: RowFailure, out: StepOutput, tally: StepTally) -
 
 
 def record_billing(request: GenerationRequest, output: FluxOutput, out: StepOutput) -> None:
-    """fal bills a completed request by its output images."""
+    """fal bills a completed request by its output images (the emulator too, but nothing is paid)."""
     price = out.prices[request.endpoint]
     width, height = request.input.size()
     images = len(output.images)
     units = price.units(width, height, images)
     megapixels = price.megapixels(width, height, images)
-    out.ledger.billed(
-        out.key(request),
-        Billing(price.unit, units, price.unit_price, price.source, price.cost(units), megapixels),
-    )
+    paid = not output.emulated
+    billing = Billing(price.unit, units, price.unit_price, price.source, price.cost(units), megapixels, paid)
+    out.ledger.billed(out.key(request), billing)
 
 
 def record_failure(outcome: GenerationFailure, out: StepOutput, tally: StepTally) -> None:

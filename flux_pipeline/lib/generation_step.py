@@ -76,9 +76,6 @@ def report_spend(
     that shows none."""
     partition, run_id, lease = context.partition_key, context.run.run_id, dataset.claim_lease_seconds
     with dataset.request_ledger() as ledger:
-        claimed = [
-            ledger.report_spend(partition, e, run_id, orphaned_spend_claims(context, ledger, e, lease))
-            for e in endpoints
-        ]
-    tally.spent_usd = round(sum(usd for usd, _ in claimed), 6)
-    tally.spent_megapixels = sum(megapixels for _, megapixels in claimed)
+        for endpoint in endpoints:
+            orphans = orphaned_spend_claims(context, ledger, endpoint, lease)
+            tally.spend += ledger.report_spend(partition, endpoint, run_id, orphans)

@@ -43,13 +43,16 @@ def preview_metadata(outputs_dir: UPath, head: pa.Table, title: str, save_to: UP
 
 
 def step_metadata(tally: StepTally, rows: CatalogRowWriter) -> dict:
-    """What a generation step spent (what fal newly billed for it: the number to plot and add up),
+    """What a generation step spent (what a paying backend newly billed for it: the number to plot
+    and add up; what the emulator billed at list prices, nothing paid, is `emulated_usd`),
     the value of its images (`partition_cost_usd`, the same on a re-run), requests, fal calls and
     retries, and fal latency quantiles."""
     totals = rows.totals
     metadata = {
-        "spent_usd": round(tally.spent_usd, 6),
-        "spent_megapixels": tally.spent_megapixels,
+        "spent_usd": tally.spend.paid_usd,
+        "emulated_usd": tally.spend.emulated_usd,
+        "spent_megapixels": tally.spend.paid_megapixels,
+        "emulated_megapixels": tally.spend.emulated_megapixels,
         "images": totals.images,
         "partition_cost_usd": round(totals.cost_usd, 6),
         "billed_megapixels": totals.billed_megapixels,

@@ -1,8 +1,9 @@
 """Spend per run, where a person looking at a run sees it: the run tag `flux/spent_usd`, the sum
-of the `spent_usd` that the run's fal steps report in their metadata (each step adds its own as
-it ends, also when it then fails, e.g. on a budget stop). A run whose steps report none has no
-tag. A backfill's total is the sum over its runs: `backfill_spend`, `flux-pipeline spend
---backfill ID`, or the runs page filtered by the backfill's tag.
+of the `spent_usd` that the run's fal steps report in their metadata (what a paying backend
+billed; each step adds its own as it ends, also when it then fails, e.g. on a budget stop), and
+beside it `flux/emulated_usd`, what the emulator billed at list prices (nothing paid). A run whose
+steps report none has no tag. A backfill's total is the sum over its runs: `backfill_spend`,
+`flux-pipeline spend --backfill ID`, or the runs page filtered by the backfill's tag.
 
 `orphaned_spend_claims` finds the spend that a run claimed (dataset.ledger) and died before its
 materialization reported, so that the next materialization reports it."""
@@ -11,40 +12,55 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import dagster as dg
 
 from ..dataset.ledger import RequestLedger
 
-SPENT_KEY = "spent_usd"
-SPENT_TAG = "flux/spent_usd"
+SPENT_KEY, EMULATED_KEY = "spent_usd", "emulated_usd"
+SPENT_TAG, EMULATED_TAG = "flux/spent_usd", "flux/emulated_usd"
+TAG_OF = {SPENT_KEY: SPENT_TAG, EMULATED_KEY: EMULATED_TAG}
 BACKFILL_TAG = "dagster/backfill"
 
 
 def add_run_spend(context: dg.AssetExecutionContext, metadata: Mapping) -> None:
-    """Adds the step's `spent_usd` (when its metadata has one) to its run's tag."""
-    spent = metadata.get(SPENT_KEY)
-    if spent is None:
-        return
-    spent = spent.value if isinstance(spent, dg.MetadataValue) else spent
+    """Adds the step's `spent_usd` and `emulated_usd` (those its metadata has) to its run's tags."""
     instance, run_id = context.instance, context.run.run_id
-    before = run_spend(instance, run_id) or 0.0
-    instance.add_run_tags(run_id, {SPENT_TAG: f"{before + spent:.4f}"})
+    added = {}
+    for key, tag in TAG_OF.items():
+        value = metadata.get(key)
+        if value is None:
+            continue
+        value = value.value if isinstance(value, dg.MetadataValue) else value
+        added[tag] = f"{(run_tag(instance, run_id, tag) or 0.0) + value:.4f}"
+    if added:
+        instance.add_run_tags(run_id, added)
 
 
-def run_spend(instance: dg.DagsterInstance, run_id: str) -> float | None:
-    """The run's tagged spend in USD (read afresh: earlier steps of the run add to it); None when
-    its steps reported none, or the instance has no such run."""
+def run_tag(instance: dg.DagsterInstance, run_id: str, tag: str = SPENT_TAG) -> float | None:
+    """The run's tagged spend in USD (`tag`: SPENT_TAG, what a paying backend billed, or
+    EMULATED_TAG), read afresh: earlier steps of the run add to it; None when its steps reported
+    none, or the instance has no such run."""
     run = instance.get_run_by_id(run_id)
-    tag = run.tags.get(SPENT_TAG) if run else None
-    return float(tag) if tag is not None else None
+    value = run.tags.get(tag) if run else None
+    return float(value) if value is not None else None
 
 
-def backfill_spend(instance: dg.DagsterInstance, backfill_id: str) -> tuple[float, int]:
-    """(USD, runs) over the backfill's runs tagged with their spend."""
+@dataclass(frozen=True)
+class BackfillSpend:
+    paid_usd: float
+    emulated_usd: float
+    runs: int
+    """Runs tagged with their spend."""
+
+
+def backfill_spend(instance: dg.DagsterInstance, backfill_id: str) -> BackfillSpend:
+    """What the backfill's runs spent, paid and emulated apart."""
     runs = instance.get_runs(filters=dg.RunsFilter(tags={BACKFILL_TAG: backfill_id}))
-    spends = [float(run.tags[SPENT_TAG]) for run in runs if SPENT_TAG in run.tags]
-    return round(sum(spends), 6), len(spends)
+    tagged = [run for run in runs if SPENT_TAG in run.tags or EMULATED_TAG in run.tags]
+    total = {tag: round(sum(float(run.tags.get(tag, 0)) for run in tagged), 6) for tag in TAG_OF.values()}
+    return BackfillSpend(total[SPENT_TAG], total[EMULATED_TAG], len(tagged))
 
 
 def backfill_known(instance: dg.DagsterInstance, backfill_id: str) -> bool:
