@@ -113,6 +113,63 @@ def test_a_balanced_sample_gives_each_value_its_share(tmp_path, n):
     assert set(other_seed["prompt_id"]) != set(rows["prompt_id"])
 
 
+HUGE = {
+    "templates": ["{a} {b} {c} {d} {e} {f} {g} {h}"],
+    "axes": {axis: [f"{axis}{i}" for i in range(100)] for axis in "abcdefgh"},  # 10^16 combinations
+    "mode": "sample",
+    "sample": {"n": 1000, "seed": 5, "balance": ["a", "b"]},
+    "exclude": [{"a": "a0", "c": "c1"}, {"d": "d7"}, {"a": "a3", "b": "b3"}],
+}
+
+
+def test_a_sample_of_a_space_of_ten_to_the_sixteen_is_drawn_without_enumerating_it(tmp_path):
+    rows = rows_of(tmp_path, HUGE)
+    assert len(rows) == 1000 and rows["prompt_id"].is_unique
+    for axis in ("a", "b"):
+        counts = Counter(rows[f"axis_{axis}"])
+        assert len(counts) == 100 and set(counts.values()) == {10}, "1000 rows over 100 values: 10 each"
+    assert not ((rows["axis_a"] == "a0") & (rows["axis_c"] == "c1")).any()
+    assert not (rows["axis_d"] == "d7").any()
+    assert not ((rows["axis_a"] == "a3") & (rows["axis_b"] == "b3")).any()
+    again = rows_of(tmp_path, HUGE)
+    pd.testing.assert_frame_equal(rows, again)
+
+
+@pytest.mark.parametrize("balance", [["a", "b"], []])
+def test_growing_n_keeps_every_row_already_drawn(tmp_path, balance):
+    small = rows_of(tmp_path, {**HUGE, "sample": {"n": 333, "seed": 5, "balance": balance}})
+    grown = rows_of(tmp_path, {**HUGE, "sample": {"n": 1000, "seed": 5, "balance": balance}})
+    pd.testing.assert_frame_equal(grown.head(333), small)
+    for axis in balance:
+        assert set(Counter(small[f"axis_{axis}"]).values()) == {3, 4}, "333 over 100 values: 3 or 4 each"
+
+
+def test_the_balance_is_exact_for_every_n_and_deals_every_pair_of_values(tmp_path):
+    recipe = {**HUGE, "axes": {**HUGE["axes"], "a": ["x", "y", "z"], "b": ["p", "q"]}, "exclude": []}
+    for n in (1, 2, 5, 7, 50, 301):
+        rows = rows_of(tmp_path, {**recipe, "sample": {"n": n, "seed": 9, "balance": ["a", "b"]}})
+        for axis, k in (("a", 3), ("b", 2)):
+            assert set(Counter(rows[f"axis_{axis}"]).values()) <= {n // k, -(-n // k)}, (n, axis)
+    pairs = Counter(zip(rows["axis_a"], rows["axis_b"]))
+    assert len(pairs) == 6, "the balanced axes' blocks are shuffled apart, so every pair appears"
+
+
+def test_a_balance_an_exclusion_makes_impossible_is_refused_naming_the_axis(tmp_path):
+    path = write_recipe(tmp_path, "bad", {**HUGE, "exclude": [{"b": "b9"}]})
+    with pytest.raises(
+        RecipeError, match=r"sample.balance\[1\]: b cannot balance: its value 'b9' is excluded"
+    ):
+        expand(load_recipe(path), path)
+
+
+def test_a_product_over_the_cap_names_mode_sample_as_the_way_out(tmp_path):
+    recipe = {key: value for key, value in HUGE.items() if key != "sample"} | {"mode": "product"}
+    with pytest.raises(
+        RecipeError, match=r"axes: 10000000000000000 combinations; mode: product .*mode: sample"
+    ):
+        load_recipe(write_recipe(tmp_path, "product", recipe))
+
+
 def test_weights_draw_heavier_values_more_often(tmp_path):
     recipe = {
         "templates": ["{light} {place}"],

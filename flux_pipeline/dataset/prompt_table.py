@@ -7,8 +7,8 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
@@ -163,12 +163,15 @@ def open_prompt_table(path: UPath) -> pq.ParquetFile:
     return table
 
 
-def _value(row: pd.Series, name: str):
-    """The row's value in plain Python (None when missing); a whole number where one is expected."""
+Row = dict[str, Any]
+"""A table row as Arrow gives it in plain Python (RecordBatch.to_pylist): None where missing."""
+
+
+def _value(row: Row, name: str):
+    """The row's value (None when missing or NaN); a whole number where one is expected."""
     value = row.get(name)
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    value = value.item() if hasattr(value, "item") else value
     if name in WHOLE_NUMBER_COLUMNS and isinstance(value, float):
         if not value.is_integer():
             raise _RowError(name, f"must be a whole number, not {value}")
@@ -184,8 +187,7 @@ def plan_rows(
     seen: set[str] = set()
     offset = 0
     for batch in _batches(table, path, batch_rows):
-        frame = batch.to_pandas(types_mapper=pd.ArrowDtype)
-        for position, (_, row) in enumerate(frame.iterrows()):
+        for position, row in enumerate(batch.to_pylist()):
             prompt_id = _value(row, "prompt_id")
             try:
                 if prompt_id is None or not str(prompt_id).strip():
@@ -226,7 +228,7 @@ class _RowError(Exception):
         self.field, self.reason = field, reason
 
 
-def _plan_row(row: pd.Series, prompt_id: str, defaults: dict, prompts_dir: UPath) -> PromptRow:
+def _plan_row(row: Row, prompt_id: str, defaults: dict, prompts_dir: UPath) -> PromptRow:
     model = _model(row, "model", TEXT_TO_IMAGE_ENDPOINTS, TEXT_TO_IMAGE)
     given = {
         **_image_size(row),
@@ -250,13 +252,13 @@ def _plan_row(row: pd.Series, prompt_id: str, defaults: dict, prompts_dir: UPath
     return PromptRow(prompt_id, text_to_image, model, variation, axes, draft)
 
 
-def _axes(row: pd.Series) -> str | None:
-    names = [name for name in row.index if name.startswith(AXIS_PREFIX)]
+def _axes(row: Row) -> str | None:
+    names = [name for name in row if name.startswith(AXIS_PREFIX)]
     axes = {name.removeprefix(AXIS_PREFIX): _value(row, name) for name in names}
     return json.dumps(axes) if axes else None
 
 
-def _model(row: pd.Series, column: str, known: tuple[str, ...], default: str) -> str:
+def _model(row: Row, column: str, known: tuple[str, ...], default: str) -> str:
     """The row's endpoint in `column`, one of `known` (the default when the row names none)."""
     model = _value(row, column) or default
     if model not in known:
@@ -270,7 +272,7 @@ def _defaults_for(endpoint: str, defaults: dict) -> dict:
     return {name: value for name, value in defaults.items() if takes(endpoint, name)}
 
 
-def _image_size(row: pd.Series) -> dict:
+def _image_size(row: Row) -> dict:
     """The row's `image_size` (a preset, or its width and height), when it gives one."""
     width, height, preset = _value(row, "width"), _value(row, "height"), _value(row, "image_size")
     if (width is None) != (height is None):

@@ -5,21 +5,24 @@ one axis value leaves every other row as it was (and the ledger reuses what thos
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import json
-import math
 import random
+from collections.abc import Iterator
 
 import pyarrow as pa
 from upath import UPath
 
 from ..fal.models import ImageSize, takes
 from .prompt_table import AXIS_PREFIX, REDUX_FIELDS
-from .recipe_spec import REQUEST_DEFAULTS, Recipe, RecipeError, Sample
+from .recipe_spec import MAX_COMBINATIONS, REQUEST_DEFAULTS, Recipe, RecipeError, Sample, combinations
 
-BALANCE_ATTEMPTS = 20
-"""Seeded greedy passes tried before a balance is declared impossible (exclusions can make it so)."""
+MAX_DRAWS = 10_000
+"""Draws tried for one sampled row before the space left is declared too small for it."""
+DRAWS_PER_BALANCED_CHOICE = 200
+"""Draws of the free axes tried with one choice of the balanced axes' values before the next."""
 
 Assignment = dict[str, str]
 
@@ -27,9 +30,10 @@ Assignment = dict[str, str]
 def expand(recipe: Recipe, path: UPath, *, final: bool = False) -> pa.Table:
     """The prompt table of `recipe` (read from `path`, which errors name): its draft when it names
     a `draft_model`, unless `final` (the rows with `model` and every default, Redux included)."""
-    assignments = allowed_assignments(recipe)
     if recipe.mode == "sample" and recipe.sample is not None:  # validation requires one for the mode
-        assignments = _sample(recipe, recipe.sample, assignments, path)
+        assignments = sample_assignments(recipe, recipe.sample, path)
+    else:
+        assignments = allowed_assignments(recipe)
     draft = recipe.defaults.draft_model is not None and not final
     rows = [_row(recipe, assignment, draft) for assignment in assignments]
     return pa.Table.from_pylist(rows, schema=_schema(recipe, rows))
@@ -39,60 +43,110 @@ def allowed_assignments(recipe: Recipe) -> list[Assignment]:
     """Every combination of axis values, in the recipe's order, less the excluded ones."""
     names = list(recipe.axes)
     every = (dict(zip(names, values)) for values in itertools.product(*map(recipe.values, names)))
-    return [a for a in every if not any(_matches(a, rule) for rule in recipe.exclude)]
+    return [a for a in every if not _excluded(recipe, a)]
 
 
-def _matches(assignment: Assignment, rule: dict[str, str]) -> bool:
-    return all(assignment[axis] == value for axis, value in rule.items())
-
-
-def _sample(recipe: Recipe, sample: Sample, candidates: list[Assignment], path: UPath) -> list[Assignment]:
-    """`sample.n` distinct assignments drawn by weight (the product of their values' weights),
-    each value of a balanced axis appearing ⌊n/k⌋ or ⌈n/k⌉ times; in the product's order."""
-    n = sample.n
-    if n > len(candidates):
-        raise RecipeError(
-            path, "sample.n", f"{n} is more than the {len(candidates)} combinations left after exclusions"
-        )
-    weights = {axis: {item.value: item.weight for item in items} for axis, items in recipe.axes.items()}
-    for attempt in range(BALANCE_ATTEMPTS):
-        rng = random.Random(f"{sample.seed}:{attempt}")
-        keys = [
-            rng.random() ** (1 / math.prod(weights[axis][value] for axis, value in a.items()))
-            for a in candidates
-        ]
-        order = sorted(range(len(candidates)), key=lambda i: -keys[i])
-        chosen = _balanced_pick(recipe, sample, candidates, order, n)
-        if chosen is not None:
-            return [candidates[i] for i in sorted(chosen)]
-    balance = ", ".join(sample.balance)
-    raise RecipeError(
-        path, "sample.balance", f"cannot balance {balance} over {n} rows with these axes and exclusions"
+def _excluded(recipe: Recipe, assignment: Assignment) -> bool:
+    """Whether a rule whose axes the assignment all has matches it (a partial one is judged on the
+    rules of its own axes)."""
+    return any(
+        all(assignment.get(axis) == value for axis, value in rule.items())
+        for rule in recipe.exclude
+        if rule.keys() <= assignment.keys()
     )
 
 
-def _balanced_pick(
-    recipe: Recipe, sample: Sample, candidates: list[Assignment], order: list[int], n: int
-) -> list[int] | None:
-    """The first `n` candidates in `order` that keep every balanced axis within its quota (a value
-    at most ⌈n/k⌉ times, and only n mod k values that often); None when the quota cannot be met."""
-    quotas = {axis: divmod(n, len(recipe.axes[axis])) for axis in sample.balance}
-    counts = {axis: dict.fromkeys(recipe.values(axis), 0) for axis in quotas}
-    over = dict.fromkeys(quotas, 0)
-    chosen: list[int] = []
-    for index in order:
-        held = {axis: counts[axis][value] for axis, value in candidates[index].items() if axis in quotas}
-        if all(
-            held[axis] < base or (held[axis] == base and over[axis] < extra)
-            for axis, (base, extra) in quotas.items()
-        ):
-            for axis, (base, _) in quotas.items():
-                over[axis] += held[axis] == base
-                counts[axis][candidates[index][axis]] += 1
-            chosen.append(index)
-            if len(chosen) == n:
-                return chosen
-    return None
+class _Draws:
+    """A seeded sampler of a recipe's space that never enumerates it: the free axes' values are
+    drawn by weight, row after row, from one seeded random stream (so a combination's chance is
+    the product of its values' weights; an excluded or repeated one is drawn again), and each
+    balanced axis of k values deals them in blocks of k rows, each value once per block in a
+    seeded order. What row j draws does not depend on how many rows follow, so rows already dealt
+    never change when more are asked for, and after n rows each balanced value has appeared
+    ⌊n/k⌋ or ⌈n/k⌉ times."""
+
+    def __init__(self, recipe: Recipe, sample: Sample, path: UPath):
+        self.recipe, self.sample, self.path = recipe, sample, path
+        self.balanced = [axis for axis in recipe.axes if axis in sample.balance]
+        self.free = [axis for axis in recipe.axes if axis not in self.balanced]
+        self.values = {axis: recipe.values(axis) for axis in recipe.axes}
+        self.rng = random.Random(f"{sample.seed}:draws")
+        self.cumulative = {
+            axis: list(itertools.accumulate(item.weight for item in recipe.axes[axis])) for axis in self.free
+        }
+        self.left_in_block: dict[str, list[str]] = {}
+        self.seen: set[tuple[str, ...]] = set()
+
+    def rows(self, n: int) -> Iterator[Assignment]:
+        for row in range(n):
+            assignment = self._row(row)
+            for axis in self.balanced:
+                self.left_in_block[axis].remove(assignment[axis])
+            self.seen.add(tuple(assignment.values()))
+            yield assignment
+
+    def _row(self, row: int) -> Assignment:
+        draws = 0
+        for chosen in itertools.product(*(self._block(axis, row) for axis in self.balanced)):
+            partial = dict(zip(self.balanced, chosen))
+            if _excluded(self.recipe, partial):
+                continue
+            for _ in range(DRAWS_PER_BALANCED_CHOICE if self.free else 1):
+                draws += 1
+                assignment = {axis: partial.get(axis) or self._draw(axis) for axis in self.values}
+                if not _excluded(self.recipe, assignment) and tuple(assignment.values()) not in self.seen:
+                    return assignment
+                if draws >= MAX_DRAWS:
+                    break
+            if draws >= MAX_DRAWS:
+                break
+        raise self._exhausted(row)
+
+    def _block(self, axis: str, row: int) -> list[str]:
+        """The values the axis's current block has left, in the block's seeded order."""
+        k = len(self.recipe.axes[axis])
+        if row % k == 0:
+            block = list(self.values[axis])
+            random.Random(f"{self.sample.seed}:{axis}:{row // k}").shuffle(block)
+            self.left_in_block[axis] = block
+        return self.left_in_block[axis]
+
+    def _draw(self, axis: str) -> str:
+        cumulative = self.cumulative[axis]
+        return self.values[axis][bisect.bisect_right(cumulative, self.rng.random() * cumulative[-1])]
+
+    def _exhausted(self, row: int) -> RecipeError:
+        if self.balanced:
+            return RecipeError(
+                self.path,
+                "sample.balance",
+                f"cannot balance {', '.join(self.balanced)} over {self.sample.n} rows with these axes and "
+                f"exclusions: row {row} finds no allowed combination left for the values its balance leaves",
+            )
+        return RecipeError(
+            self.path,
+            "sample.n",
+            f"{self.sample.n} distinct combinations could not be drawn: {MAX_DRAWS} draws for row {row} "
+            "found only excluded or already drawn ones (the space left after exclusions is too small)",
+        )
+
+
+def sample_assignments(recipe: Recipe, sample: Sample, path: UPath) -> list[Assignment]:
+    """`sample.n` distinct allowed assignments, drawn without enumerating the space (_Draws), in
+    the order drawn; deterministic by `sample.seed`, and the first n of a larger n."""
+    if combinations(recipe) <= MAX_COMBINATIONS and sample.n > (left := len(allowed_assignments(recipe))):
+        raise RecipeError(
+            path, "sample.n", f"{sample.n} is more than the {left} combinations left after exclusions"
+        )
+    for index, axis in enumerate(sample.balance):
+        for value in recipe.values(axis):
+            if _excluded(recipe, {axis: value}):
+                raise RecipeError(
+                    path,
+                    f"sample.balance[{index}]",
+                    f"{axis} cannot balance: its value {value!r} is excluded from every combination",
+                )
+    return list(_Draws(recipe, sample, path).rows(sample.n))
 
 
 def prompt_id(assignment: Assignment) -> str:

@@ -30,7 +30,8 @@ from .prompt_table import GENERATED, REDUX_FIELDS, PromptTableError
 AXIS_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 """An axis becomes the column `axis_NAME`, so its name must be a safe identifier."""
 MAX_COMBINATIONS = 1_000_000
-"""A recipe's product is enumerated; past this many combinations it is refused, not expanded."""
+"""`mode: product` makes every combination; past this many it is refused (a sample draws from a
+space of any size without enumerating it)."""
 REQUEST_DEFAULTS = (
     "num_images",
     "output_format",
@@ -233,8 +234,13 @@ def combinations(recipe: Recipe) -> int:
 
 
 def _check_sample(path: UPath, recipe: Recipe) -> None:
-    if combinations(recipe) > MAX_COMBINATIONS:
-        raise RecipeError(path, "axes", f"{combinations(recipe)} combinations; at most {MAX_COMBINATIONS}")
+    if recipe.mode == "product" and combinations(recipe) > MAX_COMBINATIONS:
+        raise RecipeError(
+            path,
+            "axes",
+            f"{combinations(recipe)} combinations; mode: product makes every one, at most {MAX_COMBINATIONS} "
+            "(use mode: sample with sample: {n: ...} to draw some of any number of them)",
+        )
     if recipe.mode == "product":
         if recipe.sample is not None:
             raise RecipeError(path, "sample", "only with mode: sample")
