@@ -67,6 +67,41 @@ def test_the_gallery_shows_every_image_with_its_labels_and_variations(browser, t
     page.close()
 
 
+def test_a_large_gallery_pages_with_whole_groups_and_no_stale_pages(browser, tmp_path):
+    root = UPath(tmp_path)
+    shots, cases = make_shots(root / "catalog", root / "outputs", ordinary=430)
+    first = write_gallery(shots.catalog_root, shots.output_root, PARTITION)
+    pages = sorted(first.parent.glob("gallery*.html"))
+    assert [p.name for p in pages] == ["gallery-p2.html", "gallery-p3.html", "gallery.html"]
+
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    page.goto(Path(first).as_uri())
+    seen: list[str] = []
+    for number in (1, 2, 3):
+        assert page.locator("nav.pages span").first.inner_text() == f"page {number} of 3"
+        ids = page.locator("[data-image-id]").evaluate_all("cards => cards.map(c => c.dataset.imageId)")
+        assert 200 <= len(ids) < 200 + 3 or number == 3, "whole groups (of at most 3) until 200 images"
+        seen += ids
+        if number == 1:
+            variations = page.locator(f'[data-image-id="{cases.parent}"] ~ .variations [data-image-id]')
+            assert variations.count() == 2, "a group is never split across pages"
+            page.get_by_label("hide NSFW images").check()
+        else:
+            assert page.get_by_label("hide NSFW images").is_checked(), "the choice holds from page to page"
+        if number < 3:
+            page.locator("nav.pages").first.get_by_role("link", name="next").click()
+    assert sorted(seen) == sorted(row["image_id"] for row in shots.rows), "every image once, over the pages"
+    page.locator("nav.pages").first.get_by_role("link", name="first").click()
+    assert page.locator("nav.pages span").first.inner_text() == "page 1 of 3"
+    page.close()
+
+    shots.rows = shots.rows[:10]
+    shots.write_catalog()
+    write_gallery(shots.catalog_root, shots.output_root, PARTITION)
+    assert [p.name for p in first.parent.glob("gallery*.html")] == ["gallery.html"], "stale pages removed"
+    assert "page 1 of 1" in first.read_text()
+
+
 def test_the_gallery_links_images_relatively_in_a_bucket(s3, bucket):
     root = UPath(f"s3://{bucket}/flux", **s3)
     shots, _ = make_shots(root / "catalog", root / "outputs", ordinary=1)

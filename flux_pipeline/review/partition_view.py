@@ -67,7 +67,7 @@ def read_partition(catalog_root: UPath, partition: str) -> PartitionView:
         }
         for row in raw
     ]
-    ordered = [row for group in image_groups(rows) for row in group]
+    ordered = [rows[index] for group in image_groups(rows) for index in group]
     return PartitionView(ordered, [axis.removeprefix(AXIS_PREFIX) for axis in axes])
 
 
