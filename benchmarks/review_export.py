@@ -35,8 +35,10 @@ def main() -> None:
         layout = DatasetLayout(UPath(folder))
         shots, _ = timed("catalog", lambda: make_shots(layout.catalog_dir, layout.outputs_dir, args.images))
         ids = [row["image_id"] for row in shots.rows]
-        export = lambda decisions: export_partition(
-            layout.catalog_dir, layout.outputs_dir, layout.exports_dir, PARTITION, None, decisions
+        export = lambda decisions: (
+            export_partition(
+                layout.catalog_dir, layout.outputs_dir, layout.exports_dir, PARTITION, None, decisions
+            ).manifest
         )
         timed("export, no decisions", lambda: export({}))
         with DecisionLog(f"{folder}/ledger.sqlite") as log:

@@ -508,3 +508,37 @@ def test_the_job_exports_each_partition_for_training_and_links_its_gallery(proje
     for step in ("images", "redux_variations", "catalog"):
         event = instance.get_latest_materialization_event(dg.AssetKey(step)).asset_materialization
         assert event.metadata["preview"].value.startswith("![")
+
+
+def test_export_formats_come_from_the_dataset_resource_unless_the_run_config_names_them(project):
+    """The code location chooses `hf_paths` (no copy of any image); a launch's run config chooses
+    otherwise for its run, and keeps two versions."""
+    from flux_pipeline.dataset.export import read_latest, version_folder
+
+    paths = project.with_settings(export_formats=["hf_paths"])
+    first = paths.run("animals")
+    assert first.success
+    exports = project.dataset.layout.exports_dir
+    manifest = read_latest(exports, "animals")
+    assert manifest.options.formats == ("hf_paths",)
+    assert sorted(p.name for p in version_folder(exports, manifest).iterdir()) == [
+        "hf_paths",
+        "manifest.json",
+    ]
+    metadata = materializations(first)["training_export"]
+    assert metadata["formats"] == "hf_paths" and metadata["export_bytes"] < 20_000
+
+    config = {"ops": {"training_export": {"config": {"formats": ["webdataset"], "keep_versions": 2}}}}
+    job = paths.defs.resolve_job_def("build_dataset")
+    result = job.execute_in_process(
+        partition_key="animals", instance=project.instance, run_config=config, raise_on_error=False
+    )
+    assert result.success
+    again = read_latest(exports, "animals")
+    assert again.options.formats == ("webdataset",) and again.options.keep_versions == 2
+    assert {p.name for p in (exports / "animals").iterdir()} == {
+        "latest.json",
+        manifest.version,
+        again.version,
+    }
+    assert materializations(result)["training_export"]["freed_bytes"] == 0, "two versions kept"

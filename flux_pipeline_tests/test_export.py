@@ -5,12 +5,14 @@ Parquet files, on local disk and on S3 (moto's server through s3fs)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 
 import datasets
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import webdataset
 import yaml
@@ -20,6 +22,7 @@ from upath import UPath
 from flux_pipeline.dataset.export import (
     POINTER,
     SPLITS,
+    Exported,
     ExportManifest,
     ExportOptions,
     export_partition,
@@ -52,6 +55,10 @@ def local(tmp_path) -> tuple[Shots, Cases, UPath]:
 
 
 def export(shots: Shots, export_root: UPath, options: ExportOptions = OPTIONS) -> ExportManifest:
+    return exported(shots, export_root, options).manifest
+
+
+def exported(shots: Shots, export_root: UPath, options: ExportOptions = OPTIONS) -> Exported:
     return export_partition(shots.catalog_root, shots.output_root, export_root, PARTITION, options)
 
 
@@ -263,15 +270,72 @@ def test_concurrent_exports_never_delete_each_other_mid_write_nor_move_the_point
     abandoned = exports / versions.new_version(datetime.now(UTC) - timedelta(hours=2))
     write_bytes_atomically(abandoned / "webdataset" / "train-000000.tar", b"left by a killed run")
 
-    newer = export(shots, export_root)
+    published = exported(shots, export_root)
+    newer = published.manifest
+    assert published.freed_bytes > 0, "the first export's and the abandoned folder's bytes"
     assert newer.version > in_progress.name
     assert sorted(p.name for p in exports.iterdir()) == sorted([POINTER, in_progress.name, newer.version])
     assert first.version not in {p.name for p in exports.iterdir()} and not abandoned.exists()
 
     late = newer.model_copy(update={"version": in_progress.name})
-    assert versions.publish(export_root, late) == newer, "the newer export stays in force"
+    in_force, freed = versions.publish(export_root, late)
+    assert in_force == newer, "the newer export stays in force"
+    assert freed > len(b"half a shard"), "the superseded folder, with the manifest it was given"
     assert read_latest(export_root, PARTITION) == newer
     assert sorted(p.name for p in exports.iterdir()) == [POINTER, newer.version], "the superseded one goes"
+
+
+def test_each_format_is_chosen_and_loads_and_paths_reference_the_stored_images(local, tmp_path):
+    shots, _, export_root = local
+    paths_only = export(shots, export_root, OPTIONS.model_copy(update={"formats": ("hf_paths",)}))
+    folder = version_folder(export_root, paths_only)
+    assert sorted(p.name for p in folder.iterdir()) == ["hf_paths", "manifest.json"], "no copy of any image"
+    assert paths_only.dataset_card == "hf_paths/README.md"
+    by_id = {row["image_id"]: row for row in shots.rows}
+    written = pq.read_table(str(folder / paths_only.splits["train"].parquet_paths.file)).to_pylist()
+    assert all(row["image"]["bytes"] is None for row in written), "a path, not a copy of the image"
+    assert {row["image"]["path"] for row in written} == {
+        str(shots.output_root / by_id[row["image_id"]]["file_path"]) for row in written
+    }
+    loaded = {}
+    for split in SPLITS:
+        files = {split: str(folder / paths_only.splits[split].parquet_paths.file)}
+        for row in datasets.load_dataset("parquet", data_files=files, cache_dir=str(tmp_path / "cache"))[
+            split
+        ]:
+            loaded[row["image_id"]] = row["image"]
+    assert len(loaded) == paths_only.exported
+    for image_id, image in loaded.items():
+        stored_image = Image.open(io.BytesIO((shots.output_root / by_id[image_id]["file_path"]).read_bytes()))
+        assert (
+            image.size == stored_image.size and image.tobytes() == stored_image.convert(image.mode).tobytes()
+        )
+
+    shards_only = export(shots, export_root, OPTIONS.model_copy(update={"formats": ("webdataset",)}))
+    folder = version_folder(export_root, shards_only)
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "webdataset"]
+    assert shards_only.dataset_card is None and shards_only.splits["train"].parquet is None
+    assert {s["__key__"] for split in SPLITS for s in shard_samples(folder, shards_only, split)} == set(
+        loaded
+    )
+    with pytest.raises(ValueError, match="name at least one format"):
+        ExportOptions(formats=())
+
+
+def test_older_versions_are_kept_up_to_the_number_asked_and_the_freed_bytes_reported(local):
+    shots, _, export_root = local
+    keep_two = OPTIONS.model_copy(update={"keep_versions": 2})
+    first = export(shots, export_root, keep_two)
+    first_bytes = sum(p.stat().st_size for p in version_folder(export_root, first).rglob("*") if p.is_file())
+    second = exported(shots, export_root, keep_two)
+    assert second.freed_bytes == 0
+    second, third = second.manifest, exported(shots, export_root, keep_two)
+    folders = {p.name for p in (export_root / PARTITION).iterdir()} - {POINTER}
+    assert folders == {second.version, third.manifest.version}, "the one in force and the newest older one"
+    assert third.freed_bytes == first_bytes
+    fourth = exported(shots, export_root)  # keep_versions 1: only the one in force
+    assert {p.name for p in (export_root / PARTITION).iterdir()} == {POINTER, fourth.manifest.version}
+    assert fourth.freed_bytes > 0
 
 
 def test_near_duplicates_come_from_the_catalogs_hashes_without_decoding_an_image(local, monkeypatch):

@@ -73,7 +73,7 @@ def test_a_reviewer_curates_with_the_keyboard_and_the_export_drops_the_rejected(
     decisions = {image: e["decision"] for image, e in log.latest(PARTITION).items()}
     manifest = export_partition(
         layout.catalog_dir, layout.outputs_dir, layout.exports_dir, PARTITION, NO_FILTERS, decisions
-    )
+    ).manifest
     assert manifest.removed["rejected"] == 2 and manifest.exported == len(shots.rows) - 2
     folder = version_folder(layout.exports_dir, manifest)
     hf = load_dataset("parquet", data_files=str(folder / "hf/data/*.parquet"), split="train")
@@ -88,7 +88,7 @@ def test_a_reviewer_curates_with_the_keyboard_and_the_export_drops_the_rejected(
         PARTITION,
         NO_FILTERS.model_copy(update={"only_kept": True}),
         decisions,
-    )
+    ).manifest
     assert only_kept.exported == 1 and only_kept.removed["not_kept"] == len(shots.rows) - 3
 
 

@@ -9,6 +9,7 @@ import dagster as dg
 from pydantic import Field
 
 from ..dataset.decisions import DecisionLog
+from ..dataset.export.options import DEFAULT_FORMATS, ExportOptions
 from ..dataset.layout import DatasetLayout
 from ..dataset.ledger import RequestLedger
 from ..dataset.pricing import CONFIGURED, MEGAPIXELS, UnitPrice
@@ -77,6 +78,16 @@ class DatasetResource(dg.ConfigurableResource):
     max_download_bytes: int = Field(
         default=DEFAULT_MAX_FILE_BYTES, gt=0, description="Largest result file accepted."
     )
+    export_formats: list[str] = Field(
+        default=list(DEFAULT_FORMATS),
+        description="training_export's formats unless its run config names others: webdataset and "
+        "hf_parquet copy each image; hf_paths references the stored images by path.",
+    )
+    export_keep_versions: int = Field(
+        default=1,
+        ge=1,
+        description="Complete export versions training_export keeps, the one in force included.",
+    )
 
     @property
     def layout(self) -> DatasetLayout:
@@ -110,6 +121,13 @@ class DatasetResource(dg.ConfigurableResource):
             "safety_tolerance": self.safety_tolerance,
             "enhance_prompt": self.enhance_prompt,
         }
+
+    def export_options(self, **run_config) -> ExportOptions:
+        """training_export's options: its run config, with this resource's formats and versions kept
+        where the run config leaves them unset (None)."""
+        formats = run_config.pop("formats", None) or self.export_formats
+        keep = run_config.pop("keep_versions", None) or self.export_keep_versions
+        return ExportOptions(**run_config, formats=tuple(formats), keep_versions=keep)
 
     def configured_price(self) -> UnitPrice:
         """The price used when fal's pricing API cannot be read."""

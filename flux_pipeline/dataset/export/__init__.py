@@ -1,16 +1,19 @@
 """Training-ready exports of one catalog partition, free of Dagster:
 
-    export_partition(catalog_root, output_root, export_root, partition, options) -> ExportManifest
+    export_partition(catalog_root, output_root, export_root, partition, options) -> Exported
 
 filters the partition's images (selection), splits them by prompt id (splits), and writes
-`export_root/<partition>/<version>/` with WebDataset tar shards (`webdataset/`), a Hugging Face
-`datasets` Parquet file per split and its dataset card (`hf/`) and `manifest.json`; then the pointer
-`export_root/<partition>/latest.json` switches to it and older versions go (versions). Works on local
-folders and on object storage (UPath)."""
+`export_root/<partition>/<version>/` in the chosen formats (`options.formats`): WebDataset tar
+shards (`webdataset/`), a Hugging Face `datasets` Parquet file per split holding the images
+(`hf/`), one referencing the stored images by path (`hf_paths/`), each Parquet folder with its
+dataset card, and `manifest.json`; then the pointer `export_root/<partition>/latest.json` switches
+to it and older versions past `options.keep_versions` go (versions). Works on local folders and on
+object storage (UPath)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from upath import UPath
@@ -18,21 +21,24 @@ from upath import UPath
 from ..catalog import partition_file
 from ..layout import PARTITION_KEY
 from ..storage import remove_tree, write_bytes_atomically
-from .manifest import DATASET_CARD, ExportManifest, FileInfo, SplitExport
-from .options import ExportOptions
+from .manifest import CARD_FILE, ExportManifest, FileInfo, SplitExport
+from .options import DEFAULT_FORMATS, ExportFormat, ExportOptions
 from .samples import Sample, catalog_samples
 from .selection import FILTERS, select_images
 from .splits import SPLITS, TRAIN, VALIDATION, split_of
 from .versions import POINTER, new_version, publish, read_latest, version_folder
 
 __all__ = [
+    "DEFAULT_FORMATS",
     "FILTERS",
     "POINTER",
     "SPLITS",
     "TRAIN",
     "VALIDATION",
+    "ExportFormat",
     "ExportManifest",
     "ExportOptions",
+    "Exported",
     "FileInfo",
     "SplitExport",
     "export_partition",
@@ -42,6 +48,14 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class Exported:
+    manifest: ExportManifest
+    """The export in force (`latest.json`)."""
+    freed_bytes: int
+    """What publishing it removed: older versions past `keep_versions`, abandoned ones."""
+
+
 def export_partition(
     catalog_root: UPath,
     output_root: UPath,
@@ -49,7 +63,7 @@ def export_partition(
     partition: str,
     options: ExportOptions | None = None,
     decisions: Mapping[str, str] | None = None,
-) -> ExportManifest:
+) -> Exported:
     """Exports the partition's images (files under `output_root`, as the catalog names them) and
     returns the manifest that `export_root/<partition>/latest.json` now holds (a newer one when a
     concurrent export of the partition published after this one began). Raises before the pointer
@@ -80,7 +94,7 @@ def export_partition(
     except BaseException:
         remove_tree(folder)
         raise
-    return publish(export_root, manifest)
+    return Exported(*publish(export_root, manifest, manifest.options.keep_versions))
 
 
 def _write_version(folder: UPath, manifest: ExportManifest, samples: Iterable[Sample]) -> ExportManifest:
@@ -95,9 +109,9 @@ def _write_version(folder: UPath, manifest: ExportManifest, samples: Iterable[Sa
         update={
             "splits": splits,
             "exported": sum(s.samples for s in splits.values()),
-            "dataset_card": DATASET_CARD if parquet else None,
+            "dataset_card": f"{next(iter(parquet))}/{CARD_FILE}" if parquet else None,
         }
     )
-    if parquet:
-        write_bytes_atomically(folder / DATASET_CARD, dataset_card(manifest, parquet).encode())
+    for parquet_folder, sinks in parquet.items():
+        write_bytes_atomically(folder / parquet_folder / CARD_FILE, dataset_card(manifest, sinks).encode())
     return manifest

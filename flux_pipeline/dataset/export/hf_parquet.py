@@ -1,8 +1,9 @@
-"""One split of the Hugging Face `datasets` export: the Parquet file
+"""One split of a Hugging Face `datasets` export: the Parquet file
 `data/{split}-00000-of-00001.parquet` whose `image` column has the `datasets.Image` layout (a struct
-of the file's bytes, as generated, and its name) and whose schema carries the `datasets` feature
-metadata, so `datasets.load_dataset("parquet", data_files=…)` returns PIL images and every column
-typed. Rows are written a row group at a time; the file appears whole or not at all."""
+of the file's bytes, as generated, and its name; or, `by_path`, no bytes and the stored image's
+path, which `datasets` opens when it decodes the row) and whose schema carries the `datasets`
+feature metadata, so `datasets.load_dataset("parquet", data_files=…)` returns PIL images and every
+column typed. Rows are written a row group at a time; the file appears whole or not at all."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from upath import UPath
 
 from ..catalog import FILE_SCHEMA
 from ..storage import atomic_writer
-from .manifest import HF_DIR, FileInfo
+from .manifest import FileInfo
 from .samples import METADATA_COLUMNS, Sample
 
 FEATURES = Features(
@@ -39,7 +40,11 @@ def data_file(split: str) -> str:
 class ParquetSink:
     """A context manager: leaving it normally completes the file, an exception discards it."""
 
-    def __init__(self, version_folder: UPath, split: str, row_group_rows: int, row_group_bytes: int):
+    def __init__(
+        self, folder: UPath, split: str, row_group_rows: int, row_group_bytes: int, *, by_path: bool = False
+    ):
+        """`folder`: the format's folder of the version (`hf/`, `hf_paths/`)."""
+        self.folder, self.by_path = folder, by_path
         self.name = data_file(split)
         self.row_group_rows, self.row_group_bytes = row_group_rows, row_group_bytes
         self.samples = 0
@@ -49,19 +54,24 @@ class ParquetSink:
         self._rows: list[dict] = []
         self._row_bytes = 0
         self._file = ExitStack()
-        self._stream = self._file.enter_context(atomic_writer(version_folder / HF_DIR / self.name))
+        self._stream = self._file.enter_context(atomic_writer(folder / self.name))
         self._file.callback(self._measure)
         self._writer = self._file.enter_context(
             pq.ParquetWriter(self._stream, ARROW_SCHEMA, **WRITER_OPTIONS)
         )
 
-    @property
-    def info(self) -> FileInfo:
-        return FileInfo(file=f"{HF_DIR}/{self.name}", samples=self.samples, bytes=self.file_bytes)
+    def info(self, version_folder: UPath) -> FileInfo:
+        file = (self.folder / self.name).path.removeprefix(version_folder.path.rstrip("/") + "/")
+        return FileInfo(file=file, samples=self.samples, bytes=self.file_bytes)
 
     def write(self, sample: Sample) -> None:
-        self._rows.append({"image": {"bytes": sample.data, "path": sample.file_name}, **sample.metadata})
-        self._row_bytes += len(sample.data)
+        image = (
+            {"bytes": None, "path": sample.stored_at}
+            if self.by_path
+            else {"bytes": sample.data, "path": sample.file_name}
+        )
+        self._rows.append({"image": image, **sample.metadata})
+        self._row_bytes += 0 if self.by_path else len(sample.data)
         if len(self._rows) >= self.row_group_rows or self._row_bytes >= self.row_group_bytes:
             self._flush()
 

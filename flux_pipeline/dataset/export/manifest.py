@@ -11,7 +11,10 @@ from .options import ExportOptions
 
 WEBDATASET_DIR = "webdataset"
 HF_DIR = "hf"
+HF_PATHS_DIR = "hf_paths"
+"""The Hugging Face Parquet that references the stored images instead of copying them."""
 DATASET_CARD = f"{HF_DIR}/README.md"
+CARD_FILE = "README.md"
 
 
 class FileInfo(BaseModel):
@@ -26,7 +29,9 @@ class SplitExport(BaseModel):
     webdataset: list[FileInfo] = []
     """The split's tar shards, in order."""
     parquet: FileInfo | None = None
-    """The split's Hugging Face Parquet file (none when the split is empty)."""
+    """The split's Hugging Face Parquet file (none when the split is empty or the format not chosen)."""
+    parquet_paths: FileInfo | None = None
+    """The split's Hugging Face Parquet of image paths (format `hf_paths`)."""
 
 
 class ExportManifest(BaseModel):
@@ -41,4 +46,5 @@ class ExportManifest(BaseModel):
     splits: dict[str, SplitExport]
     options: ExportOptions
     dataset_card: str | None = None
-    """The Hugging Face dataset card (README.md); none when nothing was exported."""
+    """The Hugging Face dataset card (README.md) of the first Parquet format; none when nothing was
+    exported or no Parquet format was chosen (each Parquet folder has its own)."""

@@ -1,14 +1,31 @@
-"""What a training export keeps and how it is cut: filters, validation fraction, shard and batch sizes."""
+"""What a training export keeps, how it is cut (filters, validation fraction, shard and batch sizes),
+in which formats, and how many versions stay on disk."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MIB = 1 << 20
+WEBDATASET, HF_PARQUET, HF_PATHS = "webdataset", "hf_parquet", "hf_paths"
+ExportFormat = Literal["webdataset", "hf_parquet", "hf_paths"]
+DEFAULT_FORMATS: tuple[ExportFormat, ...] = ("webdataset", "hf_parquet")
+"""What an export wrote before formats could be chosen, and what the README's commands write."""
 
 
 class ExportOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    formats: tuple[ExportFormat, ...] = Field(
+        DEFAULT_FORMATS,
+        description="webdataset: tar shards with a copy of each image; hf_parquet: Hugging Face Parquet "
+        "with a copy of each image; hf_paths: Hugging Face Parquet that references the stored images by "
+        "path (no copy; `datasets` decodes them from there).",
+    )
+    keep_versions: int = Field(
+        1, ge=1, description="Complete export versions kept on disk, the one in force included."
+    )
 
     drop_rejected: bool = Field(True, description="Drop images a reviewer rejected (flux-pipeline review).")
     only_kept: bool = Field(False, description="Export only images a reviewer kept.")
@@ -39,3 +56,10 @@ class ExportOptions(BaseModel):
         2 * MIB, ge=1, description="Hugging Face Parquet: a row group ends once its images reach this."
     )
     batch_rows: int = Field(1024, ge=1, description="Catalog rows read at a time.")
+
+    @field_validator("formats")
+    @classmethod
+    def _some_formats(cls, formats: tuple[str, ...]) -> tuple[str, ...]:
+        if not formats:
+            raise ValueError("name at least one format")
+        return tuple(dict.fromkeys(formats))

@@ -40,6 +40,8 @@ class Sample:
     data: bytes
     extension: str
     """The file's extension (`jpg` or `png`): it tells readers how to decode `data`."""
+    stored_at: str = ""
+    """Where the stored image is (a local path or an object-storage URL)."""
 
     @property
     def image_id(self) -> str:
@@ -66,6 +68,7 @@ def read_sample(output_root: UPath, row: dict) -> Sample:
         metadata,
         verified_file(output_root, row),
         PurePosixPath(row["file_path"]).suffix.removeprefix(".").lower(),
+        str(output_root / row["file_path"]),
     )
 
 
