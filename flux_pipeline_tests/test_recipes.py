@@ -323,6 +323,21 @@ def test_a_recipe_partition_end_to_end_and_an_edit_pays_only_for_new_rows(tmp_pa
         assert server.emulator.stats()["images_billed"] == stats["images_billed"] + paid_for
 
 
+def test_a_sample_of_a_huge_space_builds_and_growing_it_pays_only_for_the_new_rows(tmp_path):
+    huge = {**HUGE, "sample": {"n": 6, "seed": 5, "balance": ["a"]}, "defaults": {"model": SCHNELL}}
+    with EmulatorServer(EmulatorConfig(latency=0.02)) as server, dg.instance_for_test() as instance:
+        project = make_project(tmp_path, server, instance, samples=False)
+        write_recipe(tmp_path / "recipes", "space", huge)
+        assert project.run("space").success
+        first = set(project.catalog(["space"])["prompt_id"])
+        assert len(first) == server.emulator.stats()["images_billed"] == 6
+        write_recipe(tmp_path / "recipes", "space", {**huge, "sample": {**huge["sample"], "n": 10}})
+        assert project.run("space").success
+        grown = set(project.catalog(["space"])["prompt_id"])
+        assert first < grown and len(grown) == 10
+        assert server.emulator.stats()["images_billed"] == 10, "the 6 rows paid for stay; 4 new ones paid"
+
+
 def test_a_bad_recipe_fails_its_partition_naming_the_key_and_sends_nothing(tmp_path):
     with EmulatorServer(EmulatorConfig(latency=0.05)) as server, dg.instance_for_test() as instance:
         project = make_project(tmp_path, server, instance, samples=False)
