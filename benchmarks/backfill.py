@@ -35,7 +35,7 @@ from pathlib import Path
 from upath import UPath
 
 from benchmarks.throughput import KEY, start_emulator
-from flux_pipeline.dataset.catalog import read_catalog
+from flux_pipeline.dataset.catalog.table import read_catalog
 from flux_pipeline.instance import write_local_instance
 from flux_pipeline_tests.dataset_fixtures import write_table
 from flux_pipeline_tests.local_deployment import REPO, LocalDeployment

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from flux_pipeline.dataset.catalog import CATALOG_SCHEMA, cost_report, read_catalog, replace_partition
+from flux_pipeline.dataset.catalog.table import CATALOG_SCHEMA, cost_report, read_catalog, replace_partition
 
 
 def synthetic_partition(partition: str, rows: int, rng: np.random.Generator) -> pa.Table:

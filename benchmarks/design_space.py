@@ -21,8 +21,8 @@ from pathlib import Path
 import yaml
 from upath import UPath
 
-from flux_pipeline.dataset.recipe_rows import expand, sample_assignments
-from flux_pipeline.dataset.recipe_spec import Recipe, combinations, load_recipe
+from flux_pipeline.dataset.plan.recipe_rows import expand, sample_assignments
+from flux_pipeline.dataset.plan.recipe_spec import Recipe, combinations, load_recipe
 
 BIN = Path(sys.executable).parent
 

@@ -17,7 +17,7 @@ import time
 from upath import UPath
 
 from flux_pipeline.dataset.export import ExportOptions, export_partition, version_folder
-from flux_pipeline.dataset.layout import DatasetLayout
+from flux_pipeline.dataset.files.layout import DatasetLayout
 from flux_pipeline.emulator.images import render_image
 from flux_pipeline_tests.catalog_fixtures import PARTITION, Shots
 

@@ -19,8 +19,8 @@ import time
 import pyarrow as pa
 from upath import UPath
 
-from flux_pipeline.dataset.catalog import CATALOG_SCHEMA, replace_partition
-from flux_pipeline.dataset.gallery import write_gallery
+from flux_pipeline.dataset.catalog.gallery import write_gallery
+from flux_pipeline.dataset.catalog.table import CATALOG_SCHEMA, replace_partition
 
 PARTITION = "big"
 

@@ -14,9 +14,9 @@ import time
 
 from upath import UPath
 
-from flux_pipeline.dataset.decisions import DecisionLog
+from flux_pipeline.dataset.catalog.decisions import DecisionLog
 from flux_pipeline.dataset.export import export_partition
-from flux_pipeline.dataset.layout import DatasetLayout
+from flux_pipeline.dataset.files.layout import DatasetLayout
 from flux_pipeline_tests.catalog_fixtures import PARTITION, make_shots
 
 

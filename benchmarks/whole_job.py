@@ -137,7 +137,7 @@ def cataloged(client: str, folder: Path) -> int:
         return 0
     if client == "script":
         return len(pd.read_parquet(folder / "out" / "catalog.parquet"))
-    from flux_pipeline.dataset.catalog import read_catalog
+    from flux_pipeline.dataset.catalog.table import read_catalog
 
     return len(read_catalog(folder / "catalog", [PARTITION]))
 

@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_on(instance, args: argparse.Namespace) -> int:
-    from .dataset.cost_report import by_partition, requests_frame
+    from .dataset.costs.cost_report import by_partition, requests_frame
     from .definitions import defs
     from .defs.resources import dataset_from_env
 
@@ -176,8 +176,8 @@ def _review(args: argparse.Namespace) -> int:
 def _recipe_preview(args: argparse.Namespace) -> int:
     from upath import UPath
 
-    from .dataset.recipe_preview import preview_recipe
-    from .dataset.recipe_spec import RecipeError
+    from .dataset.costs.recipe_preview import preview_recipe
+    from .dataset.plan.recipe_spec import RecipeError
     from .defs.resources import dataset_from_env
 
     dataset = dataset_from_env().process_config_and_initialize()
@@ -206,7 +206,7 @@ def _recipe_preview(args: argparse.Namespace) -> int:
 
 def _preview_prices(dataset) -> tuple[dict, str]:
     """fal's prices with FAL_KEY set, else the list prices a run without fal's pricing API costs with."""
-    from .dataset.pricing import price_list
+    from .dataset.costs.pricing import price_list
     from .fal.models import ENDPOINTS
 
     if "FAL_KEY" not in os.environ:

@@ -15,9 +15,9 @@ import pyarrow as pa
 from PIL import Image
 from upath import UPath
 
-from flux_pipeline.dataset.catalog import CATALOG_SCHEMA, replace_partition
-from flux_pipeline.dataset.files import EXTENSIONS, image_id
-from flux_pipeline.dataset.storage import write_bytes_atomically
+from flux_pipeline.dataset.catalog.table import CATALOG_SCHEMA, replace_partition
+from flux_pipeline.dataset.files.images import EXTENSIONS, image_id
+from flux_pipeline.dataset.files.storage import write_bytes_atomically
 
 PARTITION = "shots"
 TEXT_ENDPOINT = "fal-ai/flux-pro/v1.1"

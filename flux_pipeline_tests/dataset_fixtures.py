@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
-from flux_pipeline.dataset.catalog import read_catalog
-from flux_pipeline.dataset.files import sha256_of
+from flux_pipeline.dataset.catalog.table import read_catalog
+from flux_pipeline.dataset.files.images import sha256_of
 from flux_pipeline.definitions import make_definitions
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.lib.partitions import prompt_tables

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from upath import UPath
 
-from flux_pipeline.dataset.catalog import (
+from flux_pipeline.dataset.catalog.table import (
     CATALOG_SCHEMA,
     PARTITION_COLUMN,
     CatalogSummary,

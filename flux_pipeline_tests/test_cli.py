@@ -14,7 +14,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flux_pipeline.dataset.catalog import read_catalog
+from flux_pipeline.dataset.catalog.table import read_catalog
 
 from .conftest import SECRETS, clean_env, emulator_env
 from .dataset_fixtures import write_table

@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flux_pipeline.dataset.catalog import partition_file
-from flux_pipeline.dataset.image_hashes import from_int64, perceptual_hash_of
+from flux_pipeline.dataset.catalog.table import partition_file
+from flux_pipeline.dataset.files.image_hashes import from_int64, perceptual_hash_of
 from flux_pipeline.defs.catalog import cost_recomputes, files_match_hashes, unique_image_ids
 from flux_pipeline.defs.table_sensor import prompt_table_sensor
 from flux_pipeline.emulator.server import EmulatorServer
@@ -520,7 +520,7 @@ def test_export_formats_come_from_the_dataset_resource_unless_the_run_config_nam
     assert first.success
     exports = project.dataset.layout.exports_dir
     manifest = read_latest(exports, "animals")
-    assert manifest.options.formats == ("hf_paths",)
+    assert manifest.options.formats == ["hf_paths"]
     assert sorted(p.name for p in version_folder(exports, manifest).iterdir()) == [
         "hf_paths",
         "manifest.json",
@@ -535,7 +535,7 @@ def test_export_formats_come_from_the_dataset_resource_unless_the_run_config_nam
     )
     assert result.success
     again = read_latest(exports, "animals")
-    assert again.options.formats == ("webdataset",) and again.options.keep_versions == 2
+    assert again.options.formats == ["webdataset"] and again.options.keep_versions == 2
     assert {p.name for p in (exports / "animals").iterdir()} == {
         "latest.json",
         manifest.version,

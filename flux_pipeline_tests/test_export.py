@@ -33,8 +33,8 @@ from flux_pipeline.dataset.export import (
     versions,
 )
 from flux_pipeline.dataset.export.samples import METADATA_COLUMNS
-from flux_pipeline.dataset.image_hashes import perceptual_hash, perceptual_hash_of, to_int64
-from flux_pipeline.dataset.storage import write_bytes_atomically
+from flux_pipeline.dataset.files.image_hashes import perceptual_hash, perceptual_hash_of, to_int64
+from flux_pipeline.dataset.files.storage import write_bytes_atomically
 
 from .catalog_fixtures import PARTITION, Cases, Shots, encode, make_shots
 
@@ -287,7 +287,7 @@ def test_concurrent_exports_never_delete_each_other_mid_write_nor_move_the_point
 
 def test_each_format_is_chosen_and_loads_and_paths_reference_the_stored_images(local, tmp_path):
     shots, _, export_root = local
-    paths_only = export(shots, export_root, OPTIONS.model_copy(update={"formats": ("hf_paths",)}))
+    paths_only = export(shots, export_root, OPTIONS.model_copy(update={"formats": ["hf_paths"]}))
     folder = version_folder(export_root, paths_only)
     assert sorted(p.name for p in folder.iterdir()) == ["hf_paths", "manifest.json"], "no copy of any image"
     assert paths_only.dataset_card == "hf_paths/README.md"
@@ -311,7 +311,7 @@ def test_each_format_is_chosen_and_loads_and_paths_reference_the_stored_images(l
             image.size == stored_image.size and image.tobytes() == stored_image.convert(image.mode).tobytes()
         )
 
-    shards_only = export(shots, export_root, OPTIONS.model_copy(update={"formats": ("webdataset",)}))
+    shards_only = export(shots, export_root, OPTIONS.model_copy(update={"formats": ["webdataset"]}))
     folder = version_folder(export_root, shards_only)
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "webdataset"]
     assert shards_only.dataset_card is None and shards_only.splits["train"].parquet is None
@@ -319,7 +319,9 @@ def test_each_format_is_chosen_and_loads_and_paths_reference_the_stored_images(l
         loaded
     )
     with pytest.raises(ValueError, match="name at least one format"):
-        ExportOptions(formats=())
+        ExportOptions(formats=[])
+    with pytest.raises(ValueError, match=r"unknown format\(s\) tar; known: webdataset, hf_parquet, hf_paths"):
+        ExportOptions(formats=["tar"])
 
 
 def test_older_versions_are_kept_up_to_the_number_asked_and_the_freed_bytes_reported(local):

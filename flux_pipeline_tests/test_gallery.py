@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from upath import UPath
 
-from flux_pipeline.dataset.gallery import relative_link, write_gallery
-from flux_pipeline.dataset.preview import LABEL_HEIGHT, contact_sheet
+from flux_pipeline.dataset.catalog.gallery import relative_link, write_gallery
+from flux_pipeline.dataset.catalog.preview import LABEL_HEIGHT, contact_sheet
 
 from .catalog_fixtures import HOSTILE_PROMPT, PARTITION, make_shots
 

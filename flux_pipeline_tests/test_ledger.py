@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flux_pipeline.dataset.ledger import RequestKey, RequestLedger, fingerprint
+from flux_pipeline.dataset.money.ledger import RequestKey, RequestLedger, fingerprint
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -9,7 +9,7 @@ from contextlib import closing
 import dagster as dg
 import pytest
 
-from flux_pipeline.dataset.ledger import RequestLedger
+from flux_pipeline.dataset.money.ledger import RequestLedger
 
 from .dataset_fixtures import make_project
 

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from flux_pipeline.cli import run_config
-from flux_pipeline.dataset.ledger import RequestKey, RequestLedger
+from flux_pipeline.dataset.money.ledger import RequestKey, RequestLedger
 from flux_pipeline.definitions import make_definitions
 from flux_pipeline.defs.billing_reconciliation import SKIPPED
 from flux_pipeline.emulator.app import create_app

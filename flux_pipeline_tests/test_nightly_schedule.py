@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from upath import UPath
 
-from flux_pipeline.dataset.catalog import read_catalog
+from flux_pipeline.dataset.catalog.table import read_catalog
 from flux_pipeline.definitions import defs as default_defs
 from flux_pipeline.defs.nightly import NIGHT_TAG, nightly_backfill
 from flux_pipeline.emulator.engine import EmulatorConfig

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from upath import UPath
 
-from flux_pipeline.dataset.storage import atomic_writer, write_bytes_atomically
+from flux_pipeline.dataset.files.storage import atomic_writer, write_bytes_atomically
 from flux_pipeline.definitions import make_definitions
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer

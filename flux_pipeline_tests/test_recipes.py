@@ -17,16 +17,16 @@ import yaml
 from upath import UPath
 
 from flux_pipeline import cli
-from flux_pipeline.dataset.decisions import KEEP, REJECT, DecisionLog
-from flux_pipeline.dataset.files import sha256_of
-from flux_pipeline.dataset.layout import DatasetLayout
-from flux_pipeline.dataset.pricing import price_list
-from flux_pipeline.dataset.prompt_table import open_prompt_table
-from flux_pipeline.dataset.recipe_preview import preview_recipe
-from flux_pipeline.dataset.recipe_rows import expand
-from flux_pipeline.dataset.recipe_spec import RecipeError, load_recipe
-from flux_pipeline.dataset.storage import write_parquet_atomically
-from flux_pipeline.dataset.table_source import planned_rows, recipe_table, source_version
+from flux_pipeline.dataset.catalog.decisions import KEEP, REJECT, DecisionLog
+from flux_pipeline.dataset.costs.pricing import price_list
+from flux_pipeline.dataset.costs.recipe_preview import preview_recipe
+from flux_pipeline.dataset.files.images import sha256_of
+from flux_pipeline.dataset.files.layout import DatasetLayout
+from flux_pipeline.dataset.files.storage import write_parquet_atomically
+from flux_pipeline.dataset.plan.prompt_table import open_prompt_table
+from flux_pipeline.dataset.plan.recipe_rows import expand
+from flux_pipeline.dataset.plan.recipe_spec import RecipeError, load_recipe
+from flux_pipeline.dataset.plan.table_source import planned_rows, recipe_table, source_version
 from flux_pipeline.defs.nightly import nightly_backfill
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
@@ -308,7 +308,8 @@ def test_a_recipe_partition_end_to_end_and_an_edit_pays_only_for_new_rows(tmp_pa
         assert server.emulator.stats()["images_billed"] == stats["images_billed"], "unchanged: nothing sent"
 
         edited = json.loads(json.dumps(SMALL))
-        edited["axes"]["species"][0] = "lynx"
+        drawn = json.loads(catalog["axes"].iloc[0])["species"]  # a value the sample holds
+        edited["axes"]["species"][SMALL["axes"]["species"].index(drawn)] = "lynx"
         write_recipe(tmp_path / "recipes", "zoo", edited)
         assert sha256_of(recipe) != version
         assert project.run("zoo").success

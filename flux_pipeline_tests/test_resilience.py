@@ -162,7 +162,7 @@ from flux_pipeline_tests.dataset_fixtures import dataset_for
 url, root, port = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 if sys.argv[4:] == ["storing"]:  # the interrupt lands while the step stores a finished image
     import os
-    import flux_pipeline.dataset.results as generation
+    import flux_pipeline.generation.results as generation
     store_image = generation.store_image
     def store_then_interrupt(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)

@@ -10,9 +10,9 @@ import webdataset
 from datasets import load_dataset
 from upath import UPath
 
-from flux_pipeline.dataset.decisions import DecisionLog, decision_counts, decisions_version
+from flux_pipeline.dataset.catalog.decisions import DecisionLog, decision_counts, decisions_version
 from flux_pipeline.dataset.export import ExportOptions, export_partition, version_folder
-from flux_pipeline.dataset.layout import DatasetLayout
+from flux_pipeline.dataset.files.layout import DatasetLayout
 from flux_pipeline.fal.http_server import BackgroundServer
 from flux_pipeline.review.app import Review, make_app
 

@@ -3,7 +3,7 @@ loop running in the page tests' module, where Dagster's asyncio steps cannot sta
 
 from __future__ import annotations
 
-from flux_pipeline.dataset.decisions import DecisionLog
+from flux_pipeline.dataset.catalog.decisions import DecisionLog
 
 
 def test_a_changed_decision_gives_review_decisions_a_new_version_and_the_export_drops_it(tmp_path):

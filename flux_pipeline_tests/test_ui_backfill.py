@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from upath import UPath
 
-from flux_pipeline.dataset.catalog import read_catalog
+from flux_pipeline.dataset.catalog.table import read_catalog
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.instance import write_local_instance
 

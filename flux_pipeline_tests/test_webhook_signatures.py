@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from flux_pipeline.dataset.ledger import RequestKey, RequestLedger, RunContext, RunLedger
+from flux_pipeline.dataset.money.ledger import RequestKey, RequestLedger, RunContext, RunLedger
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.endpoints import JWKS_PATH
 from flux_pipeline.fal.models import TEXT_TO_IMAGE

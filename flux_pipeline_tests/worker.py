@@ -18,7 +18,7 @@ import signal
 
 import dagster as dg
 
-from flux_pipeline.dataset.ledger import RequestLedger
+from flux_pipeline.dataset.money.ledger import RequestLedger
 from flux_pipeline.definitions import make_definitions
 from flux_pipeline.fal.client import FalClient
 from flux_pipeline.lib.partitions import prompt_tables

@@ -1,4 +1,4 @@
-"""Each partition's money reconciled with fal's own billing records (dataset.reconciliation),
+"""Each partition's money reconciled with fal's own billing records (dataset.costs.reconciliation),
 downstream of `catalog`: the requests the configured backend made (another backend's, e.g. the
 emulator's before a switch to fal, are not in its bills). It needs fal's admin key
 (FAL_ADMIN_KEY); without one it is skipped, with a message saying so."""
@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
-from ..dataset import reconciliation as rec
-from ..dataset.catalog import read_catalog
-from ..dataset.cost_report import requests_frame
-from ..dataset.storage import write_parquet_atomically
+from ..dataset.catalog.table import read_catalog
+from ..dataset.costs import reconciliation as rec
+from ..dataset.costs.cost_report import requests_frame
+from ..dataset.files.storage import write_parquet_atomically
 from ..fal.errors import FalError
 from ..fal.platform_models import BillingEvent
 from ..lib.assets import dataset_asset, partition_check

@@ -11,12 +11,13 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..dataset.axes import ROW_COLUMNS, AxisBalance, attach_row_columns
-from ..dataset.catalog import CatalogSummary, iter_partition, replace_partition
-from ..dataset.files import file_problem
-from ..dataset.gallery import write_gallery
-from ..dataset.layout import GENERATED_STEP, VARIATIONS_STEP
-from ..dataset.pricing import UnitPrice
+from ..dataset.catalog.axes import ROW_COLUMNS, AxisBalance, attach_row_columns, row_columns
+from ..dataset.catalog.gallery import write_gallery
+from ..dataset.catalog.steps import step_batches
+from ..dataset.catalog.table import CatalogSummary, iter_partition, replace_partition
+from ..dataset.costs.pricing import UnitPrice
+from ..dataset.files.images import file_problem
+from ..dataset.files.layout import GENERATED_STEP, VARIATIONS_STEP
 from ..fal.models import billed_megapixels
 from ..lib.assets import dataset_asset, partition_check
 from ..lib.metadata import preview_metadata, table_preview
@@ -43,8 +44,8 @@ CATALOG_PREVIEW_COLUMNS = [
 def catalog(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
     layout, key = dataset.layout, context.partition_key
     files, summary, balance = layout.partition_files(key), CatalogSummary(), AxisBalance()
-    steps = chain(files.step_batches(GENERATED_STEP), files.step_batches(VARIATIONS_STEP))
-    rows = balance.observe(attach_row_columns(steps, files.row_columns(ROW_COLUMNS)))
+    steps = chain(step_batches(files, GENERATED_STEP), step_batches(files, VARIATIONS_STEP))
+    rows = balance.observe(attach_row_columns(steps, row_columns(files, ROW_COLUMNS)))
     path = replace_partition(layout.catalog_dir, key, summary.observe(rows))
     head = summary.head_table()
     gallery = write_gallery(layout.catalog_dir, layout.outputs_dir, key)

@@ -1,13 +1,13 @@
 """`cost_report` (unpartitioned): spend and list value per partition, spend per run and backfill,
-per day and per model, and every request, from the ledger and the catalog (dataset.cost_report)."""
+per day and per model, and every request, from the ledger and the catalog (dataset.costs.cost_report)."""
 
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
 from upath import UPath
 
-from ..dataset import cost_report as cost_views
-from ..dataset.storage import write_parquet_atomically
+from ..dataset.costs import cost_report as cost_views
+from ..dataset.files.storage import write_parquet_atomically
 from ..lib.automation import REPORT_CONDITION
 from ..lib.metadata import table_preview
 from ..lib.partitions import GROUP

@@ -7,18 +7,19 @@ import pandas as pd
 import pyarrow as pa
 from upath import UPath
 
-from ..dataset.estimate import Estimate, estimate
-from ..dataset.layout import DatasetLayout, PartitionFiles
-from ..dataset.prompt_table import (
+from ..dataset.catalog.rows import ParquetRowWriter
+from ..dataset.costs.estimate import Estimate, estimate
+from ..dataset.files.layout import DatasetLayout, PartitionFiles
+from ..dataset.plan.prompt_table import (
     PROMPT_ROW_SCHEMA,
     PromptTableError,
     Reject,
     open_prompt_table,
     prompt_row_record,
+    read_prompt_rows,
 )
-from ..dataset.reject_summary import RejectSummary
-from ..dataset.rows import ParquetRowWriter
-from ..dataset.table_source import partition_table, planned_rows, source_version
+from ..dataset.plan.reject_summary import RejectSummary
+from ..dataset.plan.table_source import partition_table, planned_rows, source_version
 from ..lib.assets import dataset_asset
 from ..lib.generation_step import step_prices
 from ..lib.metadata import table_preview
@@ -106,7 +107,7 @@ def _estimate(
         entry_of = ledger.entries(context.partition_key)
         layout = dataset.layout
         return estimate(
-            files.prompt_rows(), entry_of, prices, fal.backend, layout.outputs_dir, layout.prompts_dir
+            read_prompt_rows(files), entry_of, prices, fal.backend, layout.outputs_dir, layout.prompts_dir
         )
 
 

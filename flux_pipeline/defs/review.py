@@ -1,4 +1,4 @@
-"""`review_decisions`: a partition's reviewer decisions (dataset.decisions) as a Dagster asset. It
+"""`review_decisions`: a partition's reviewer decisions (dataset.catalog.decisions) as a Dagster asset. It
 snapshots the append-only log to `reports/review/partition=KEY/decisions.parquet` and reports
 kept / rejected / undecided and rejections by reason; its data version is a hash of the decisions
 in force, so a changed decision marks `training_export` stale once this asset is materialized
@@ -8,9 +8,9 @@ call, nothing paid) for every partition whose decisions in force changed."""
 import dagster as dg
 import pyarrow as pa
 
-from ..dataset.catalog import iter_partition
-from ..dataset.decisions import decision_counts, decisions_version
-from ..dataset.storage import write_parquet_atomically
+from ..dataset.catalog.decisions import decision_counts, decisions_version
+from ..dataset.catalog.table import iter_partition
+from ..dataset.files.storage import write_parquet_atomically
 from ..lib.asset_versions import latest_data_version
 from ..lib.assets import dataset_asset
 from ..lib.partitions import PROMPT_TABLES

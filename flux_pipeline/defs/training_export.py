@@ -3,7 +3,6 @@
 images by path), older versions removed past the number kept (dataset.export)."""
 
 import dagster as dg
-from pydantic import Field
 
 from ..dataset.export import ExportManifest, ExportOptions, export_partition, version_folder
 from ..lib.assets import dataset_asset
@@ -13,15 +12,6 @@ from ..resources import DatasetResource
 class ExportConfig(dg.Config, ExportOptions):
     """Run config of `training_export`: the fields of ExportOptions; `formats` and `keep_versions`
     left unset take the dataset resource's `export_formats` and `export_keep_versions`."""
-
-    formats: list[str] | None = Field(  # type: ignore[assignment]
-        None,
-        description="Any of webdataset, hf_parquet (both copy each image), hf_paths (references the stored "
-        "images by path); unset: the dataset resource's export_formats.",
-    )
-    keep_versions: int | None = Field(  # type: ignore[assignment]
-        None, ge=1, description="Complete versions kept; unset: the dataset resource's export_keep_versions."
-    )
 
 
 @dataset_asset(
@@ -36,7 +26,7 @@ def training_export(context: dg.AssetExecutionContext, config: ExportConfig, dat
     layout = dataset.layout
     with dataset.decision_log() as log:
         decisions = {image: entry["decision"] for image, entry in log.latest(context.partition_key).items()}
-    options = dataset.export_options(**config.model_dump())
+    options = dataset.export_options(config)
     exported = export_partition(
         layout.catalog_dir, layout.outputs_dir, layout.exports_dir, context.partition_key, options, decisions
     )
@@ -46,7 +36,7 @@ def training_export(context: dg.AssetExecutionContext, config: ExportConfig, dat
     folder = version_folder(layout.exports_dir, manifest)
     metadata: dict[str, dg.RawMetadataValue] = {
         "path": dg.MetadataValue.path(str(folder)),
-        "formats": ", ".join(options.formats),
+        "formats": ", ".join(options.chosen_formats),
         "catalog_rows": manifest.catalog_rows,
         "exported": manifest.exported,
         **{f"removed_{name}": count for name, count in manifest.removed.items()},

@@ -41,7 +41,7 @@ class GenerationRequest:
     endpoint: str
     input: FluxInput
     fingerprint: str = ""
-    """The caller's identity of the input, recorded by the ledger (see dataset.ledger)."""
+    """The caller's identity of the input, recorded by the ledger (see dataset.money.ledger)."""
     request_id: str | None = None
     """Set to resume a request already submitted to fal instead of submitting it again."""
     lost: LostSubmit | None = None

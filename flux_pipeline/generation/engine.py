@@ -30,17 +30,17 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from ..dataset.files import files_intact
-from ..dataset.layout import PartitionFiles
-from ..dataset.ledger import UNUSABLE, Billing, LedgerEntry, RequestKey, RequestLedger, RunLedger, Spend
-from ..dataset.plans import RowFailure
-from ..dataset.pricing import UnitPrice, request_cost
-from ..dataset.results import RowContext, UnusableResult, catalog_rows
-from ..dataset.rows import CatalogRowWriter
+from ..dataset.catalog.rows import CatalogRowWriter
+from ..dataset.costs.pricing import UnitPrice, request_cost
+from ..dataset.files.images import files_intact
+from ..dataset.files.layout import PartitionFiles
+from ..dataset.money.ledger import UNUSABLE, Billing, LedgerEntry, RequestKey, RequestLedger, RunLedger, Spend
+from ..dataset.plan.requests import RowFailure
 from ..fal.models import FluxOutput
 from ..fal.retries import CallCounts
 from ..fal.types import Generation, GenerationFailure, GenerationRequest, Ledger, LostSubmit, Outcome
 from .budget import Budget
+from .results import RowContext, UnusableResult, catalog_rows
 
 FAILURE_SCHEMA = pa.schema(
     [

@@ -8,10 +8,10 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from ..dataset.layout import GENERATED_STEP, VARIATIONS_STEP
-from ..dataset.plans import RowFailure
-from ..dataset.rows import CatalogRowWriter
-from ..dataset.storage import write_parquet_atomically
+from ..dataset.catalog.rows import CatalogRowWriter
+from ..dataset.files.layout import GENERATED_STEP, VARIATIONS_STEP
+from ..dataset.files.storage import write_parquet_atomically
+from ..dataset.plan.requests import RowFailure
 from ..fal.models import REDUX_ENDPOINTS, TEXT_TO_IMAGE_ENDPOINTS
 from ..fal.types import GenerationRequest
 from ..generation.engine import FAILURE_SCHEMA

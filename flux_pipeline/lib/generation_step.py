@@ -9,17 +9,17 @@ from collections.abc import Iterable
 import dagster as dg
 import httpx
 
-from ..dataset.leases import LeaseKeeper
-from ..dataset.ledger import RunContext, RunLedger
-from ..dataset.plans import RowFailure
-from ..dataset.pricing import UnitPrice, price_list
-from ..dataset.results import RowContext
-from ..dataset.rows import CatalogRowWriter
+from ..dataset.catalog.rows import CatalogRowWriter
+from ..dataset.costs.pricing import UnitPrice, price_list
+from ..dataset.money.leases import LeaseKeeper
+from ..dataset.money.ledger import RunContext, RunLedger
+from ..dataset.plan.requests import RowFailure
 from ..fal.errors import FalError
 from ..fal.models import ENDPOINTS
 from ..fal.types import GenerationRequest
 from ..generation.budget import Budget
 from ..generation.engine import StepOutput, StepTally, send_rounds
+from ..generation.results import RowContext
 from ..resources import BaseFalResource, DatasetResource
 from .spend import BACKFILL_TAG, orphaned_spend_claims
 

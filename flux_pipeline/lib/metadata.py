@@ -9,9 +9,9 @@ import pandas as pd
 import pyarrow as pa
 from upath import UPath
 
-from ..dataset.preview import contact_sheet, markdown_image
-from ..dataset.rows import CatalogRowWriter
-from ..dataset.storage import write_bytes_atomically
+from ..dataset.catalog.preview import contact_sheet, markdown_image
+from ..dataset.catalog.rows import CatalogRowWriter
+from ..dataset.files.storage import write_bytes_atomically
 from ..generation.engine import FAILURE_SCHEMA, StepTally
 
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from ..dataset.estimate import Estimate, estimate
-from ..dataset.ledger import RequestLedger
-from ..dataset.pricing import UnitPrice
-from ..dataset.prompt_table import PromptRow, PromptTableError, open_prompt_table
-from ..dataset.table_source import partition_table, planned_rows
+from ..dataset.costs.estimate import Estimate, estimate
+from ..dataset.costs.pricing import UnitPrice
+from ..dataset.money.ledger import RequestLedger
+from ..dataset.plan.prompt_table import PromptRow, PromptTableError, open_prompt_table
+from ..dataset.plan.table_source import partition_table, planned_rows
 from ..resources import BaseFalResource, DatasetResource
 from .generation_step import step_prices
 from .table_versions import built_version, scan_prompt_tables

@@ -5,7 +5,7 @@ beside it `flux/emulated_usd`, what the emulator billed at list prices (nothing 
 steps report none has no tag. A backfill's total is the sum over its runs: `backfill_spend`,
 `flux-pipeline spend --backfill ID`, or the runs page filtered by the backfill's tag.
 
-`orphaned_spend_claims` finds the spend that a run claimed (dataset.ledger) and died before its
+`orphaned_spend_claims` finds the spend that a run claimed (dataset.money.ledger) and died before its
 materialization reported, so that the next materialization reports it."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from ..dataset.ledger import RequestLedger
+from ..dataset.money.ledger import RequestLedger
 
 SPENT_KEY, EMULATED_KEY = "spent_usd", "emulated_usd"
 SPENT_TAG, EMULATED_TAG = "flux/spent_usd", "flux/emulated_usd"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ..dataset.table_source import source_versions
+from ..dataset.plan.table_source import source_versions
 from ..resources import DatasetResource
 from .asset_versions import DATA_VERSION_TAG, data_version, latest_data_version, latest_materialization
 from .partitions import PROMPT_TABLES

@@ -8,12 +8,12 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from ..dataset.decisions import DecisionLog
+from ..dataset.catalog.decisions import DecisionLog
+from ..dataset.costs.pricing import CONFIGURED, MEGAPIXELS, UnitPrice
 from ..dataset.export.options import DEFAULT_FORMATS, ExportOptions
-from ..dataset.layout import DatasetLayout
-from ..dataset.ledger import RequestLedger
-from ..dataset.pricing import CONFIGURED, MEGAPIXELS, UnitPrice
-from ..dataset.storage import is_local, open_location
+from ..dataset.files.layout import DatasetLayout
+from ..dataset.files.storage import is_local, open_location
+from ..dataset.money.ledger import RequestLedger
 from ..fal.types import DEFAULT_MAX_FILE_BYTES
 
 DEFAULT_DATA_DIR = str(Path(__file__).resolve().parents[2] / "data")
@@ -21,7 +21,7 @@ DEFAULT_DATA_DIR = str(Path(__file__).resolve().parents[2] / "data")
 
 class DatasetResource(dg.ConfigurableResource):
     """`data_dir` may be a local folder or an fsspec URL (s3://bucket/prefix, gs://, az://);
-    its layout is dataset.layout.DatasetLayout."""
+    its layout is dataset.files.layout.DatasetLayout."""
 
     data_dir: str = Field(
         default=DEFAULT_DATA_DIR, description="Root folder of the dataset (or an fsspec URL)."
@@ -80,6 +80,7 @@ class DatasetResource(dg.ConfigurableResource):
     )
     export_formats: list[str] = Field(
         default=list(DEFAULT_FORMATS),
+        min_length=1,
         description="training_export's formats unless its run config names others: webdataset and "
         "hf_parquet copy each image; hf_paths references the stored images by path.",
     )
@@ -122,12 +123,16 @@ class DatasetResource(dg.ConfigurableResource):
             "enhance_prompt": self.enhance_prompt,
         }
 
-    def export_options(self, **run_config) -> ExportOptions:
+    def export_options(self, run_config: ExportOptions) -> ExportOptions:
         """training_export's options: its run config, with this resource's formats and versions kept
-        where the run config leaves them unset (None)."""
-        formats = run_config.pop("formats", None) or self.export_formats
-        keep = run_config.pop("keep_versions", None) or self.export_keep_versions
-        return ExportOptions(**run_config, formats=tuple(formats), keep_versions=keep)
+        where the run config leaves them unset."""
+        return ExportOptions(
+            **{
+                **run_config.model_dump(),
+                "formats": run_config.formats or self.export_formats,
+                "keep_versions": run_config.keep_versions or self.export_keep_versions,
+            }
+        )
 
     def configured_price(self) -> UnitPrice:
         """The price used when fal's pricing API cannot be read."""

@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ..dataset.decisions import DecisionError, DecisionLog
-from ..dataset.layout import DatasetLayout
+from ..dataset.catalog.decisions import DecisionError, DecisionLog
+from ..dataset.files.layout import DatasetLayout
 from .guard import SameOriginGuard
 from .partition_view import PartitionView, UnknownImage, catalog_partitions, read_partition
 

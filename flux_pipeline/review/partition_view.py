@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 from upath import UPath
 
-from ..dataset.catalog import partition_file
-from ..dataset.gallery import image_groups
-from ..dataset.layout import PARTITION_KEY
-from ..dataset.storage import parquet_batches
+from ..dataset.catalog.gallery import image_groups
+from ..dataset.catalog.table import partition_file
+from ..dataset.files.layout import PARTITION_KEY
+from ..dataset.files.storage import parquet_batches
 
 AXIS_PREFIX = "axis_"
 """Catalog columns named `axis_<name>` (a recipe's axes) become filters on the page."""

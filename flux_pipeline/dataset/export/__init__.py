@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 
 from upath import UPath
 
-from ..catalog import partition_file
-from ..layout import PARTITION_KEY
-from ..storage import remove_tree, write_bytes_atomically
+from ..catalog.table import partition_file
+from ..files.layout import PARTITION_KEY
+from ..files.storage import remove_tree, write_bytes_atomically
 from .manifest import CARD_FILE, ExportManifest, FileInfo, SplitExport
-from .options import DEFAULT_FORMATS, ExportFormat, ExportOptions
+from .options import DEFAULT_FORMATS, FORMATS, ExportOptions
 from .samples import Sample, catalog_samples
 from .selection import FILTERS, select_images
 from .splits import SPLITS, TRAIN, VALIDATION, split_of
@@ -31,11 +31,11 @@ from .versions import POINTER, new_version, publish, read_latest, version_folder
 __all__ = [
     "DEFAULT_FORMATS",
     "FILTERS",
+    "FORMATS",
     "POINTER",
     "SPLITS",
     "TRAIN",
     "VALIDATION",
-    "ExportFormat",
     "ExportManifest",
     "ExportOptions",
     "Exported",
@@ -94,7 +94,7 @@ def export_partition(
     except BaseException:
         remove_tree(folder)
         raise
-    return Exported(*publish(export_root, manifest, manifest.options.keep_versions))
+    return Exported(*publish(export_root, manifest, manifest.options.versions_kept))
 
 
 def _write_version(folder: UPath, manifest: ExportManifest, samples: Iterable[Sample]) -> ExportManifest:

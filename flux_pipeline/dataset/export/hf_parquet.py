@@ -15,8 +15,8 @@ from datasets import Features, Image
 from datasets.features.features import generate_from_arrow_type
 from upath import UPath
 
-from ..catalog import FILE_SCHEMA
-from ..storage import atomic_writer
+from ..catalog.table import FILE_SCHEMA
+from ..files.storage import atomic_writer
 from .manifest import FileInfo
 from .samples import METADATA_COLUMNS, Sample
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 
-from ..image_hashes import HASH_BITS
+from ..files.image_hashes import HASH_BITS
 
 
 class NearDuplicateIndex:

@@ -3,28 +3,30 @@ in which formats, and how many versions stay on disk."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MIB = 1 << 20
 WEBDATASET, HF_PARQUET, HF_PATHS = "webdataset", "hf_parquet", "hf_paths"
-ExportFormat = Literal["webdataset", "hf_parquet", "hf_paths"]
-DEFAULT_FORMATS: tuple[ExportFormat, ...] = ("webdataset", "hf_parquet")
+FORMATS = (WEBDATASET, HF_PARQUET, HF_PATHS)
+DEFAULT_FORMATS = (WEBDATASET, HF_PARQUET)
 """What an export wrote before formats could be chosen, and what the README's commands write."""
 
 
 class ExportOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    formats: tuple[ExportFormat, ...] = Field(
-        DEFAULT_FORMATS,
-        description="webdataset: tar shards with a copy of each image; hf_parquet: Hugging Face Parquet "
-        "with a copy of each image; hf_paths: Hugging Face Parquet that references the stored images by "
-        "path (no copy; `datasets` decodes them from there).",
+    formats: list[str] | None = Field(
+        None,
+        description="Any of webdataset (tar shards with a copy of each image), hf_parquet (Hugging Face "
+        "Parquet with a copy of each image), hf_paths (Hugging Face Parquet that references the stored "
+        "images by path: no copy, `datasets` decodes them from there); unset: webdataset and hf_parquet, "
+        "or the dataset resource's export_formats.",
     )
-    keep_versions: int = Field(
-        1, ge=1, description="Complete export versions kept on disk, the one in force included."
+    keep_versions: int | None = Field(
+        None,
+        ge=1,
+        description="Complete export versions kept on disk, the one in force included; unset: 1, or the "
+        "dataset resource's export_keep_versions.",
     )
 
     drop_rejected: bool = Field(True, description="Drop images a reviewer rejected (flux-pipeline review).")
@@ -59,7 +61,19 @@ class ExportOptions(BaseModel):
 
     @field_validator("formats")
     @classmethod
-    def _some_formats(cls, formats: tuple[str, ...]) -> tuple[str, ...]:
+    def _known_formats(cls, formats: list[str] | None) -> list[str] | None:
+        if formats is None:
+            return None
         if not formats:
             raise ValueError("name at least one format")
-        return tuple(dict.fromkeys(formats))
+        if unknown := [name for name in formats if name not in FORMATS]:
+            raise ValueError(f"unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMATS)}")
+        return list(dict.fromkeys(formats))
+
+    @property
+    def chosen_formats(self) -> tuple[str, ...]:
+        return tuple(self.formats or DEFAULT_FORMATS)
+
+    @property
+    def versions_kept(self) -> int:
+        return self.keep_versions or 1

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from upath import UPath
 
-from ..catalog import iter_partition
+from ..catalog.table import iter_partition
 
 METADATA_COLUMNS = [
     "image_id",

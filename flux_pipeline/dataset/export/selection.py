@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from upath import UPath
 
-from ..catalog import FILE_SCHEMA, conform, iter_partition
-from ..decisions import KEEP, REJECT
-from ..image_hashes import from_int64, perceptual_hash_of
+from ..catalog.decisions import KEEP, REJECT
+from ..catalog.table import FILE_SCHEMA, conform, iter_partition
+from ..files.image_hashes import from_int64, perceptual_hash_of
 from .near_duplicates import NearDuplicateIndex
 from .options import ExportOptions
 from .samples import verified_file

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from upath import UPath
 
-from ..storage import remove_tree, write_bytes_atomically
+from ..files.storage import remove_tree, write_bytes_atomically
 from .manifest import ExportManifest
 
 POINTER = "latest.json"

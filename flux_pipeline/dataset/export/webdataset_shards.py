@@ -13,7 +13,7 @@ from typing import BinaryIO
 import webdataset
 from upath import UPath
 
-from ..storage import atomic_writer
+from ..files.storage import atomic_writer
 from .manifest import WEBDATASET_DIR, FileInfo
 from .samples import Sample
 

@@ -29,13 +29,14 @@ def write_splits(
     """Each split's files, and for each Parquet format's folder the sinks of its non-empty splits
     (their sizes make that folder's dataset card)."""
     shards: dict[str, ShardSink] = {}
-    parquet: dict[str, dict[str, ParquetSink]] = {f: {} for f in PARQUET_FOLDERS if f in options.formats}
+    formats = options.chosen_formats
+    parquet: dict[str, dict[str, ParquetSink]] = {f: {} for f in PARQUET_FOLDERS if f in formats}
     counts: Counter[str] = Counter()
     with ExitStack() as sinks:
         for sample in samples:
             split = split_of(sample.metadata["prompt_id"], options.validation_fraction)
             if split not in counts:
-                if WEBDATASET in options.formats:
+                if WEBDATASET in formats:
                     shard = ShardSink(
                         version_folder, split, options.shard_max_samples, options.shard_max_bytes
                     )

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
-from .catalog import CATALOG_SCHEMA, CatalogSummary
-from .storage import atomic_writer
+from ..files.storage import atomic_writer
+from .table import CATALOG_SCHEMA, CatalogSummary
 
 
 class ParquetRowWriter:

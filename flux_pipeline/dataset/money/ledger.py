@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from ..fal.types import GenerationRequest, WebhookConflict
+from ...fal.types import GenerationRequest, WebhookConflict
 from .ledger_stores import LedgerSchema, open_store
 
 UNUSABLE = "unusable"

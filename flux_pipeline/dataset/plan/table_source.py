@@ -12,14 +12,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
-from .decisions import DecisionLog, decisions_version
-from .files import sha256_of
+from ..catalog.decisions import DecisionLog, decisions_version
+from ..files.images import sha256_of
+from ..files.layout import PARTITION_KEY, DatasetLayout
+from ..files.storage import write_parquet_atomically
 from .final_rows import final_table
-from .layout import PARTITION_KEY, DatasetLayout
 from .prompt_table import PromptRow, Reject, plan_rows
 from .recipe_rows import expand
 from .recipe_spec import FinalRecipe, RecipeError, is_recipe, load_recipe
-from .storage import write_parquet_atomically
 
 
 def find_sources(layout: DatasetLayout, log) -> dict[str, UPath]:

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from upath import UPath
 
-from ..fal.models import TEXT_TO_IMAGE_ENDPOINTS
-from .catalog import iter_partition
-from .decisions import KEEP
-from .layout import DatasetLayout
+from ...fal.models import TEXT_TO_IMAGE_ENDPOINTS
+from ..catalog.decisions import KEEP
+from ..catalog.table import iter_partition
+from ..files.layout import DatasetLayout
 from .recipe_rows import expand
 from .recipe_spec import FinalRecipe, Recipe, RecipeError, is_recipe, load_recipe
 

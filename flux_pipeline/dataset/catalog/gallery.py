@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from upath import UPath
 
-from .catalog import iter_partition
-from .storage import write_bytes_atomically
+from ..files.storage import write_bytes_atomically
+from .table import iter_partition
 
 GALLERY_FILE = "gallery.html"
 IMAGES_PER_PAGE = 200

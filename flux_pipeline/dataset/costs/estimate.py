@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 from upath import UPath
 
-from ..fal.types import GenerationRequest
-from .ledger import UNUSABLE, LedgerEntry
-from .plans import RowFailure, redux_requests, text_to_image_request
+from ...fal.types import GenerationRequest
+from ..money.ledger import UNUSABLE, LedgerEntry
+from ..plan.prompt_table import PromptRow, ReduxVariation
+from ..plan.requests import RowFailure, redux_requests, text_to_image_request
 from .pricing import UnitPrice, request_cost
-from .prompt_table import PromptRow, ReduxVariation
 
 
 @dataclass

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..fal.models import LIST_PRICES, REDUX, TEXT_TO_IMAGE, billed_megapixels
-from ..fal.types import GenerationRequest
+from ...fal.models import LIST_PRICES, REDUX, TEXT_TO_IMAGE, billed_megapixels
+from ...fal.types import GenerationRequest
 
 MEGAPIXELS, IMAGES = "megapixels", "image"
 BILLING_UNITS = (MEGAPIXELS, IMAGES)

@@ -12,21 +12,14 @@ ledger/requests.sqlite              the request ledger, unless it lives in Postg
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from upath import UPath
 
-from .catalog import CATALOG_SCHEMA, conform
-from .prompt_table import PromptRow, prompt_row_from_record
-from .storage import parquet_batches, parquet_file
-
 PARTITION_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+"""A prompt table's file stem becomes its partition key and a folder name, so it must be safe."""
 GENERATED_STEP, VARIATIONS_STEP = "generated", "variations"
 """The generation steps' names in a partition's files (outputs/KEY/<step>.parquet)."""
-"""A prompt table's file stem becomes its partition key and a folder name, so it must be safe."""
 
 
 @dataclass(frozen=True)
@@ -63,42 +56,6 @@ class PartitionFiles:
 
     def step_failures(self, step: str) -> UPath:
         return self.folder / f"{step}_failures.parquet"
-
-    def prompt_rows(self) -> Iterator[PromptRow]:
-        """The validated rows, read a batch at a time."""
-        for batch in parquet_file(self.prompts).iter_batches(batch_size=1024):
-            yield from map(prompt_row_from_record, batch.to_pylist())
-
-    def row_columns(self, columns: tuple[str, ...]) -> dict[str, dict]:
-        """prompt_id → the row's `columns` of prompts.parquet (null before they existed), for the
-        rows with any of them set."""
-        prompts = parquet_file(self.prompts)
-        present = [name for name in columns if name in prompts.schema_arrow.names]
-        table = prompts.read(columns=["prompt_id", *present])
-        rows = zip(table["prompt_id"].to_pylist(), table.select(present).to_pylist())
-        return {key: values for key, values in rows if any(v is not None for v in values.values())}
-
-    def step_batches(self, step: str) -> Iterator[pa.RecordBatch]:
-        """A step's catalog rows, a batch at a time (none before the step has run)."""
-        return (conform(batch, CATALOG_SCHEMA) for batch in parquet_batches(self.step_rows(step)))
-
-    def first_images(self, step: str) -> dict[str, dict]:
-        """prompt_id → the image_id, file_path and content_hash of its first image in a step."""
-        table = self.read_step(step, ["prompt_id", "image_index", "image_id", "file_path", "content_hash"])
-        first = table.filter(pc.equal(table["image_index"], 0))
-        return dict(
-            zip(
-                first["prompt_id"].to_pylist(),
-                first.select(["image_id", "file_path", "content_hash"]).to_pylist(),
-            )
-        )
-
-    def read_step(self, step: str, columns: list[str]) -> pa.Table:
-        path = self.step_rows(step)
-        schema = pa.schema([CATALOG_SCHEMA.field(c) for c in columns])
-        return (
-            parquet_file(path).read(columns=columns).cast(schema) if path.is_file() else schema.empty_table()
-        )
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 
+from ..files.layout import PartitionFiles
+from ..files.storage import parquet_file
+
 AXES_COLUMN = "axes"
 ROW_COLUMNS = (AXES_COLUMN, "draft_image_id")
 """Catalog columns copied from the image's row of prompts.parquet."""
@@ -25,6 +28,16 @@ def attach_row_columns(
             values = pa.array([row.get(name) for row in rows], pa.string())
             batch = batch.set_column(batch.schema.get_field_index(name), name, values)
         yield batch
+
+
+def row_columns(files: PartitionFiles, columns: tuple[str, ...]) -> dict[str, dict]:
+    """prompt_id → the row's `columns` of prompts.parquet (null before they existed), for the rows
+    with any of them set."""
+    prompts = parquet_file(files.prompts)
+    present = [name for name in columns if name in prompts.schema_arrow.names]
+    table = prompts.read(columns=["prompt_id", *present])
+    rows = zip(table["prompt_id"].to_pylist(), table.select(present).to_pylist())
+    return {key: values for key, values in rows if any(v is not None for v in values.values())}
 
 
 class AxisBalance:

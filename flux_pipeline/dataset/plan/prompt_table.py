@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
-from ..fal.data_uri import decode_data_uri
-from ..fal.errors import FalError, FalInputError
-from ..fal.models import (
+from ...fal.data_uri import decode_data_uri
+from ...fal.errors import FalError, FalInputError
+from ...fal.models import (
     REDUX,
     REDUX_ENDPOINTS,
     TEXT_TO_IMAGE,
@@ -27,7 +27,8 @@ from ..fal.models import (
     takes,
     validate_input,
 )
-from .storage import is_local, parquet_file
+from ..files.layout import PartitionFiles
+from ..files.storage import is_local, parquet_file
 
 GENERATED = "generated"
 """`redux_image` value asking to vary the row's own first generated image."""
@@ -365,6 +366,12 @@ def prompt_row_record(row: PromptRow) -> dict:
         "axes": row.axes,
         "draft_image_id": row.draft_image_id,
     }
+
+
+def read_prompt_rows(files: PartitionFiles) -> Iterator[PromptRow]:
+    """The partition's validated rows (prompts.parquet), read a batch at a time."""
+    for batch in parquet_file(files.prompts).iter_batches(batch_size=1024):
+        yield from map(prompt_row_from_record, batch.to_pylist())
 
 
 def prompt_row_from_record(record: dict) -> PromptRow:

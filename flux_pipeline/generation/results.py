@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .. import __version__
+from ..dataset.costs.pricing import UnitPrice
+from ..dataset.files.image_hashes import perceptual_hash_of, to_int64
+from ..dataset.files.images import image_id, store_image
+from ..dataset.files.layout import PartitionFiles
+from ..dataset.plan.requests import Lineage
 from ..fal.models import FluxOutput, billed_megapixels
 from ..fal.types import Generation, GenerationRequest
-from .files import image_id, store_image
-from .image_hashes import perceptual_hash_of, to_int64
-from .layout import PartitionFiles
-from .plans import Lineage
-from .pricing import UnitPrice
 
 INT64 = range(-(2**63), 2**63)
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import pandas as pd
 from upath import UPath
 
-from .catalog import read_catalog
-from .ledger import REQUEST_COLUMNS, UNUSABLE
+from ..catalog.table import read_catalog
+from ..money.ledger import REQUEST_COLUMNS, UNUSABLE
 
 TOTAL = "TOTAL"
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 from upath import UPath
 
-from ..fal.models import ImageSize, takes
+from ...fal.models import ImageSize, takes
 from .prompt_table import AXIS_PREFIX, REDUX_FIELDS
 from .recipe_spec import MAX_COMBINATIONS, REQUEST_DEFAULTS, Recipe, RecipeError, Sample, combinations
 

@@ -14,7 +14,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from upath import UPath
 
-from .storage import arrow_location, atomic_writer, parquet_batches
+from ..files.storage import arrow_location, atomic_writer, parquet_batches
 
 CATALOG_SCHEMA = pa.schema(
     [

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from upath import UPath
 
-from ..fal.models import (
+from ...fal.models import (
     REDUX,
     REDUX_ENDPOINTS,
     TEXT_TO_IMAGE,
@@ -24,7 +24,7 @@ from ..fal.models import (
     SizeChoice,
     takes,
 )
-from .layout import PARTITION_KEY
+from ..files.layout import PARTITION_KEY
 from .prompt_table import GENERATED, REDUX_FIELDS, PromptTableError
 
 AXIS_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 from upath import UPath
 
-from ..fal.data_uri import decode_data_uri
-from ..fal.types import GenerationRequest
-from .files import sha256_of
-from .ledger import fingerprint
+from ...fal.data_uri import decode_data_uri
+from ...fal.types import GenerationRequest
+from ..files.images import sha256_of
+from ..files.storage import open_location
+from ..money.ledger import fingerprint
 from .prompt_table import GENERATED, PromptRow, ReduxVariation, file_inside
-from .storage import open_location
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import pandas as pd
 from upath import UPath
 
+from ..files.layout import DatasetLayout
+from ..files.storage import parquet_file, write_parquet_atomically
+from ..plan.prompt_table import PromptRow, open_prompt_table
+from ..plan.table_source import planned_rows, recipe_table
 from .estimate import Estimate, estimate
-from .layout import DatasetLayout
 from .pricing import UnitPrice
-from .prompt_table import PromptRow, open_prompt_table
-from .storage import parquet_file, write_parquet_atomically
-from .table_source import planned_rows, recipe_table
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .ledger_stores import LedgerSchema, open_store
+from ..money.ledger_stores import LedgerSchema, open_store
 
 KEEP, REJECT, UNDECIDED = "keep", "reject", "undecided"
 DECISIONS = (KEEP, REJECT, UNDECIDED)

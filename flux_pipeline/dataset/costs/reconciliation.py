@@ -17,8 +17,8 @@ from datetime import datetime
 
 import pandas as pd
 
-from ..fal.platform_models import BillingEvent
-from .ledger import UNUSABLE
+from ...fal.platform_models import BillingEvent
+from ..money.ledger import UNUSABLE
 from .pricing import IMAGES
 
 MATCHED, BILLED_NOT_CATALOGED = "matched", "billed_not_cataloged"

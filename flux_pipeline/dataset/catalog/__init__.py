@@ -1,0 +1,1 @@
+"""What was made: the lineage catalog, its row writers, axes, reviewers' decisions, gallery and previews."""
