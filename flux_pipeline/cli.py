@@ -67,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
 def _run_on(instance, args: argparse.Namespace) -> int:
     from .dataset.costs.cost_report import by_partition, requests_frame
     from .definitions import defs
-    from .defs.resources import dataset_from_env
+    from .pipeline.resources import dataset_from_env
 
     dataset = dataset_from_env().process_config_and_initialize()  # resolves its EnvVars
     keys = _register_tables(instance, dataset, args.partition)
@@ -162,7 +162,7 @@ def _spend(args: argparse.Namespace) -> int:
 def _review(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .defs.resources import dataset_from_env
+    from .pipeline.resources import dataset_from_env
     from .review.app import Review, make_app
 
     dataset = dataset_from_env().process_config_and_initialize()
@@ -178,7 +178,7 @@ def _recipe_preview(args: argparse.Namespace) -> int:
 
     from .dataset.costs.recipe_preview import preview_recipe
     from .dataset.plan.recipe_spec import RecipeError
-    from .defs.resources import dataset_from_env
+    from .pipeline.resources import dataset_from_env
 
     dataset = dataset_from_env().process_config_and_initialize()
     prices, source = _preview_prices(dataset)
@@ -211,8 +211,8 @@ def _preview_prices(dataset) -> tuple[dict, str]:
 
     if "FAL_KEY" not in os.environ:
         return price_list(list(ENDPOINTS), dataset.configured_price(), {}), "list prices (no FAL_KEY)"
-    from .defs.resources import fal_from_env
     from .lib.generation_step import step_prices
+    from .pipeline.resources import fal_from_env
 
     fal = fal_from_env().process_config_and_initialize()
     return step_prices(fal, dataset, logging.getLogger("flux_pipeline")), "fal's prices"

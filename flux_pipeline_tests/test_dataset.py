@@ -16,8 +16,6 @@ import pytest
 
 from flux_pipeline.dataset.catalog.table import partition_file
 from flux_pipeline.dataset.files.image_hashes import from_int64, perceptual_hash_of
-from flux_pipeline.defs.catalog import cost_recomputes, files_match_hashes, unique_image_ids
-from flux_pipeline.defs.table_sensor import prompt_table_sensor
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.models import REDUX, TEXT_TO_IMAGE
 from flux_pipeline.lib.partitions import prompt_tables
@@ -243,7 +241,7 @@ def test_checks_catch_a_corrupted_file(project):
     row = project.catalog().iloc[0]
     path = project.dataset.layout.outputs_dir / row.file_path
     path.write_bytes(path.read_bytes()[:-10])
-    evaluation = run_checks(project, "animals", [files_match_hashes])["files_match_hashes"]
+    evaluation = run_checks(project, "animals", ["files_match_hashes"])["files_match_hashes"]
     assert not evaluation.passed and evaluation.metadata["hash_mismatches"].value == 1
     assert evaluation.metadata["examples"].value == row.image_id
 
@@ -254,7 +252,7 @@ def test_checks_catch_duplicate_rows_and_wrong_costs(project):
     rows = pq.read_table(path)
     cheap = pa.Table.from_pylist([{**rows.slice(0, 1).to_pylist()[0], "cost_usd": 0.01}], schema=rows.schema)
     pq.write_table(pa.concat_tables([rows, cheap]), path)
-    evaluations = run_checks(project, "animals", [unique_image_ids, cost_recomputes])
+    evaluations = run_checks(project, "animals", ["unique_image_ids", "cost_recomputes"])
     assert not evaluations["unique_image_ids"].passed
     assert evaluations["unique_image_ids"].metadata["examples"].value == rows["image_id"][0].as_py()
     assert not evaluations["cost_recomputes"].passed
@@ -262,10 +260,11 @@ def test_checks_catch_duplicate_rows_and_wrong_costs(project):
     assert evaluations["cost_recomputes"].metadata["rows"].value == 8
 
 
-def run_checks(project, partition: str, checks: list) -> dict[str, dg.AssetCheckEvaluation]:
+def run_checks(project, partition: str, checks: list[str]) -> dict[str, dg.AssetCheckEvaluation]:
     """Execute some catalog checks alone on a materialized partition, as from the UI."""
+    keys = [dg.AssetCheckKey(dg.AssetKey("catalog"), name) for name in checks]
     checks_job = dg.define_asset_job(
-        "catalog_checks", selection=dg.AssetSelection.checks(*checks), partitions_def=prompt_tables
+        "catalog_checks", selection=dg.AssetSelection.checks(*keys), partitions_def=prompt_tables
     )
     defs = dg.Definitions.merge(project.defs, dg.Definitions(jobs=[checks_job]))
     # a checks-only job takes its partition as a run tag (Dagster 1.13 cannot infer it from checks)
@@ -318,10 +317,8 @@ def test_malformed_table_fails_naming_file_and_problem(project, content, problem
 
 def sense(project, cursor=None, apply=False) -> dg.SensorResult:
     """One tick of prompt_table_sensor; with `apply`, what the sensor daemon then records."""
-    with dg.build_sensor_context(
-        instance=project.instance, cursor=cursor, resources={"dataset": project.dataset}
-    ) as context:
-        result = prompt_table_sensor(context)
+    with dg.build_sensor_context(instance=project.instance, cursor=cursor) as context:
+        result = project.defs.resolve_sensor_def("prompt_table_sensor")(context)
     if apply:
         for request in result.dynamic_partitions_requests:
             project.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))

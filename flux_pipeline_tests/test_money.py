@@ -25,7 +25,6 @@ from starlette.routing import Route
 from flux_pipeline.cli import run_config
 from flux_pipeline.dataset.money.ledger import RequestKey, RequestLedger
 from flux_pipeline.definitions import make_definitions
-from flux_pipeline.defs.billing_reconciliation import SKIPPED
 from flux_pipeline.emulator.app import create_app
 from flux_pipeline.emulator.engine import Emulator, EmulatorConfig
 from flux_pipeline.emulator.faults import FaultConfig
@@ -33,6 +32,7 @@ from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.http_server import BackgroundServer
 from flux_pipeline.lib.partitions import prompt_tables
 from flux_pipeline.lib.spend import BACKFILL_TAG, EMULATED_TAG, SPENT_TAG, BackfillSpend, backfill_spend
+from flux_pipeline.pipeline.billing_reconciliation import SKIPPED
 from flux_pipeline.resources import EmulatedFalResource
 
 from .conftest import ADMIN_KEY, SECRET_KEY, fal_stand_in

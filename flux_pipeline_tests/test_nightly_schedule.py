@@ -14,10 +14,10 @@ from upath import UPath
 
 from flux_pipeline.dataset.catalog.table import read_catalog
 from flux_pipeline.definitions import defs as default_defs
-from flux_pipeline.defs.nightly import NIGHT_TAG, nightly_backfill
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.instance import write_local_instance
+from flux_pipeline.pipeline.nightly import NIGHT_TAG
 
 from .conftest import SECRET_KEY, emulator_env
 from .dataset_fixtures import SAMPLE_PROMPTS, make_project
@@ -34,11 +34,9 @@ def tick(project, when="2026-12-05T02:00:00+00:00"):
     """One evaluation, as the daemon runs it at `when` (the context closed after it, as the daemon
     does: left open, it keeps the instance it opened current for later tests)."""
     with dg.build_schedule_context(
-        instance=project.instance,
-        scheduled_execution_time=datetime.fromisoformat(when),
-        resources={"fal": project.defs.resources["fal"], "dataset": project.dataset},
+        instance=project.instance, scheduled_execution_time=datetime.fromisoformat(when)
     ) as context:
-        return nightly_backfill(context)
+        return project.defs.resolve_schedule_def("nightly_backfill")(context)
 
 
 def run_night(project, requests: list[dg.RunRequest]) -> None:

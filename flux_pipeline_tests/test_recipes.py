@@ -27,7 +27,6 @@ from flux_pipeline.dataset.plan.prompt_table import open_prompt_table
 from flux_pipeline.dataset.plan.recipe_rows import expand
 from flux_pipeline.dataset.plan.recipe_spec import RecipeError, load_recipe
 from flux_pipeline.dataset.plan.table_source import planned_rows, recipe_table, source_version
-from flux_pipeline.defs.nightly import nightly_backfill
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.server import EmulatorServer
 from flux_pipeline.fal.models import ENDPOINTS, SCHNELL, TEXT_TO_IMAGE
@@ -472,16 +471,16 @@ def test_the_nightly_schedule_prices_a_recipe_and_leaves_a_bad_one_out(tmp_path,
         project = make_project(tmp_path, server, instance, samples=False)
         zoo = write_recipe(tmp_path / "recipes", "zoo", SMALL)
         write_recipe(tmp_path / "recipes", "broken", with_changes(axes__style=[]))
-        dataset = project.with_settings(nightly_budget_usd=0.0001).dataset
+        tight = project.with_settings(nightly_budget_usd=0.0001)
+        dataset = tight.dataset
         prices = price_list(list(ENDPOINTS), dataset.configured_price(), {})
         defaults = dataset.request_defaults()
         expected = preview_recipe(zoo, dataset.layout, dataset.ledger_location(), defaults, prices, 1)
+        nightly = tight.defs.resolve_schedule_def("nightly_backfill")
         with dg.build_schedule_context(
-            instance=instance,
-            scheduled_execution_time=datetime(2026, 12, 5, 2, tzinfo=UTC),
-            resources={"fal": project.defs.resources["fal"], "dataset": dataset},
+            instance=instance, scheduled_execution_time=datetime(2026, 12, 5, 2, tzinfo=UTC)
         ) as context:
-            skipped = nightly_backfill(context)
+            skipped = nightly(context)
         assert isinstance(skipped, dg.SkipReason)
         assert f"(zoo ${expected.estimate.cost_usd:.4f})" in skipped.skip_message
         log = capsys.readouterr().err

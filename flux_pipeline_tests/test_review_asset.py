@@ -10,9 +10,9 @@ def test_a_changed_decision_gives_review_decisions_a_new_version_and_the_export_
     import dagster as dg
     import pandas as pd
 
-    from flux_pipeline.defs.review import decisions_snapshot
     from flux_pipeline.emulator.engine import EmulatorConfig
     from flux_pipeline.emulator.server import EmulatorServer
+    from flux_pipeline.pipeline.review import decisions_snapshot
 
     from .dataset_fixtures import make_project
 
@@ -40,7 +40,6 @@ def test_a_changed_decision_gives_review_decisions_a_new_version_and_the_export_
 def test_review_sensor_refreshes_only_partitions_whose_decisions_changed(tmp_path):
     import dagster as dg
 
-    from flux_pipeline.defs.review import review_sensor
     from flux_pipeline.emulator.engine import EmulatorConfig
     from flux_pipeline.emulator.server import EmulatorServer
 
@@ -50,12 +49,11 @@ def test_review_sensor_refreshes_only_partitions_whose_decisions_changed(tmp_pat
         project = make_project(tmp_path, server, instance)
         assert project.run("animals").success and project.run("landscapes").success
         billed = server.emulator.stats()["images_billed"]
+        review_sensor = project.defs.resolve_sensor_def("review_sensor")
         assert review_sensor.default_status == dg.DefaultSensorStatus.STOPPED
 
         def tick() -> list[str]:
-            with dg.build_sensor_context(
-                instance=instance, resources={"dataset": project.dataset}
-            ) as context:
+            with dg.build_sensor_context(instance=instance) as context:
                 return [request.partition_key for request in review_sensor(context).run_requests]
 
         assert tick() == [], "decisions unchanged since the build: nothing to refresh"

@@ -19,7 +19,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from flux_pipeline.definitions import make_definitions
-from flux_pipeline.defs.resources import fal_from_env
 from flux_pipeline.emulator.engine import EmulatorConfig
 from flux_pipeline.emulator.faults import FaultConfig
 from flux_pipeline.emulator.server import EmulatorServer
@@ -29,6 +28,7 @@ from flux_pipeline.fal.errors import FalApiError
 from flux_pipeline.fal.http_server import BackgroundServer
 from flux_pipeline.fal.models import TEXT_TO_IMAGE
 from flux_pipeline.fal.platform import FalPlatform
+from flux_pipeline.pipeline.resources import fal_from_env
 
 from .conftest import ADMIN_KEY, SECRET_KEY, free_port, resource_for_url
 from .dataset_fixtures import SAMPLE_PROMPTS, dataset_for

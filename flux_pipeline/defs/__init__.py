@@ -1,2 +1,1 @@
-"""The code location's definitions, one module per asset family (dg's defs folder, loaded by
-`flux_pipeline.definitions`). No module here imports another: neighbours are named by key."""
+"""The code location's defs folder (dg's layout): one FluxDataset component (dataset/defs.yaml)."""

@@ -28,8 +28,9 @@ def celery_settings() -> dict[str, str]:
     return {"broker": broker, "backend": os.environ.get("FLUX_CELERY_BACKEND") or broker}
 
 
-def executor_from_env() -> dg.ExecutorDefinition:
-    choice = os.environ.get("FLUX_EXECUTOR") or "in_process"
+def executor_from_env(choice: str | None = None) -> dg.ExecutorDefinition:
+    """`choice` (a component's setting), else FLUX_EXECUTOR, else in process."""
+    choice = choice or os.environ.get("FLUX_EXECUTOR") or "in_process"
     if choice == "in_process":
         return EXECUTOR
     if choice != "celery":

@@ -16,7 +16,7 @@ from ..fal.models import REDUX_ENDPOINTS, TEXT_TO_IMAGE_ENDPOINTS
 from ..fal.types import GenerationRequest
 from ..generation.engine import FAILURE_SCHEMA
 from ..resources import BaseFalResource, DatasetResource
-from .assets import dataset_asset
+from .assets import PerDataset, dataset_asset
 from .generation_step import report_spend, run_generation_step
 from .metadata import preview_metadata, step_metadata
 from .partitions import FAL_POOL
@@ -40,9 +40,7 @@ Planned = tuple[Iterable[GenerationRequest | RowFailure], float | None]
 Plan = Callable[[dg.AssetExecutionContext, DatasetResource], Planned]
 
 
-def generation_asset(
-    name: str, step: str, deps: list[str], description: str, plan: Plan
-) -> dg.AssetsDefinition:
+def generation_asset(name: str, step: str, deps: list[str], description: str, plan: Plan) -> PerDataset:
     @dataset_asset(name=name, deps=deps, pool=FAL_POOL, kinds={"fal", "parquet"}, description=description)
     def generate(
         context: dg.AssetExecutionContext,

@@ -15,6 +15,7 @@ from ..dataset.plan.prompt_table import PromptRow, PromptTableError, open_prompt
 from ..dataset.plan.table_source import partition_table, planned_rows
 from ..resources import BaseFalResource, DatasetResource
 from .generation_step import step_prices
+from .names import OWN, DatasetNames
 from .table_versions import built_version, scan_prompt_tables
 
 
@@ -33,9 +34,11 @@ class Night:
         return ", ".join(f"{key} ${forecast.cost_usd:.4f}" for key, forecast in self.estimates.items())
 
 
-def stale_tables(instance: dg.DagsterInstance, found: dict[str, str]) -> dict[str, str]:
+def stale_tables(
+    instance: dg.DagsterInstance, found: dict[str, str], names: DatasetNames = OWN
+) -> dict[str, str]:
     """The tables whose catalog is missing or built from another version."""
-    return {key: sha for key, sha in found.items() if built_version(instance, key) != sha}
+    return {key: sha for key, sha in found.items() if built_version(instance, key, names) != sha}
 
 
 def estimate_partition(
@@ -56,10 +59,16 @@ def estimate_partition(
     return estimate(rows, ledger.entries(key), prices, fal.backend, layout.outputs_dir, layout.prompts_dir)
 
 
-def plan_night(instance: dg.DagsterInstance, fal: BaseFalResource, dataset: DatasetResource, log) -> Night:
+def plan_night(
+    instance: dg.DagsterInstance,
+    fal: BaseFalResource,
+    dataset: DatasetResource,
+    log,
+    names: DatasetNames = OWN,
+) -> Night:
     """Every stale table with its estimate; a table that cannot be read is left out, with a warning
     (its run would fail before sending anything)."""
-    stale = stale_tables(instance, scan_prompt_tables(dataset, log))
+    stale = stale_tables(instance, scan_prompt_tables(dataset, log), names)
     prices = step_prices(fal, dataset, log) if stale else {}
     versions, estimates = {}, {}
     with dataset.request_ledger() as ledger:

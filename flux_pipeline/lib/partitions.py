@@ -1,10 +1,12 @@
-"""The dataset's partitioning and grouping, shared by its assets, checks and automation."""
+"""The dataset's partitioning and grouping, shared by its assets, checks and automation (per
+dataset: lib/names.py; these are this project's own dataset's)."""
 
-import dagster as dg
+from .names import GROUP, OWN
 
-PROMPT_TABLES = "prompt_tables"
-prompt_tables = dg.DynamicPartitionsDefinition(name=PROMPT_TABLES)
-"""One partition per prompt table (data/prompts/KEY.parquet)."""
-GROUP = "flux_dataset"
+prompt_tables = OWN.prompt_tables
+PROMPT_TABLES = OWN.partitions
 FAL_POOL = "fal"
-"""Dagster concurrency pool shared by every step that calls fal (limit it on the instance)."""
+"""Dagster concurrency pool shared by every step of every dataset that calls fal (one fal account:
+limit it on the instance)."""
+
+__all__ = ["FAL_POOL", "GROUP", "PROMPT_TABLES", "prompt_tables"]

@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, field
 
 import dagster as dg
 
-from ..lib.partitions import PROMPT_TABLES, prompt_tables
+from ..lib.assets import dataset_sensor
+from ..lib.names import DatasetNames
 from ..lib.table_versions import built_version, recorded_version, scan_prompt_tables, table_version_events
 from ..resources import DatasetResource
 
@@ -39,19 +40,21 @@ class SensorCursor:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-@dg.sensor(
-    job_name="build_dataset",
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.STOPPED,
+@dataset_sensor(
+    "prompt_table_sensor",
+    job="build_dataset",
     description="Registers new prompt tables as partitions, records their versions and runs new or "
     "changed ones; adopts tables already built. A deleted table keeps its partition and catalog history.",
 )
-def prompt_table_sensor(context: dg.SensorEvaluationContext, dataset: DatasetResource) -> dg.SensorResult:
+def prompt_table_sensor(
+    context: dg.SensorEvaluationContext, dataset: DatasetResource, names: DatasetNames
+) -> dg.SensorResult:
+    """One tick of the sensor, for the dataset `names` names."""
     instance, cursor = context.instance, SensorCursor.parse(context.cursor)
     found = scan_prompt_tables(dataset, context.log)
-    known = set(instance.get_dynamic_partitions(PROMPT_TABLES))
+    known = set(instance.get_dynamic_partitions(names.partitions))
     fresh = {key: sha for key, sha in found.items() if cursor.tables.get(key) != sha}
-    to_run = [key for key, sha in fresh.items() if built_version(instance, key) != sha]
+    to_run = [key for key, sha in fresh.items() if built_version(instance, key, names) != sha]
     if adopted := sorted(fresh.keys() - set(to_run)):
         context.log.info(f"already built from their current table: {', '.join(adopted)} (not run again)")
     without_table = sorted(known - found.keys())
@@ -64,12 +67,12 @@ def prompt_table_sensor(context: dg.SensorEvaluationContext, dataset: DatasetRes
     new = [key for key in fresh if key not in known]
     return dg.SensorResult(
         run_requests=[dg.RunRequest(partition_key=key, run_key=f"{key}:{fresh[key]}") for key in to_run],
-        dynamic_partitions_requests=[prompt_tables.build_add_request(new)] if new else [],
+        dynamic_partitions_requests=[names.prompt_tables.build_add_request(new)] if new else [],
         asset_events=[
             event
             for key, sha in fresh.items()
-            if recorded_version(instance, key) != sha
-            for event in table_version_events(key, sha)
+            if recorded_version(instance, key, names) != sha
+            for event in table_version_events(key, sha, names)
         ],
         cursor=SensorCursor(found, without_table).dump(),
     )

@@ -30,8 +30,10 @@ def _settings(**values) -> dict:
     return {name: value for name, value in values.items() if value is not None}
 
 
-def fal_from_env() -> BaseFalResource:
-    common = _settings(max_concurrency=_env("FLUX_MAX_CONCURRENCY", of=lambda name: int(os.environ[name])))
+def fal_from_env(max_concurrency: int | None = None) -> BaseFalResource:
+    """`max_concurrency` (a component's setting) over FLUX_MAX_CONCURRENCY."""
+    from_env = _env("FLUX_MAX_CONCURRENCY", of=lambda name: int(os.environ[name]))
+    common = _settings(max_concurrency=max_concurrency or from_env)
     if "FAL_KEY" not in os.environ:
         return EmulatedFalResource(**common)
     return FalResource(
@@ -48,14 +50,14 @@ def fal_from_env() -> BaseFalResource:
     )
 
 
-def dataset_from_env() -> DatasetResource:
+def dataset_from_env(**settings) -> DatasetResource:
+    """`settings` (a component's) over the environment's."""
     as_float = lambda name: float(os.environ[name])
-    return DatasetResource(
-        **_settings(
-            data_dir=_env("FLUX_DATA_DIR"),
-            ledger=_env("FLUX_LEDGER"),
-            budget_usd=_env("FLUX_BUDGET_USD", of=as_float),
-            nightly_budget_usd=_env("FLUX_NIGHTLY_BUDGET_USD", of=as_float),
-            claim_lease_seconds=_env("FLUX_CLAIM_LEASE_SECONDS", of=as_float),
-        )
+    from_env = _settings(
+        data_dir=_env("FLUX_DATA_DIR"),
+        ledger=_env("FLUX_LEDGER"),
+        budget_usd=_env("FLUX_BUDGET_USD", of=as_float),
+        nightly_budget_usd=_env("FLUX_NIGHTLY_BUDGET_USD", of=as_float),
+        claim_lease_seconds=_env("FLUX_CLAIM_LEASE_SECONDS", of=as_float),
     )
+    return DatasetResource(**{**from_env, **settings})

@@ -20,31 +20,27 @@ from ..dataset.plan.prompt_table import (
 )
 from ..dataset.plan.reject_summary import RejectSummary
 from ..dataset.plan.table_source import partition_table, planned_rows, source_version
-from ..lib.assets import dataset_asset
+from ..lib.assets import PerDataset, dataset_asset
 from ..lib.generation_step import step_prices
 from ..lib.metadata import table_preview
-from ..lib.partitions import GROUP, prompt_tables
 from ..resources import BaseFalResource, DatasetResource
 
 REJECT_SCHEMA = pa.schema(
     [("row", pa.int64()), ("prompt_id", pa.string()), ("field", pa.string()), ("reason", pa.string())]
 )
-ESTIMATE_WITHIN_BUDGET = dg.AssetCheckSpec(
-    "estimate_within_budget",
-    asset="prompts",
-    blocking=True,
-    description="The partition's estimated cost fits budget_usd; when it does not, nothing is sent.",
-)
+ESTIMATE_WITHIN_BUDGET = "estimate_within_budget"
 
-prompt_table_files = dg.AssetSpec(
-    "prompt_table_files",
-    partitions_def=prompt_tables,
-    group_name=GROUP,
-    kinds={"parquet"},
-    description="The prompt tables (data/prompts/KEY.parquet) or recipes (data/recipes/KEY.yaml), one "
-    "per partition. An external asset: "
-    "prompt_table_sensor reports a new version (the file's SHA-256) when a table appears or "
-    "changes, which marks its downstream assets stale.",
+prompt_table_files = PerDataset(
+    lambda names, resources: dg.AssetSpec(
+        names.key("prompt_table_files"),
+        partitions_def=names.prompt_tables,
+        group_name=names.group,
+        kinds={"parquet"},
+        description="The prompt tables (data/prompts/KEY.parquet) or recipes (data/recipes/KEY.yaml), one "
+        "per partition. An external asset: "
+        "prompt_table_sensor reports a new version (the file's SHA-256) when a table appears or "
+        "changes, which marks its downstream assets stale.",
+    )
 )
 
 
@@ -54,7 +50,10 @@ prompt_table_files = dg.AssetSpec(
     description="The table's rows validated into requests (rows that fail go to rejects.parquet), and "
     "what they will cost: a blocking check stops the partition before anything is sent when the estimate "
     "exceeds budget_usd.",
-    check_specs=[ESTIMATE_WITHIN_BUDGET],
+    blocking_checks={
+        ESTIMATE_WITHIN_BUDGET: "The partition's estimated cost fits budget_usd; when it does not, nothing "
+        "is sent."
+    },
 )
 def prompts(
     context: dg.AssetExecutionContext, fal: BaseFalResource, dataset: DatasetResource
@@ -128,7 +127,7 @@ def _table_source(context: dg.AssetExecutionContext, layout: DatasetLayout) -> U
 def _budget_check(forecast: Estimate, budget_usd: float | None) -> dg.AssetCheckResult:
     within = budget_usd is None or forecast.cost_usd <= budget_usd + 1e-9
     return dg.AssetCheckResult(
-        check_name=ESTIMATE_WITHIN_BUDGET.name,
+        check_name=ESTIMATE_WITHIN_BUDGET,
         passed=within,
         metadata={"estimated_cost_usd": forecast.cost_usd, "budget_usd": budget_usd},
         description=None

@@ -12,31 +12,42 @@ recorded, as `prompt_table_sensor` does."""
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
+from ..lib.assets import DatasetSetup, PerDataset
+from ..lib.names import DatasetNames
 from ..lib.night import plan_night
 from ..lib.table_versions import register_tables
 from ..resources import BaseFalResource, DatasetResource
 
 NIGHT_TAG = "flux/night"
-NIGHTLY_CRON = os.environ.get("FLUX_NIGHTLY_CRON", "0 2 * * *")
-NIGHTLY_TIMEZONE = os.environ.get("FLUX_NIGHTLY_TIMEZONE", "UTC")
 
 
-@dg.schedule(
-    job_name="build_dataset",
-    cron_schedule=NIGHTLY_CRON,
-    execution_timezone=NIGHTLY_TIMEZONE,
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Every night, runs each partition whose prompt table is new or changed since its last "
-    "build, when the night's estimate fits the dataset's nightly_budget_usd (otherwise nothing is sent).",
-)
-def nightly_backfill(
-    context: dg.ScheduleEvaluationContext, fal: BaseFalResource, dataset: DatasetResource
+def _schedule(names: DatasetNames, setup: DatasetSetup) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name=names.name("nightly_backfill"),
+        job_name=names.name("build_dataset"),
+        cron_schedule=setup.schedule.cron,
+        execution_timezone=setup.schedule.timezone,
+        default_status=setup.schedule.status,
+        description="Every night, runs each partition whose prompt table is new or changed since its last "
+        "build, when the night's estimate fits the dataset's nightly_budget_usd (otherwise nothing is sent).",
+    )
+    def nightly_backfill(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
+        fal = setup.fal.process_config_and_initialize()
+        return evaluate(context, fal, setup.dataset.process_config_and_initialize(), names)
+
+    return nightly_backfill
+
+
+nightly_backfill = PerDataset(_schedule)
+
+
+def evaluate(
+    context: dg.ScheduleEvaluationContext, fal: BaseFalResource, dataset: DatasetResource, names: DatasetNames
 ) -> list[dg.RunRequest] | dg.SkipReason:
-    night = plan_night(context.instance, fal, dataset, context.log)
+    """One tick of the schedule, for the dataset `names` names."""
+    night = plan_night(context.instance, fal, dataset, context.log, names)
     if not night.versions:
         return dg.SkipReason("every prompt table is built from its current version: nothing to do")
     budget = dataset.nightly_budget_usd
@@ -45,7 +56,7 @@ def nightly_backfill(
             f"the night's estimate ${night.cost_usd:.4f} ({night.summary()}) exceeds the nightly budget "
             f"${budget:.4f}: no run was requested and nothing was sent"
         )
-    register_tables(context.instance, night.versions)
+    register_tables(context.instance, night.versions, names)
     date = context.scheduled_execution_time.date().isoformat() if context.scheduled_execution_time else "now"
     context.log.info(f"tonight ({date}): {night.summary()}, ${night.cost_usd:.4f} in all")
     return [

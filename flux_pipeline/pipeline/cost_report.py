@@ -8,24 +8,16 @@ from upath import UPath
 
 from ..dataset.costs import cost_report as cost_views
 from ..dataset.files.storage import write_parquet_atomically
+from ..lib.assets import PerDataset
 from ..lib.automation import REPORT_CONDITION
 from ..lib.metadata import table_preview
-from ..lib.partitions import GROUP
 from ..resources import DatasetResource
 
 PREVIEWED = ("cost_by_partition", "cost_by_run", "cost_by_day", "cost_by_model")
 """The views the materialization shows, as by_partition, by_run, by_day and by_model."""
 
 
-@dg.asset(
-    deps=["catalog"],
-    automation_condition=REPORT_CONDITION,
-    group_name=GROUP,
-    kinds={"parquet"},
-    description="Spend and list value per partition, spend per run and backfill, per day and per model, "
-    "and every request (data/reports/*.parquet).",
-)
-def cost_report(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
+def _cost_report(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
     layout = dataset.layout
     with dataset.request_ledger() as ledger:
         views = _views(layout.catalog_dir, cost_views.requests_frame(ledger.requests()))
@@ -45,6 +37,19 @@ def cost_report(context: dg.AssetExecutionContext, dataset: DatasetResource) -> 
             **{name.removeprefix("cost_"): table_preview(views[name]) for name in PREVIEWED},
         }
     )
+
+
+cost_report = PerDataset(
+    lambda names, resources: dg.asset(
+        key=names.key("cost_report"),
+        deps=[names.key("catalog")],
+        automation_condition=REPORT_CONDITION,
+        group_name=names.group,
+        kinds={"parquet"},
+        description="Spend and list value per partition, spend per run and backfill, per day and per model, "
+        "and every request (data/reports/*.parquet).",
+    )(names.resource_keys(_cost_report))
+)
 
 
 def _views(catalog_dir: UPath, requests: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -12,11 +12,12 @@ from ..dataset.catalog.decisions import decision_counts, decisions_version
 from ..dataset.catalog.table import iter_partition
 from ..dataset.files.storage import write_parquet_atomically
 from ..lib.asset_versions import latest_data_version
-from ..lib.assets import dataset_asset
-from ..lib.partitions import PROMPT_TABLES
+from ..lib.assets import PerDataset, dataset_asset, dataset_sensor
+from ..lib.executors import executor_from_env
+from ..lib.names import DatasetNames
 from ..resources import DatasetResource
 
-REVIEW_ASSET = dg.AssetKey("review_decisions")
+REVIEW_ASSET = "review_decisions"
 
 
 def decisions_snapshot(dataset: DatasetResource, partition: str):
@@ -56,26 +57,31 @@ def review_decisions(context: dg.AssetExecutionContext, dataset: DatasetResource
     )
 
 
-refresh_review = dg.define_asset_job(
-    "refresh_review",
-    selection=["review_decisions"],
-    description="Re-snapshots a partition's review decisions (no fal call), so a changed decision "
-    "marks its training_export stale.",
+refresh_review = PerDataset(
+    lambda names, setup: dg.define_asset_job(
+        names.name("refresh_review"),
+        selection=[names.key("review_decisions")],
+        executor_def=executor_from_env(setup.executor),
+        description="Re-snapshots a partition's review decisions (no fal call), so a changed decision "
+        "marks its training_export stale.",
+    )
 )
 
 
-@dg.sensor(
-    job_name="refresh_review",
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.STOPPED,
+@dataset_sensor(
+    "review_sensor",
+    job="refresh_review",
     description="Refreshes review_decisions for every built partition whose decisions in force differ "
     "from its latest snapshot (costs nothing: no fal call).",
 )
-def review_sensor(context: dg.SensorEvaluationContext, dataset: DatasetResource) -> dg.SensorResult:
+def review_sensor(
+    context: dg.SensorEvaluationContext, dataset: DatasetResource, names: DatasetNames
+) -> dg.SensorResult:
+    """One tick of the sensor, for the dataset `names` names."""
     instance, requests = context.instance, []
     with dataset.decision_log() as log:
-        for key in instance.get_dynamic_partitions(PROMPT_TABLES):
-            recorded = latest_data_version(instance, REVIEW_ASSET, key)
+        for key in instance.get_dynamic_partitions(names.partitions):
+            recorded = latest_data_version(instance, names.key(REVIEW_ASSET), key)
             version = decisions_version(log.entries(key))
             if recorded is not None and recorded != version:
                 requests.append(dg.RunRequest(partition_key=key, run_key=f"{key}:{version}"))
