@@ -539,3 +539,20 @@ def test_export_formats_come_from_the_dataset_resource_unless_the_run_config_nam
         again.version,
     }
     assert materializations(result)["training_export"]["freed_bytes"] == 0, "two versions kept"
+
+
+def test_a_re_run_keeps_the_export_of_an_unchanged_catalog_and_re_exports_after_a_decision(project):
+    from flux_pipeline.dataset.catalog.decisions import REJECT, DecisionLog
+    from flux_pipeline.dataset.export import read_latest
+
+    exports = project.dataset.layout.exports_dir
+    first = materializations(project.run("animals"))["training_export"]
+    version = read_latest(exports, "animals").version
+    again = materializations(project.run("animals"))["training_export"]
+    assert first["unchanged"] is False and again["unchanged"] is True
+    assert read_latest(exports, "animals").version == version and again["exported"] == first["exported"]
+    with DecisionLog(project.dataset.ledger_location()) as log:
+        log.record("animals", project.catalog(["animals"])["image_id"][0], REJECT, "tester", "blurry")
+    after = materializations(project.run("animals"))["training_export"]
+    assert after["unchanged"] is False and after["exported"] == first["exported"] - 1
+    assert read_latest(exports, "animals").version != version

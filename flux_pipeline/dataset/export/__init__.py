@@ -63,13 +63,15 @@ def export_partition(
     partition: str,
     options: ExportOptions | None = None,
     decisions: Mapping[str, str] | None = None,
+    source_version: str | None = None,
 ) -> Exported:
     """Exports the partition's images (files under `output_root`, as the catalog names them) and
     returns the manifest that `export_root/<partition>/latest.json` now holds (a newer one when a
     concurrent export of the partition published after this one began). Raises before the pointer
     moves (leaving the previous export in place) when the partition is not in the catalog or a file
     is missing or does not match its content hash. `decisions`: image_id → the reviewer's decision
-    in force (decisions.DecisionLog.latest), for the `drop_rejected` and `only_kept` filters."""
+    in force (decisions.DecisionLog.latest), for the `drop_rejected` and `only_kept` filters;
+    `source_version` is recorded in the manifest."""
     options = options or ExportOptions()
     if not PARTITION_KEY.match(partition):
         raise ValueError(f"unsafe partition key {partition!r}")
@@ -86,6 +88,7 @@ def export_partition(
         removed=selection.removed,
         splits={},
         options=options,
+        source_version=source_version,
     )
     folder = version_folder(export_root, manifest)
     samples = catalog_samples(catalog_root, output_root, partition, selection.kept, options.batch_rows)

@@ -45,6 +45,9 @@ class ExportManifest(BaseModel):
     """Rows each filter dropped (a row counts against the first filter that drops it)."""
     splits: dict[str, SplitExport]
     options: ExportOptions
+    source_version: str | None = None
+    """What it was made from (the caller's digest of the catalog partition, decisions and options):
+    an export asked for again from the same source can be left as it is."""
     dataset_card: str | None = None
     """The Hugging Face dataset card (README.md) of the first Parquet format; none when nothing was
     exported or no Parquet format was chosen (each Parquet folder has its own)."""
