@@ -18,7 +18,7 @@ from starlette.routing import Route
 from ..dataset.catalog.decisions import DecisionError, DecisionLog
 from ..dataset.files.layout import DatasetLayout
 from .guard import SameOriginGuard
-from .partition_view import PartitionView, UnknownImage, catalog_partitions, read_partition
+from .partition_view import PartitionView, UnknownImage, catalog_partitions, file_path_of, read_partition
 
 PAGE = files(__package__).joinpath("page.html")
 
@@ -36,12 +36,22 @@ class Review:
         return self.partitions or catalog_partitions(self.layout.catalog_dir)
 
     def view(self, partition: str) -> PartitionView:
-        if partition not in self.reviewable():
-            raise LookupError(f"partition {partition!r} is not reviewed here ({self.reviewable()})")
+        self._check(partition)
         try:
             return read_partition(self.layout.catalog_dir, partition)
         except FileNotFoundError as exc:
             raise LookupError(str(exc)) from None
+
+    def file_path(self, partition: str, image_id: str) -> str:
+        self._check(partition)
+        try:
+            return file_path_of(self.layout.catalog_dir, partition, image_id)
+        except FileNotFoundError as exc:
+            raise LookupError(str(exc)) from None
+
+    def _check(self, partition: str) -> None:
+        if partition not in self.reviewable():
+            raise LookupError(f"partition {partition!r} is not reviewed here ({self.reviewable()})")
 
 
 def _error(message: str, status: int) -> JSONResponse:
@@ -62,16 +72,13 @@ def make_app(review: Review) -> Starlette:
         except LookupError as exc:
             return _error(str(exc), 404)
         latest = review.log.latest(partition)
-        rows = [
-            {**{k: v for k, v in row.items() if k != "file_path"}, "decision": latest.get(row["image_id"])}
-            for row in view.rows
-        ]
+        rows = [{**row, "decision": latest.get(row["image_id"])} for row in view.rows]
         return JSONResponse({"partition": partition, "axes": view.axes, "images": rows})
 
     async def image_file(request: Request) -> Response:
         partition, image_id = request.path_params["partition"], request.path_params["image_id"]
         try:
-            file_path = review.view(partition).file_path(image_id)
+            file_path = review.file_path(partition, image_id)
         except LookupError as exc:
             return _error(_not_found(exc, partition), 404)
         media_type = mimetypes.guess_type(file_path)[0] or "application/octet-stream"

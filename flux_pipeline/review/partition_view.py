@@ -7,12 +7,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import pyarrow.compute as pc
 from upath import UPath
 
 from ..dataset.catalog.gallery import image_groups
 from ..dataset.catalog.table import partition_file
 from ..dataset.files.layout import PARTITION_KEY
-from ..dataset.files.storage import parquet_batches
+from ..dataset.files.storage import parquet_batches, parquet_file
 
 AXIS_PREFIX = "axis_"
 """Catalog columns named `axis_<name>` (a recipe's axes) become filters on the page."""
@@ -28,18 +29,25 @@ class UnknownImage(LookupError):
 @dataclass(frozen=True)
 class PartitionView:
     rows: list[dict]
-    """In page order, each with `file_path`, `model`, `parent_image_id` and its axis values."""
+    """In page order, each with `model`, `parent_image_id` and its axis values."""
     axes: list[str]
-
-    def file_path(self, image_id: str) -> str:
-        for row in self.rows:
-            if row["image_id"] == image_id:
-                return row["file_path"]
-        raise UnknownImage(image_id)
 
     @property
     def image_ids(self) -> set[str]:
         return {row["image_id"] for row in self.rows}
+
+
+def file_path_of(catalog_root: UPath, partition: str, image_id: str) -> str:
+    """The catalog's file_path of one image, read with a filter on image_id (not the whole
+    partition: the page asks for one image at a time); UnknownImage when it has none."""
+    path = partition_file(catalog_root, partition)
+    if not PARTITION_KEY.match(partition) or not path.is_file():
+        raise FileNotFoundError(f"no catalog partition {partition!r}")
+    found = parquet_file(path).read(columns=["image_id", "file_path"])
+    found = found.filter(pc.equal(found["image_id"], image_id))
+    if not found.num_rows:
+        raise UnknownImage(image_id)
+    return found["file_path"][0].as_py()
 
 
 def catalog_partitions(catalog_root: UPath) -> list[str]:
@@ -61,7 +69,6 @@ def read_partition(catalog_root: UPath, partition: str) -> PartitionView:
         {
             **{column: _plain(row.get(column)) for column in SHOWN},
             "model": row.get(model),
-            "file_path": row["file_path"],
             "parent_image_id": row.get("parent_image_id"),
             "axes": {axis.removeprefix(AXIS_PREFIX): _plain(row.get(axis)) for axis in axes},
         }
