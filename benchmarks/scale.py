@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .throughput import KEY, EmulatorProcess, start_emulator
-from .whole_job import high_water_mark
+from .throughput import EmulatorProcess, start_emulator
+from .whole_job import high_water_mark, project_env
 
 BIN = Path(sys.executable).parent
 
@@ -43,21 +43,6 @@ def write_tables(prompts: Path, images: int, partitions: int) -> list[str]:
         ]
         pd.DataFrame(rows).to_parquet(prompts / f"{name}.parquet")
     return names
-
-
-def environment(emulator: EmulatorProcess, folder: Path, concurrency: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "NO_PROXY": "127.0.0.1,localhost",
-        "FAL_KEY": KEY,
-        "FAL_QUEUE_URL": emulator.url,
-        "FAL_RUN_URL": f"{emulator.url}/run",
-        "FAL_STORAGE_URL": emulator.url,
-        "FAL_API_URL": f"{emulator.url}/v1",
-        "FLUX_MAX_CONCURRENCY": str(concurrency),
-        "FLUX_DATA_DIR": str(folder),
-        "DAGSTER_HOME": str(folder / "dagster_home"),
-    }
 
 
 def timed_run(env: dict[str, str], log: Path) -> dict:
@@ -132,7 +117,7 @@ def one_size(emulator: EmulatorProcess, images: int, partitions: int, concurrenc
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         write_tables(folder / "prompts", images, partitions)
-        env = environment(emulator, folder, concurrency)
+        env = project_env(emulator, folder, concurrency)
         billed_before = emulator.stats()["images_billed"]
         first = timed_run(env, folder / "run.log")
         billed = emulator.stats()["images_billed"] - billed_before

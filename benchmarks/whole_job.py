@@ -75,7 +75,21 @@ def command(client: str, emulator: EmulatorProcess, folder: Path, concurrency: i
             "--url",
             emulator.url,
         ], env
-    env |= {
+    return [
+        str(Path(sys.executable).with_name("flux-pipeline")),
+        "run",
+        "--partition",
+        PARTITION,
+    ], project_env(emulator, folder, concurrency)
+
+
+def project_env(emulator: EmulatorProcess, folder: Path, concurrency: int) -> dict[str, str]:
+    """What `flux-pipeline run` needs to build `folder` against the emulator through FAL_KEY and the
+    FAL_*_URL variables (the real-fal code path), on a Dagster instance of its own."""
+    return {
+        **os.environ,
+        "NO_PROXY": "127.0.0.1,localhost",
+        "FAL_KEY": KEY,
         "FAL_QUEUE_URL": emulator.url,
         "FAL_RUN_URL": f"{emulator.url}/run",
         "FAL_STORAGE_URL": emulator.url,
@@ -84,7 +98,6 @@ def command(client: str, emulator: EmulatorProcess, folder: Path, concurrency: i
         "FLUX_DATA_DIR": str(folder),
         "DAGSTER_HOME": str(folder / "dagster_home"),
     }
-    return [str(Path(sys.executable).with_name("flux-pipeline")), "run", "--partition", PARTITION], env
 
 
 def run_once(client: str, emulator: EmulatorProcess, n: int, concurrency: int) -> dict:
