@@ -49,22 +49,32 @@ def dataset_definitions(names: DatasetNames, setup: DatasetSetup) -> dg.Definiti
         for value in vars(module).values()
         if isinstance(value, PerDataset)
     ]
-    checks = [m for m in made if isinstance(m, dg.AssetChecksDefinition)]
-    assets = [m for m in made if isinstance(m, dg.AssetsDefinition) and m not in checks]
-    specs = [m for m in made if isinstance(m, dg.AssetSpec)]
-    sensors = [m for m in made if isinstance(m, dg.SensorDefinition)]
-    schedules = [m for m in made if isinstance(m, dg.ScheduleDefinition)]
-    jobs_ = [m for m in made if not any(m in kind for kind in (checks, assets, specs, sensors, schedules))]
+    kinds: dict[str, list] = {"asset_checks": [], "assets": [], "sensors": [], "schedules": [], "jobs": []}
+    for definition in made:
+        kinds[_kind(definition)].append(definition)
     resources = {names.name("fal"): setup.fal, names.name("dataset"): setup.dataset}
     return dg.Definitions(
-        assets=[*assets, *specs],
-        asset_checks=checks,
-        jobs=jobs_,
-        sensors=sensors,
-        schedules=schedules,
+        assets=kinds["assets"],
+        asset_checks=kinds["asset_checks"],
+        jobs=kinds["jobs"],
+        sensors=kinds["sensors"],
+        schedules=kinds["schedules"],
         resources=resources,
         executor=None if names.prefix else executor_from_env(setup.executor),
     )
+
+
+def _kind(definition: object) -> str:
+    """Which argument of dg.Definitions takes it (an asset job has no public class: the rest)."""
+    if isinstance(definition, dg.AssetChecksDefinition):  # an AssetsDefinition too: first
+        return "asset_checks"
+    if isinstance(definition, dg.AssetsDefinition | dg.AssetSpec):
+        return "assets"
+    if isinstance(definition, dg.SensorDefinition):
+        return "sensors"
+    if isinstance(definition, dg.ScheduleDefinition):
+        return "schedules"
+    return "jobs"
 
 
 def make_definitions(
